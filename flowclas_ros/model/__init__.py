@@ -1,0 +1,1 @@
+"""flowclas_ros.model."""

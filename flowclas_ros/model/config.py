@@ -1,0 +1,81 @@
+"""Typed model configuration. This is what a checkpoint's ``config.json`` holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+CONFIG_VERSION = 1
+"""Bump when a checkpoint written by an older version can no longer be read."""
+
+
+@dataclass
+class BackboneConfig:
+    """The frozen feature extractor.
+
+    Attributes:
+        name: timm model name, e.g. ``vit_small_patch14_dinov2`` or
+            ``vit_small_patch14_reg4_dinov2``; a timm ResNet/WideResNet name
+            (``resnet18``, ``wide_resnet50_2``) selects the CNN (CL-flow) path.
+        weights: ``hub`` (timm / Hugging Face hub, online), ``file`` (a local
+            state_dict in timm or official DINOv2 torch-hub key format) or
+            ``none`` (random init, for tests only).
+        weights_file: Path of the local weights file when ``weights == "file"``.
+        weights_sha256: Hash of that file, checked on load when set.
+        layers: Feature layers. ViT: block indices (negative counts from the
+            end), concatenated. CNN: stage indices, resized to the first and
+            concatenated.
+    """
+
+    name: str = "vit_small_patch14_dinov2"
+    weights: Literal["hub", "file", "none"] = "hub"
+    weights_file: str = ""
+    weights_sha256: str = ""
+    layers: list[int] = field(default_factory=lambda: [-1])
+
+
+@dataclass
+class FlowConfig:
+    """The FrEIA normalizing flow over the (C, H, W) feature map."""
+
+    steps: int = 16
+    clamp: float = 2.0
+    hidden_ratio: float = 1.0
+    kernel_sizes: list[int] = field(default_factory=lambda: [3, 1])
+    proj_dim: int = 128
+
+
+@dataclass
+class ScoreConfig:
+    """How the flow latent becomes a per-pixel anomaly score."""
+
+    kind: Literal["likelihood", "nll"] = "likelihood"
+    blur_sigma: float = 0.0
+    image_score: Literal["max", "mean", "p99"] = "max"
+
+
+@dataclass
+class PreprocessConfig:
+    """Input preprocessing shared by every backend.
+
+    Attributes:
+        input_size: (height, width) the image is resized to before the model;
+            each side is padded up to a multiple of the patch size internally.
+        mean: Per-channel RGB mean, on 0..1 pixels.
+        std: Per-channel RGB std.
+    """
+
+    input_size: tuple[int, int] = (224, 224)
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a FlowCLAS model for inference."""
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    seed: int = 0
