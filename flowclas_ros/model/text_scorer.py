@@ -1,0 +1,414 @@
+"""VL4AD text-prompted outlier scorer on an open_clip CLIP model.
+
+VL4AD (Zhong et al., arXiv 2409.17330) scores outliers with a vision-language
+encoder and words only, no outlier data and no training:
+
+1. Dense per-patch image embeddings (MaskCLIP value path, :mod:`.clip_dense`).
+2. Cosine similarity of every patch to every prompt embedding; the class logit
+   is the max over the class's prompts (max-logit prompt ensembling), divided
+   by the prompt set's temperature.
+3. Softmax over ID + OOD classes (merge groups are single classes).
+4. Pixel score ``u = 1 - max_{c in ID} p_c``, bilinearly upsampled to the
+   input. VL4AD writes ``-max p``; ``1 - max p`` ranks pixels identically and
+   lies in ``[0, 1)``, like the flow's ``1 - exp(mean log p)``.
+
+The text side is encoded once per prompt set and kept as a (non-persistent)
+buffer, so a forward pass only runs the image tower, and an ONNX export holds
+the text embeddings as constants. :func:`class_logits` and
+:func:`outlier_score` are the pure math (embeddings in, scores out), separate
+from the encoders so they can be checked on constructed embeddings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flowclas_ros.model.clip_dense import DenseClipEncoder
+from flowclas_ros.model.prompts import PromptSet, load_prompt_set, resolve_classes, text_cache_key
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class TextScorerError(RuntimeError):
+    """The text scorer cannot be built: bad model name, weights or prompts (message says which)."""
+
+
+@dataclass
+class TextScorerConfig:
+    """The optional VL4AD text scorer; ``ModelConfig.text`` holds one or ``None``.
+
+    Attributes:
+        model: open_clip architecture name (``open_clip.list_models()``), e.g.
+            ``ViT-B-16``. Only ViT image towers are supported.
+        weights: ``hub`` (open_clip pretrained tag, downloaded), ``file`` (a
+            local state_dict: ``.safetensors`` or a ``torch.save`` dict; never
+            unpickled) or ``none`` (random init, tests only).
+        pretrained: open_clip pretrained tag used when ``weights == "hub"``.
+        weights_file: Local weights when ``weights == "file"``.
+        weights_sha256: Hash of ``weights_file``, checked on load when set.
+        arch: Overrides of the open_clip model config (``embed_dim``,
+            ``vision_cfg``, ``text_cfg``, ...), e.g. a tiny model for tests.
+        dense: Last-block variant of the dense image path (see
+            :mod:`flowclas_ros.model.clip_dense`): ``maskclip`` or ``value_only``.
+        input_size: (height, width) the image is resized to for CLIP (multiples
+            of the patch size). ``None``: the model input size rounded to the
+            nearest multiple of the patch size.
+        prompt_set: Name (``planetary_rover``) or path of a prompt YAML; used
+            only when ``prompts`` is empty. Kept for provenance.
+        prompts: The prompt set itself. Filled from ``prompt_set`` when the
+            scorer is built, so a saved checkpoint is self-contained.
+    """
+
+    model: str = "ViT-B-16"
+    weights: Literal["hub", "file", "none"] = "hub"
+    pretrained: str = "laion2b_s34b_b88k"
+    weights_file: str = ""
+    weights_sha256: str = ""
+    arch: dict[str, Any] = field(default_factory=dict)
+    dense: Literal["maskclip", "value_only"] = "maskclip"
+    input_size: tuple[int, int] | None = None
+    prompt_set: str = ""
+    prompts: PromptSet | None = None
+
+
+def resolve_text_config(cfg: TextScorerConfig) -> TextScorerConfig:
+    """Returns a copy whose ``prompts`` is filled in from ``prompt_set`` if empty.
+
+    Raises:
+        TextScorerError: If neither is given.
+        ConfigError: If the prompt file is invalid (names the file).
+    """
+    if cfg.prompts is not None:
+        return dataclasses.replace(cfg)
+    if not cfg.prompt_set:
+        raise TextScorerError("text scorer: set text.prompt_set (a name or YAML path) or text.prompts")
+    return dataclasses.replace(cfg, prompts=load_prompt_set(cfg.prompt_set))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pure scoring math: embeddings in, scores out.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def class_logits(patch_emb: torch.Tensor, class_text_emb: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Max-logit ensembled class logits per patch.
+
+    Args:
+        patch_emb: Patch embeddings ``(B, D, h, w)``; L2-normalised here.
+        class_text_emb: Normalised prompt embeddings ``(C, K, D)``: K prompts per
+            class. Classes with fewer prompts repeat some (repeats do not change a max).
+        temperature: Softmax temperature (> 0).
+
+    Returns:
+        ``(B, C, h, w)``: ``max_k cos(patch, prompt_ck) / temperature``.
+    """
+    b, d, h, w = patch_emb.shape
+    c, k, _ = class_text_emb.shape
+    # fp32 even under CUDA autocast: a cosine error of 1e-3 is 0.1 logit at temperature 0.01.
+    with torch.autocast(device_type=patch_emb.device.type, enabled=False):
+        patches = F.normalize(patch_emb.float(), dim=1).reshape(b, d, h * w)
+        sims = torch.matmul(class_text_emb.float().reshape(c * k, d), patches)  # (B, C*K, h*w)
+    return sims.reshape(b, c, k, h, w).amax(dim=2) / temperature
+
+
+def outlier_score(logits: torch.Tensor, num_id: int) -> torch.Tensor:
+    """``1 - max over ID classes of softmax(logits)``; OOD classes only enter the softmax.
+
+    Args:
+        logits: ``(B, C, h, w)`` with the ``num_id`` ID classes first.
+        num_id: Number of in-distribution classes (>= 1).
+
+    Returns:
+        ``(B, h, w)`` in ``[0, 1)``; higher is more anomalous.
+    """
+    probs = torch.softmax(logits, dim=1)
+    return 1.0 - probs[:, :num_id].amax(dim=1)
+
+
+def stack_class_embeddings(prompt_emb: torch.Tensor, class_prompt_index: list[list[int]]) -> torch.Tensor:
+    """Lays out per-prompt embeddings ``(P, D)`` as ``(C, K, D)``, padding short classes by repetition."""
+    k = max(len(idx) for idx in class_prompt_index)
+    padded = [[idx[i % len(idx)] for i in range(k)] for idx in class_prompt_index]
+    return prompt_emb[torch.tensor(padded, device=prompt_emb.device)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CLIP model construction.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_clip_weights(model: nn.Module, path: str | Path, sha256: str = "") -> None:
+    """Loads a local open_clip state_dict into ``model`` without unpickling.
+
+    Accepts ``.safetensors`` or a ``torch.save``'d dict of tensors (optionally
+    under ``state_dict``, optionally with DDP's ``module.`` prefix).
+
+    Raises:
+        TextScorerError: Naming the file on a missing file, hash mismatch,
+            unreadable file or key mismatch.
+    """
+    from open_clip.model import resize_pos_embed, resize_text_pos_embed
+
+    path = Path(path)
+    if not path.is_file():
+        raise TextScorerError(f"{path}: CLIP weights file not found (text.weights_file)")
+    if sha256 and _sha256(path) != sha256.lower():
+        raise TextScorerError(f"{path}: sha256 does not match text.weights_sha256 {sha256}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any reader error becomes one clear message
+        raise TextScorerError(
+            f"{path}: cannot read CLIP weights ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+            "expected .safetensors or a torch.save'd state_dict (TorchScript archives such as OpenAI's "
+            "original .pt files are not supported: use open_clip's open_clip_model.safetensors)"
+        ) from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise TextScorerError(f"{path}: expected a mapping of parameter names to tensors")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    resize_pos_embed(state, model)
+    resize_text_pos_embed(state, model)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        detail = " ".join(str(exc).split())[:300]
+        raise TextScorerError(
+            f"{path}: weights do not fit the CLIP architecture ({detail}); check text.model / text.arch"
+        ) from exc
+    if result.missing_keys or result.unexpected_keys:
+        raise TextScorerError(
+            f"{path}: weights do not fit the CLIP architecture; missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]} (check text.model / text.arch)"
+        )
+
+
+def _warn_random_weights(name: str) -> None:
+    if "pytest" in sys.modules:
+        return
+    message = (
+        f"TEXT SCORER USES RANDOM CLIP WEIGHTS ({name}, text.weights: none). Its scores are meaningless; "
+        "use text.weights: hub or file for real use."
+    )
+    logger.warning(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def create_clip_model(cfg: TextScorerConfig) -> nn.Module:
+    """Builds the frozen open_clip CLIP model (eval mode, no grads) per ``cfg``.
+
+    Raises:
+        TextScorerError: Unknown architecture or tag, failed download, bad file.
+    """
+    import open_clip
+
+    if cfg.model not in open_clip.list_models():
+        raise TextScorerError(
+            f"text.model {cfg.model!r} is not an open_clip architecture (see open_clip.list_models(); "
+            "e.g. ViT-B-16, ViT-L-14)"
+        )
+    arch = dict(cfg.arch)
+    if cfg.weights == "hub":
+        if not open_clip.get_pretrained_cfg(cfg.model, cfg.pretrained):
+            tags = open_clip.list_pretrained_tags_by_model(cfg.model)
+            raise TextScorerError(
+                f"text.pretrained {cfg.pretrained!r} is not an open_clip tag for {cfg.model}; known: {tags}"
+            )
+        try:
+            model = open_clip.create_model(cfg.model, pretrained=cfg.pretrained, **arch)
+        except Exception as exc:  # noqa: BLE001 - download / hub errors become one clear message
+            raise TextScorerError(
+                f"could not load open_clip weights {cfg.model}/{cfg.pretrained} from the hub "
+                f"({type(exc).__name__}: {str(exc)[:200]}). Without internet, download them elsewhere and "
+                "set text.weights: file and text.weights_file: PATH"
+            ) from exc
+    else:
+        try:
+            model = open_clip.create_model(cfg.model, pretrained=None, **arch)
+        except Exception as exc:  # noqa: BLE001 - bad arch overrides
+            raise TextScorerError(f"cannot build open_clip {cfg.model} with text.arch {arch}: {exc}") from exc
+        if cfg.weights == "file":
+            if not cfg.weights_file:
+                raise TextScorerError("text.weights is 'file' but text.weights_file is empty")
+            load_clip_weights(model, cfg.weights_file, cfg.weights_sha256)
+        else:
+            _warn_random_weights(cfg.model)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The scorer module.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class TextScorer(nn.Module):
+    """Per-pixel VL4AD outlier score from text prompts; frozen, eval only.
+
+    Args:
+        cfg: Scorer config; ``prompts`` is filled from ``prompt_set`` if empty.
+        input_mean: Per-channel mean the incoming ``x`` was normalised with
+            (the FlowCLAS preprocessing); re-normalised here to CLIP's statistics.
+        input_std: Matching per-channel std.
+        clip_model: An already built open_clip CLIP model (else built from ``cfg``).
+
+    Attributes:
+        cfg: The resolved config (``cfg.prompts`` is the active prompt set).
+        class_names: Active classes, ID first (merged groups named ``a+b``).
+        num_id: Number of ID classes.
+        num_text_encodes: How many times prompts were encoded (cache check).
+    """
+
+    def __init__(
+        self,
+        cfg: TextScorerConfig,
+        input_mean: tuple[float, float, float] = IMAGENET_MEAN,
+        input_std: tuple[float, float, float] = IMAGENET_STD,
+        clip_model: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        import open_clip
+
+        self.cfg = resolve_text_config(cfg)
+        clip = clip_model if clip_model is not None else create_clip_model(self.cfg)
+        clip.eval().requires_grad_(False)
+        try:
+            self.image_encoder = DenseClipEncoder(clip.visual, self.cfg.dense)
+        except ValueError as exc:
+            raise TextScorerError(f"text.model {self.cfg.model}: {exc}") from exc
+        self.clip = clip
+        self.tokenizer = open_clip.get_tokenizer(self.cfg.model, context_length=clip.context_length)
+        pre = open_clip.get_model_preprocess_cfg(clip)
+        clip_mean = torch.tensor(pre.get("mean", open_clip.OPENAI_DATASET_MEAN), dtype=torch.float32)
+        clip_std = torch.tensor(pre.get("std", open_clip.OPENAI_DATASET_STD), dtype=torch.float32)
+        in_mean = torch.tensor(input_mean, dtype=torch.float32)
+        in_std = torch.tensor(input_std, dtype=torch.float32)
+        # x_clip = (x * in_std + in_mean - clip_mean) / clip_std = x * scale + shift
+        self.register_buffer("input_scale", (in_std / clip_std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("input_shift", ((in_mean - clip_mean) / clip_std).view(1, 3, 1, 1), persistent=False)
+        if self.cfg.input_size is not None:
+            self.image_encoder.grid_for(tuple(self.cfg.input_size))  # fail early on a bad size
+        self.register_buffer("class_text_emb", torch.empty(0), persistent=False)
+        self.num_text_encodes = 0
+        self._text_key = ""
+        self.class_names: tuple[str, ...] = ()
+        self.num_id = 0
+        self.train(False)
+        self.set_prompts(self.cfg.prompts)
+
+    def train(self, mode: bool = True) -> TextScorer:
+        """The scorer is frozen: it always stays in eval mode."""
+        return super().train(False)
+
+    @property
+    def temperature(self) -> float:
+        """Softmax temperature of the active prompt set."""
+        return float(self.cfg.prompts.temperature)
+
+    def set_prompts(self, prompts: PromptSet | str | Path) -> bool:
+        """Activates a prompt set; re-encodes text only if prompts/templates/classes changed.
+
+        Args:
+            prompts: A PromptSet, or a prompt-set name / YAML path.
+
+        Returns:
+            True if the text was (re-)encoded, False if the cached embeddings were reused.
+        """
+        if not isinstance(prompts, PromptSet):
+            self.cfg.prompt_set = str(prompts)
+            prompts = load_prompt_set(prompts)
+        key = text_cache_key(prompts)
+        self.cfg.prompts = prompts
+        if key == self._text_key:
+            return False
+        classes = resolve_classes(prompts)
+        self.class_text_emb = self._encode(prompts, classes)
+        self.class_names, self.num_id, self._text_key = classes.names, classes.num_id, key
+        return True
+
+    @torch.no_grad()
+    def _encode(self, prompts: PromptSet, classes) -> torch.Tensor:
+        """Encodes every (prompt, template) sentence once -> ``(C, K, D)`` normalised."""
+        unique = list(dict.fromkeys(p for cls in classes.prompts for p in cls))
+        sentences = [t.format(p) for p in unique for t in prompts.templates]
+        device = self.input_scale.device
+        tokens = self.tokenizer(sentences).to(device)
+        emb = torch.cat([self.clip.encode_text(chunk, normalize=True).float() for chunk in tokens.split(256)])
+        # Template ensembling: mean of normalised sentence embeddings, re-normalised.
+        emb = F.normalize(emb.view(len(unique), len(prompts.templates), -1).mean(dim=1), dim=-1)
+        position = {p: i for i, p in enumerate(unique)}
+        self.num_text_encodes += 1
+        return stack_class_embeddings(emb, [[position[p] for p in cls] for cls in classes.prompts])
+
+    def clip_input_size(self, image_hw: tuple[int, int]) -> tuple[int, int]:
+        """The size CLIP sees for a model input of ``image_hw``."""
+        if self.cfg.input_size is not None:
+            return int(self.cfg.input_size[0]), int(self.cfg.input_size[1])
+        ph, pw = self.image_encoder.patch_size
+        h, w = image_hw
+        return max(ph, round(h / ph) * ph), max(pw, round(w / pw) * pw)
+
+    def prepare(self, image_hw: tuple[int, int]) -> None:
+        """Precomputes size-dependent constants for a model input size (call before ONNX export)."""
+        self.image_encoder.prepare(self.clip_input_size(image_hw))
+
+    def class_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits at patch resolution ``(B, C, h, w)`` for model-normalised ``x`` (B, 3, H, W)."""
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        x = x * self.input_scale.to(x.dtype) + self.input_shift.to(x.dtype)
+        size = self.clip_input_size((h, w))
+        if size != (h, w):
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return class_logits(self.image_encoder(x), self.class_text_emb, self.temperature)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-pixel outlier score.
+
+        Args:
+            x: Images ``(B, 3, H, W)`` normalised with ``input_mean``/``input_std``.
+
+        Returns:
+            ``(B, H, W)`` float32 score in ``[0, 1)``; higher is more anomalous.
+        """
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        score = outlier_score(self.class_logits(x), self.num_id)
+        return F.interpolate(score[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+
+
+def create_text_scorer(
+    cfg: TextScorerConfig | None,
+    input_mean: tuple[float, float, float] = IMAGENET_MEAN,
+    input_std: tuple[float, float, float] = IMAGENET_STD,
+) -> TextScorer | None:
+    """Builds the scorer, or returns None when ``cfg`` is None (text scoring disabled)."""
+    if cfg is None:
+        return None
+    return TextScorer(cfg, input_mean=input_mean, input_std=input_std)

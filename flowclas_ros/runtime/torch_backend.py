@@ -1,0 +1,85 @@
+"""PyTorch inference backend: fp32 on CPU, autocast fp16 / bf16 backbone on CUDA, optional torch.compile."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from flowclas_ros.model.checkpoint import LoadedCheckpoint, load_checkpoint
+from flowclas_ros.model.torch_model import FlowCLAS
+from flowclas_ros.runtime.base import InferenceBackend
+
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class TorchBackend(InferenceBackend):
+    """Runs a FlowCLAS checkpoint (or an in-memory model) with PyTorch.
+
+    Reduced precision applies to the backbone only, via autocast; the flow and
+    the scoring always run in fp32 because likelihoods are sensitive to it.
+
+    Args:
+        checkpoint: Checkpoint directory, a ``LoadedCheckpoint`` or a ``FlowCLAS`` model.
+        device: ``cpu``, ``cuda`` or ``cuda:N``.
+        precision: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32``, ``fp16`` or ``bf16`` (CUDA only).
+        compile: Wrap feature extraction and scoring in ``torch.compile``.
+        threshold: Threshold to report when ``checkpoint`` is a bare model.
+    """
+
+    name = "torch"
+
+    def __init__(
+        self,
+        checkpoint: str | Path | LoadedCheckpoint | FlowCLAS,
+        device: str = "cpu",
+        *,
+        precision: Precision = "auto",
+        compile: bool = False,
+        threshold: float | None = None,
+    ):
+        if isinstance(checkpoint, FlowCLAS):
+            model = checkpoint
+        else:
+            loaded = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load_checkpoint(checkpoint)
+            model, threshold = loaded.model, loaded.threshold
+        super().__init__(model.cfg, threshold, device)
+        torch_device = torch.device(device)
+        if precision == "auto":
+            precision = "fp16" if torch_device.type == "cuda" else "fp32"
+        if precision != "fp32" and torch_device.type != "cuda":
+            raise ValueError(f"precision {precision!r} needs a CUDA device, got {device!r}")
+        if precision not in ("fp32", *_DTYPES):
+            raise ValueError(f"unknown precision {precision!r} (expected auto, fp32, fp16 or bf16)")
+        self.precision = precision
+        self.model: FlowCLAS | None = model.to(torch_device).eval()
+        self._torch_device = torch_device
+        self._features = torch.compile(model.extract_features) if compile else model.extract_features
+        self._score = torch.compile(model.score_features) if compile else model.score_features
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=_DTYPES[self.precision])
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        if self.model is None:
+            raise RuntimeError("TorchBackend is closed")
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self._torch_device)
+        with torch.inference_mode():
+            padded, image_hw = self.model.pad_input(x)
+            with self._autocast():
+                feats = self._features(padded)
+            scores = self._score(feats.float(), image_hw)
+        return scores.float().cpu().numpy()
+
+    def close(self) -> None:
+        """Drops the model and frees cached CUDA memory."""
+        self.model = None
+        self._features = self._score = None
+        if self._torch_device.type == "cuda":
+            torch.cuda.empty_cache()
