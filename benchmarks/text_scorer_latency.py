@@ -13,6 +13,7 @@ re-normalisation, MaskCLIP dense image path, max-logit scoring, upsampling).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 import warnings
@@ -26,6 +27,27 @@ from flowclas_ros.model.text_scorer import TextScorer, TextScorerConfig
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def _time(fn, args: argparse.Namespace) -> list[float]:
+    times = []
+    with torch.inference_mode():
+        for i in range(args.warmup + args.iters):
+            _sync(args.device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(args.device)
+            if i >= args.warmup:
+                times.append((time.perf_counter() - t0) * 1000)
+    return sorted(times)
+
+
+def _report(label: str, times: list[float]) -> None:
+    p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
+    print(
+        f"  {label:28s} median {statistics.median(times):8.1f} ms  p90 {p90:8.1f} ms  "
+        f"min {times[0]:8.1f} ms  (n={len(times)})"
+    )
 
 
 def main() -> None:
@@ -66,22 +88,13 @@ def main() -> None:
     for size in args.sizes:
         x = torch.randn(1, 3, size, size, device=args.device)
         scorer.prepare((size, size))
-        times = []
-        with torch.inference_mode():
-            for i in range(args.warmup + args.iters):
-                _sync(args.device)
-                t0 = time.perf_counter()
-                scorer(x)
-                _sync(args.device)
-                if i >= args.warmup:
-                    times.append((time.perf_counter() - t0) * 1000)
-        times.sort()
-        p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
-        grid = size // scorer.image_encoder.patch_size[0]
-        print(
-            f"  {size}x{size} ({grid}x{grid} patches): median {statistics.median(times):8.1f} ms  "
-            f"p90 {p90:8.1f} ms  min {times[0]:8.1f} ms  (n={len(times)})"
-        )
+        times = _time(lambda: scorer(x), args)
+        _report(f"{size}x{size} text scorer", times)
+        if size == scorer.image_encoder.native_grid[0] * scorer.image_encoder.patch_size[0]:
+            # Reference on the same machine/load: plain CLIP image embedding (pooled, what CLIP normally runs).
+            x_clip = x * scorer.input_scale + scorer.input_shift
+            _report(f"{size}x{size} ref encode_image", _time(lambda: scorer.clip.encode_image(x_clip), args))
+    print(f"load average during run: {os.getloadavg()[0]:.1f} (2 shared cores)")
     print(f"text encodes during frames: {scorer.num_text_encodes - 4} (expected 0)")
 
 

@@ -63,12 +63,13 @@ def test_matches_sklearn(quantize):
         assert got["fpr95"] == pytest.approx(_fpr95_sklearn(y, s), abs=1e-12)
 
 
-def test_batch_split_and_merge_do_not_change_result():
+@pytest.mark.parametrize("num_bins", [2**10, 2**18])
+def test_batch_split_and_merge_do_not_change_result(num_bins):
     rng = np.random.default_rng(1)
     images = _random_images(rng, n=4)
-    whole = PixelMetrics()
+    whole = PixelMetrics(num_bins=num_bins)  # with 2**10 bins: the full-histogram bincount path
     whole.update(np.stack([s for s, _ in images]), np.stack([m for _, m in images]))
-    parts = [PixelMetrics(), PixelMetrics()]
+    parts = [PixelMetrics(num_bins=num_bins), PixelMetrics(num_bins=num_bins)]  # small-batch path
     for i, (scores, labels) in enumerate(images):
         for half in np.array_split(np.arange(scores.size), 3):  # uneven pieces of each image
             parts[i % 2].update(scores.ravel()[half], labels.ravel()[half])
@@ -116,10 +117,12 @@ def test_clipped_scores_are_counted_and_bounded():
 
 def test_threshold_at_fpr_and_at_threshold():
     rng = np.random.default_rng(5)
-    y = (rng.random(50000) < 0.2).astype(np.uint8)
-    s = np.clip(rng.normal(0.3 + 0.4 * y, 0.1), 0, 1)
+    y = (rng.random(100_000) < 0.2).astype(np.uint8)  # one big update: the full-histogram path
+    s = np.clip(rng.normal(0.3 + 0.4 * y, 0.1), 0, 1).astype(np.float32)
     metrics = PixelMetrics()
     metrics.update(s, y)
+    assert metrics.compute()["auroc"] == pytest.approx(roc_auc_score(y, s), abs=1e-4)
+    assert metrics.compute()["ap"] == pytest.approx(average_precision_score(y, s), abs=1e-4)
     t = metrics.threshold_at_fpr(0.05)
     fpr = float(((s >= t) & (y == 0)).sum() / (y == 0).sum())
     assert fpr <= 0.05

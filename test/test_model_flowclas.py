@@ -159,6 +159,7 @@ def test_cnn_backbone_multiscale():
         assert net(x).shape == (2, 50, 61)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning")
 def test_onnx_export_matches_torch(model, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     x = torch.randn(1, 3, 56, 70)

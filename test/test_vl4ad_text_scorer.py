@@ -117,26 +117,34 @@ def test_input_is_renormalised_to_clip_statistics(scorer):
 
 
 def test_text_embeddings_are_clip_text_features():
+    """Equal to open_clip's full-length encode_text (the scorer skips padding), template mean, padding."""
     torch.manual_seed(1)
-    scorer = TextScorer(_cfg(prompt_set="", prompts=TWO_CLASSES))
+    prompts = PromptSet(
+        templates=["{}", "a long photo of {} seen by a rover camera on a dusty day."],
+        id_classes={"sand": ["sand"], "sky": ["sky", "bright blue clouds at noon"]},
+    )
+    scorer = TextScorer(_cfg(prompt_set="", prompts=prompts))
+    sentences = [t.format(p) for p in ("sand", "sky", "bright blue clouds at noon") for t in prompts.templates]
     with torch.no_grad():
-        direct = F.normalize(scorer.clip.encode_text(scorer.tokenizer(["sand", "sky", "clouds"])), dim=-1)
-    torch.testing.assert_close(scorer.class_text_emb[0, 0], direct[0])
-    torch.testing.assert_close(scorer.class_text_emb[0, 1], direct[0])  # padded by repetition
-    torch.testing.assert_close(scorer.class_text_emb[1], direct[1:])
+        direct = scorer.clip.encode_text(scorer.tokenizer(sentences), normalize=True)
+        torch.testing.assert_close(scorer._encode_text(scorer.tokenizer(sentences)), direct, rtol=1e-5, atol=1e-5)
+    per_prompt = F.normalize(direct.view(3, 2, -1).mean(dim=1), dim=-1)
+    torch.testing.assert_close(scorer.class_text_emb[0, 0], per_prompt[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(scorer.class_text_emb[0, 1], per_prompt[0])  # padded by repetition
+    torch.testing.assert_close(scorer.class_text_emb[1], per_prompt[1:], rtol=1e-5, atol=1e-5)
 
 
 def test_text_cache_hit_and_invalidation():
     torch.manual_seed(2)
     scorer = TextScorer(_cfg(prompt_set="", prompts=TWO_CLASSES))
     calls = {"n": 0}
-    real_encode = scorer.clip.encode_text
+    real_encode = scorer._encode_text
 
     def counting_encode(*args, **kwargs):
         calls["n"] += 1
         return real_encode(*args, **kwargs)
 
-    scorer.clip.encode_text = counting_encode  # spy: the real encoder still runs
+    scorer._encode_text = counting_encode  # spy: the real text encoder still runs
     assert scorer.num_text_encodes == 1
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--anomaly-area",
         type=float,
         nargs=2,
-        default=(0.004, 0.05),
+        default=(0.005, 0.08),
         metavar=("MIN", "MAX"),
         help="area range of one object as a fraction of the frame",
     )

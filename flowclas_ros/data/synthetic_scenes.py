@@ -62,7 +62,7 @@ class SceneConfig:
     size: tuple[int, int] = (224, 224)
     anomaly_probability: float = 0.85
     max_anomalies: int = 2
-    anomaly_area: tuple[float, float] = (0.004, 0.05)
+    anomaly_area: tuple[float, float] = (0.005, 0.08)
     ignore_band: int = 0
     anomaly_kinds: list[str] = field(default_factory=lambda: sorted(ANOMALY_RENDERERS))
 
@@ -445,7 +445,7 @@ class _Frame:
             target = float(np.exp(rng.uniform(lo, hi))) * h * w
             span = h - ground_top
             # Larger objects sit nearer the camera (lower rows), as perspective demands.
-            near = np.clip(np.sqrt(target / (0.05 * h * w)), 0.0, 1.0)
+            near = np.clip(np.sqrt(target / (0.08 * h * w)), 0.0, 1.0)
             base_y = ground_top + span * rng.uniform(0.2 + 0.5 * near, 1.0)
             ratio = self.ratio(base_y)
             sprite = self._weathered(self._sized(kind, target, ratio))

@@ -36,28 +36,20 @@ from typing import Any
 
 import numpy as np
 
-IGNORE_LABEL = 255
-"""Pixels with this label are excluded from every metric."""
+from flowclas_ros.evaluation.image_metrics import ImageMetrics, exact_auroc, image_label_from_mask
+from flowclas_ros.evaluation.labels import IGNORE_LABEL, check_labels
+
+__all__ = [
+    "DEFAULT_NUM_BINS",
+    "IGNORE_LABEL",
+    "ImageMetrics",
+    "PixelMetrics",
+    "check_labels",
+    "exact_auroc",
+    "image_label_from_mask",
+]
 
 DEFAULT_NUM_BINS = 2**18
-
-
-def check_labels(labels: np.ndarray) -> np.ndarray:
-    """Return ``labels`` as uint8 after checking it only holds 0, 1 or 255.
-
-    Raises:
-        ValueError: Any other value, naming the offending values.
-    """
-    labels = np.asarray(labels)
-    if labels.dtype == bool:
-        return labels.astype(np.uint8)
-    if labels.dtype.kind not in "iu":
-        raise ValueError(f"labels must be integers 0/1/{IGNORE_LABEL}, got dtype {labels.dtype}")
-    bad = (labels != 0) & (labels != 1) & (labels != IGNORE_LABEL)
-    if bad.any():
-        values = np.unique(labels[bad])[:8].tolist()
-        raise ValueError(f"labels must be 0 (normal), 1 (anomaly) or {IGNORE_LABEL} (ignore); found {values}")
-    return labels.astype(np.uint8, copy=False)
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -134,29 +126,46 @@ class PixelMetrics:
             ValueError: Shape mismatch, NaN/inf score, or a label not in {0, 1, 255}.
         """
         scores = np.asarray(scores)
-        labels = check_labels(labels)
+        labels = np.asarray(labels)
         if scores.shape != labels.shape:
             raise ValueError(f"scores shape {scores.shape} != labels shape {labels.shape}")
-        valid = labels != IGNORE_LABEL
-        self._aux[0] += labels.size - int(np.count_nonzero(valid))
-        s = scores[valid].astype(np.float64, copy=False).ravel()
-        y = labels[valid].ravel()
-        if s.size == 0:
+        lab = (labels.view(np.uint8) if labels.dtype == bool else labels).ravel()
+        if lab.dtype != np.uint8:
+            lab = check_labels(lab)
+        present = np.bincount(lab, minlength=256)  # validates labels in one fast pass
+        if present[2:IGNORE_LABEL].any():
+            check_labels(lab)  # raises, naming the bad values
+        n_ignored = int(present[IGNORE_LABEL])
+        self._aux[0] += n_ignored
+        if n_ignored == lab.size:
             return
-        if not np.isfinite(s).all():
+        s = scores.ravel()
+        if s.dtype not in (np.float32, np.float64):
+            s = s.astype(np.float64)
+        if n_ignored:
+            keep = lab != IGNORE_LABEL
+            s, lab = s[keep], lab[keep]
+        lo, hi = float(s.min()), float(s.max())  # NaN and inf propagate into min/max
+        if not (np.isfinite(lo) and np.isfinite(hi)):
             raise ValueError("scores contain NaN or inf on non-ignored pixels")
         if self.range is None:
-            lo, hi = float(s.min()), float(s.max())
             pad = self.adaptive_margin * (hi - lo) if hi > lo else max(1.0, abs(lo))
             self._set_range(lo - pad, hi + pad)
         low, high = self.range
-        self._aux[1] += int(np.count_nonzero(s < low))
-        self._aux[2] += int(np.count_nonzero(s > high))
-        idx = np.clip(((s - low) * self._scale).astype(np.int64), 0, self.num_bins - 1)
-        # One bincount over (label, bin) pairs updates both rows at once.
-        self.state[: 2 * self.num_bins] += np.bincount(
-            y.astype(np.int64) * self.num_bins + idx, minlength=2 * self.num_bins
-        )
+        if lo < low:
+            self._aux[1] += int(np.count_nonzero(s < low))
+        if hi > high:
+            self._aux[2] += int(np.count_nonzero(s > high))
+        # Bin in the scores' own precision (float32 stays float32: monotone, and exact for the
+        # default range whose scale is a power of two); clip before the int cast.
+        pos = (s - low) * self._scale
+        np.clip(pos, 0, self.num_bins - 1, out=pos)
+        idx = pos.astype(np.intp)
+        idx += lab.astype(np.intp) * self.num_bins  # row 1 for anomalies: one bincount for both rows
+        if idx.size < self.num_bins // 4:  # small batch: skip allocating a full-size histogram
+            np.add.at(self.state, idx, 1)
+        else:
+            self.state[: 2 * self.num_bins] += np.bincount(idx, minlength=2 * self.num_bins)
 
     def merge(self, other: PixelMetrics) -> None:
         """Add another instance's counts (same bins and range) into this one."""
@@ -294,83 +303,3 @@ def _even_along_curve(x: np.ndarray, y: np.ndarray, max_points: int) -> np.ndarr
     targets = np.linspace(0.0, arc[-1], max_points)
     idx = np.searchsorted(arc, targets).clip(0, x.size - 1)
     return np.unique(np.concatenate([[0], idx, [x.size - 1]]))
-
-
-def exact_auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
-    """Exact AUROC (Mann-Whitney U with tie correction) of binary ``labels``; None if one class is empty."""
-    scores = np.asarray(scores, np.float64).ravel()
-    labels = np.asarray(labels).astype(bool).ravel()
-    n_pos = int(labels.sum())
-    n_neg = labels.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return None
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    # Average rank of each distinct value (1-based), so ties share their rank.
-    avg_rank = np.cumsum(counts) - (counts - 1) / 2.0
-    rank_sum = avg_rank[inverse][labels].sum()
-    return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def image_label_from_mask(mask: np.ndarray) -> bool | None:
-    """An image is anomalous if any pixel is 1; None if every pixel is ignored."""
-    mask = check_labels(mask)
-    if (mask == 1).any():
-        return True
-    return False if (mask == 0).any() else None
-
-
-class ImageMetrics:
-    """Exact image-level AUROC over per-image scores (kept in memory: two numbers per image)."""
-
-    def __init__(self) -> None:
-        """Create empty metrics."""
-        self._scores: list[float] = []
-        self._labels: list[bool] = []
-
-    def add(self, score: float, label: bool | None = None, mask: np.ndarray | None = None) -> None:
-        """Add one image, labelled directly or from its pixel mask.
-
-        An image whose mask is entirely ignore (255) is skipped.
-        """
-        if (label is None) == (mask is None):
-            raise ValueError("give exactly one of label or mask")
-        if mask is not None:
-            label = image_label_from_mask(mask)
-            if label is None:
-                return
-        if not np.isfinite(score):
-            raise ValueError(f"image score must be finite, got {score}")
-        self._scores.append(float(score))
-        self._labels.append(bool(label))
-
-    def update(self, scores: np.ndarray, labels: np.ndarray) -> None:
-        """Add a batch of image scores and boolean / 0-1 labels."""
-        scores = np.asarray(scores, np.float64).ravel()
-        labels = np.asarray(labels).ravel()
-        if scores.shape != labels.shape:
-            raise ValueError(f"{scores.size} image scores but {labels.size} labels")
-        for s, y in zip(scores, labels):
-            self.add(float(s), label=bool(y))
-
-    def merge(self, other: ImageMetrics) -> None:
-        """Append another instance's images."""
-        self._scores.extend(other._scores)
-        self._labels.extend(other._labels)
-
-    @property
-    def scores(self) -> np.ndarray:
-        """All image scores so far."""
-        return np.asarray(self._scores, np.float64)
-
-    @property
-    def labels(self) -> np.ndarray:
-        """All image labels so far (True = anomalous)."""
-        return np.asarray(self._labels, bool)
-
-    def compute(self) -> dict[str, Any]:
-        """Return ``image_auroc`` (None if one class is missing), ``n_images``, ``n_anomalous_images``."""
-        return {
-            "image_auroc": exact_auroc(self.scores, self.labels),
-            "n_images": len(self._scores),
-            "n_anomalous_images": int(sum(self._labels)),
-        }

@@ -361,12 +361,42 @@ class TextScorer(nn.Module):
         sentences = [t.format(p) for p in unique for t in prompts.templates]
         device = self.input_scale.device
         tokens = self.tokenizer(sentences).to(device)
-        emb = torch.cat([self.clip.encode_text(chunk, normalize=True).float() for chunk in tokens.split(256)])
+        emb = torch.cat([self._encode_text(chunk).float() for chunk in tokens.split(256)])
         # Template ensembling: mean of normalised sentence embeddings, re-normalised.
         emb = F.normalize(emb.view(len(unique), len(prompts.templates), -1).mean(dim=1), dim=-1)
         position = {p: i for i, p in enumerate(unique)}
         self.num_text_encodes += 1
         return stack_class_embeddings(emb, [[position[p] for p in cls] for cls in classes.prompts])
+
+    def _encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Normalised text embeddings; skips the padding positions when that is exact.
+
+        Standard CLIP text towers use a causal mask and pool at the EOT token
+        (the highest token id), so positions after the last EOT cannot change
+        the result: running only the first ``n`` positions is exact and ~7x
+        cheaper for short prompts (about 10 of 77 tokens). Other text towers
+        fall back to ``encode_text``.
+        """
+        import open_clip
+
+        clip = self.clip
+        exact = (
+            type(clip) is open_clip.CLIP
+            and clip.text_pool_type == "argmax"
+            and isinstance(clip.attn_mask, torch.Tensor)
+            and getattr(clip, "cls_emb", None) is None
+        )
+        if not exact:
+            return clip.encode_text(tokens, normalize=True)
+        n = int(tokens.argmax(dim=-1).max()) + 1
+        tokens = tokens[:, :n]
+        cast_dtype = clip.transformer.get_cast_dtype()
+        x = clip.token_embedding(tokens).to(cast_dtype) + clip.positional_embedding[:n].to(cast_dtype)
+        x = clip.ln_final(clip.transformer(x, attn_mask=clip.attn_mask[:n, :n]))
+        x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
+        proj = clip.text_projection
+        x = proj(x) if isinstance(proj, nn.Linear) else (x @ proj if proj is not None else x)
+        return F.normalize(x, dim=-1)
 
     def clip_input_size(self, image_hw: tuple[int, int]) -> tuple[int, int]:
         """The size CLIP sees for a model input of ``image_hw``."""
