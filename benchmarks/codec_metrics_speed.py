@@ -35,12 +35,11 @@ def main() -> None:
     print(f"decode {W}x{H} (best of 30, 1 OpenCV thread):")
     for enc in ["rgb8", "bgr8", "rgba8", "mono8", "mono16", "bayer_rggb8", "yuv422", "yuyv"]:
         step, data = encode_image(rgb, enc, step_padding=64)  # padded rows
-        print(f"  {enc:12s} {best_ms(lambda: decode_image(enc, H, W, step, data)):7.3f} ms")
+        print(f"  {enc:12s} {best_ms(lambda e=enc, st=step, d=data: decode_image(e, H, W, st, d)):7.3f} ms")
     for fmt in ["jpeg", "png"]:
         blob = encode_compressed(rgb, fmt, 90)
-        print(
-            f"  {fmt:12s} {best_ms(lambda: decode_compressed(fmt, blob)):7.3f} ms ({len(blob) // 1024} KiB)"
-        )
+        ms = best_ms(lambda f=fmt, b=blob: decode_compressed(f, b))
+        print(f"  {fmt:12s} {ms:7.3f} ms ({len(blob) // 1024} KiB)")
 
     scores = rng.random((H, W), dtype=np.float32)
     labels = (rng.random((H, W)) < 0.1).astype(np.uint8)

@@ -13,10 +13,12 @@ re-normalisation, MaskCLIP dense image path, max-logit scoring, upsampling).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 
 import torch
 
@@ -29,17 +31,21 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _time(fn, args: argparse.Namespace) -> list[float]:
-    times = []
+def _time_interleaved(
+    fns: dict[str, Callable[[], object]], args: argparse.Namespace
+) -> dict[str, list[float]]:
+    """Times each callable once per round, interleaved, so shared-CPU noise hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
     with torch.inference_mode():
         for i in range(args.warmup + args.iters):
-            _sync(args.device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(args.device)
-            if i >= args.warmup:
-                times.append((time.perf_counter() - t0) * 1000)
-    return sorted(times)
+            for name, fn in fns.items():
+                _sync(args.device)
+                t0 = time.perf_counter()
+                fn()
+                _sync(args.device)
+                if i >= args.warmup:
+                    times[name].append((time.perf_counter() - t0) * 1000)
+    return {name: sorted(t) for name, t in times.items()}
 
 
 def _report(label: str, times: list[float]) -> None:
@@ -82,18 +88,23 @@ def main() -> None:
         _sync(args.device)
         ms = (time.perf_counter() - t0) * 1000
         state = "encoded" if encoded else "cached, not re-encoded"
-        print(f"  {name:20s} {len(classes.names):3d} classes {n_sentences:4d} sentences  {ms:8.1f} ms  ({state})")
+        print(
+            f"  {name:20s} {len(classes.names):3d} classes {n_sentences:4d} sentences {ms:8.1f} ms ({state})"
+        )
 
-    print(f"\nper-frame text scorer forward, batch 1, prompts {args.prompts} ({len(scorer.class_names)} classes):")
+    n_classes = len(scorer.class_names)
+    print(f"\nper-frame forward, batch 1, prompts {args.prompts} ({n_classes} classes):")
+    native = scorer.image_encoder.native_grid[0] * scorer.image_encoder.patch_size[0]
     for size in args.sizes:
         x = torch.randn(1, 3, size, size, device=args.device)
         scorer.prepare((size, size))
-        times = _time(lambda: scorer(x), args)
-        _report(f"{size}x{size} text scorer", times)
-        if size == scorer.image_encoder.native_grid[0] * scorer.image_encoder.patch_size[0]:
-            # Reference on the same machine/load: plain CLIP image embedding (pooled, what CLIP normally runs).
+        fns = {f"{size}x{size} text scorer": functools.partial(scorer, x)}
+        if size == native:
+            # Reference under the same load: CLIP's plain pooled image embedding at its native size.
             x_clip = x * scorer.input_scale + scorer.input_shift
-            _report(f"{size}x{size} ref encode_image", _time(lambda: scorer.clip.encode_image(x_clip), args))
+            fns[f"{size}x{size} ref encode_image"] = functools.partial(scorer.clip.encode_image, x_clip)
+        for label, times in _time_interleaved(fns, args).items():
+            _report(label, times)
     print(f"load average during run: {os.getloadavg()[0]:.1f} (2 shared cores)")
     print(f"text encodes during frames: {scorer.num_text_encodes - 4} (expected 0)")
 

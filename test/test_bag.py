@@ -338,3 +338,22 @@ def test_compressed_mask_topic(tmp_path):
     _write_custom_bag(tmp_path / "bag", [(IMG, 7, _image(7, rgb)), (MASK, 7, png)])
     frames, stats = _read(tmp_path / "bag")
     assert np.array_equal(frames[0].mask, mask) and stats.n_paired_exact == 1
+
+
+def test_truncated_zstd_compressed_mcap(tmp_path):
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode
+
+    rng = np.random.default_rng(9)
+    imgs = [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(30)]
+    ts = typestore()
+    writer = Writer(tmp_path / "bag", version=9, storage_plugin=StoragePlugin.MCAP)
+    writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)  # zstd chunks
+    with writer:
+        conn = writer.add_connection(IMG, IMAGE_TYPE, typestore=ts)
+        for i, img in enumerate(imgs):
+            writer.write(conn, i + 1, ts.serialize_cdr(_image(i + 1, img), IMAGE_TYPE))
+    _damage(tmp_path / "bag", "truncate")
+    with pytest.warns(BagReadWarning, match="chunk is cut short"):
+        frames, stats = _read(tmp_path / "bag", mask_topic=None)
+    assert 5 <= len(frames) < 30 and stats.salvage
+    assert all(np.array_equal(f.image, imgs[f.stamp_ns - 1]) for f in frames)

@@ -68,7 +68,9 @@ def test_score_is_low_for_clear_inliers_and_bounded():
 
 def test_merging_two_confused_id_classes_lowers_their_score():
     vec = {"rock": _unit(1, 0, 0, 0), "boulder": _unit(0.9, 0.436, 0, 0), "sky": _unit(0, 0, 1, 0)}
-    base = dict(temperature=T, templates=["{}"], id_classes={"rock": ["rock"], "boulder": ["boulder"], "sky": ["sky"]})
+    base = dict(
+        temperature=T, templates=["{}"], id_classes={"rock": ["rock"], "boulder": ["boulder"], "sky": ["sky"]}
+    )
     between = _patches(_unit(0.95, 0.22, 0, 0))  # close to rock and boulder alike
     separate = _score_for(PromptSet(**base), vec, between)
     merged = _score_for(PromptSet(**base, merge=[["rock", "boulder"]]), vec, between)
@@ -152,6 +154,8 @@ def test_fit_norm_and_calibrate():
     with pytest.raises(ValueError, match="constant"):
         fit_norm(np.ones(100), "minmax")
     cfg = calibrate_fusion(FusionConfig(mode="weighted"), values, values * 2)
-    assert cfg.flow_norm == pytest.approx((100.0, 9900.0)) and cfg.text_norm == pytest.approx((200.0, 19800.0))
+    assert cfg.flow_norm == pytest.approx((100.0, 9900.0)) and cfg.text_norm == pytest.approx(
+        (200.0, 19800.0)
+    )
     subsampled = fit_norm(np.random.default_rng(0).random(50_000), "minmax", max_samples=5_000)
     assert subsampled[0] == pytest.approx(0.01, abs=0.01) and subsampled[1] == pytest.approx(0.99, abs=0.01)

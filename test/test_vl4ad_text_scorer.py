@@ -27,7 +27,9 @@ TINY_ARCH = {
     "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
-TWO_CLASSES = PromptSet(temperature=0.05, templates=["{}"], id_classes={"sand": ["sand"], "sky": ["sky", "clouds"]})
+TWO_CLASSES = PromptSet(
+    temperature=0.05, templates=["{}"], id_classes={"sand": ["sand"], "sky": ["sky", "clouds"]}
+)
 
 
 def _cfg(**kw) -> TextScorerConfig:
@@ -124,10 +126,14 @@ def test_text_embeddings_are_clip_text_features():
         id_classes={"sand": ["sand"], "sky": ["sky", "bright blue clouds at noon"]},
     )
     scorer = TextScorer(_cfg(prompt_set="", prompts=prompts))
-    sentences = [t.format(p) for p in ("sand", "sky", "bright blue clouds at noon") for t in prompts.templates]
+    sentences = [
+        t.format(p) for p in ("sand", "sky", "bright blue clouds at noon") for t in prompts.templates
+    ]
     with torch.no_grad():
         direct = scorer.clip.encode_text(scorer.tokenizer(sentences), normalize=True)
-        torch.testing.assert_close(scorer._encode_text(scorer.tokenizer(sentences)), direct, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            scorer._encode_text(scorer.tokenizer(sentences)), direct, rtol=1e-5, atol=1e-5
+        )
     per_prompt = F.normalize(direct.view(3, 2, -1).mean(dim=1), dim=-1)
     torch.testing.assert_close(scorer.class_text_emb[0, 0], per_prompt[0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(scorer.class_text_emb[0, 1], per_prompt[0])  # padded by repetition
@@ -206,7 +212,9 @@ def test_file_weights_roundtrip_and_errors(scorer, tmp_path):
         TextScorer(_cfg(weights="file", weights_file=str(corrupt)))
     smaller = {**TINY_ARCH, "embed_dim": 16}
     with pytest.raises(TextScorerError, match="weights do not fit the CLIP architecture"):
-        TextScorer(TextScorerConfig(weights="file", weights_file=str(st_path), arch=smaller, prompt_set="road"))
+        TextScorer(
+            TextScorerConfig(weights="file", weights_file=str(st_path), arch=smaller, prompt_set="road")
+        )
     with pytest.raises(TextScorerError, match="weights_file is empty"):
         TextScorer(_cfg(weights="file"))
 
@@ -215,7 +223,9 @@ def test_config_errors_are_clear():
     with pytest.raises(TextScorerError, match="'ViT-Q-99' is not an open_clip architecture"):
         TextScorer(TextScorerConfig(model="ViT-Q-99", weights="none", prompt_set="road"))
     with pytest.raises(TextScorerError, match="'no_such_tag' is not an open_clip tag for ViT-B-16; known:"):
-        TextScorer(TextScorerConfig(model="ViT-B-16", weights="hub", pretrained="no_such_tag", prompt_set="road"))
+        TextScorer(
+            TextScorerConfig(model="ViT-B-16", weights="hub", pretrained="no_such_tag", prompt_set="road")
+        )
     with pytest.raises(TextScorerError, match="set text.prompt_set"):
         TextScorer(_cfg(prompt_set=""))
     with pytest.raises(ValueError, match="not a multiple of the CLIP patch size"):
@@ -237,8 +247,11 @@ def test_onnx_export_of_dense_scoring_matches_torch(scorer, tmp_path):
     model = onnx.load(str(path))
     constants = [onnx.numpy_helper.to_array(init) for init in model.graph.initializer]
     constants += [
-        onnx.numpy_helper.to_array(attr.t) for node in model.graph.node if node.op_type == "Constant"
-        for attr in node.attribute if attr.name == "value"
+        onnx.numpy_helper.to_array(attr.t)
+        for node in model.graph.node
+        if node.op_type == "Constant"
+        for attr in node.attribute
+        if attr.name == "value"
     ]
     shapes = [c.shape for c in constants]
     assert (49408, 64) not in shapes  # the text tower is not in the graph, only its cached output

@@ -165,18 +165,23 @@ def _decompress(compression: str, data: bytes, size: int) -> tuple[bytes, bool]:
     """Decompress a chunk; returns (data, complete). Partial streams give their prefix."""
     if compression == "":
         return data, len(data) >= size
-    if compression == "zstd":
-        try:
-            from compression import zstd  # type: ignore[import-not-found]  # Python >= 3.14
-        except ImportError:
-            from backports import zstd
-        out = zstd.ZstdDecompressor().decompress(data)
-    elif compression == "lz4":
-        import lz4.frame
+    try:
+        if compression == "zstd":
+            try:
+                from compression import zstd  # type: ignore[import-not-found]  # Python >= 3.14
+            except ImportError:
+                from backports import zstd
+            out = zstd.ZstdDecompressor().decompress(data)  # a streaming decompressor takes a cut frame
+        elif compression == "lz4":
+            import lz4.frame
 
-        out = lz4.frame.LZ4FrameDecompressor().decompress(data)
-    else:
-        raise _Corrupt(f"unsupported chunk compression {compression!r}")
+            out = lz4.frame.LZ4FrameDecompressor().decompress(data)
+        else:
+            raise _Corrupt(f"unsupported chunk compression {compression!r}")
+    except _Corrupt:
+        raise
+    except Exception as err:  # noqa: BLE001 - each codec has its own error types
+        raise _Corrupt(f"{compression} decompression failed: {err}") from err
     return out, len(out) >= size
 
 

@@ -526,9 +526,9 @@ def render_scene(rng: np.random.Generator, bank: TextureBank, cfg: SceneConfig, 
             kinds[owner] = kind
     image = frame.finish()
     counts = np.bincount(frame.owner.ravel(), minlength=len(kinds) + 1)
-    objects = [
-        {"kind": kinds[k], "area": round(float(counts[k]) / (cfg.size[0] * cfg.size[1]), 5)} for k in kinds
-    ]
+    area = cfg.size[0] * cfg.size[1]
+    # Objects hidden behind nearer rocks or soil are not listed.
+    objects = [{"kind": kinds[k], "area": round(float(counts[k]) / area, 5)} for k in kinds if counts[k]]
     mask = (frame.owner > 0).astype(np.uint8)
     if cfg.ignore_band > 0 and mask.any():
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * cfg.ignore_band + 1,) * 2)

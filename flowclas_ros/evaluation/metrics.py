@@ -132,10 +132,12 @@ class PixelMetrics:
         lab = (labels.view(np.uint8) if labels.dtype == bool else labels).ravel()
         if lab.dtype != np.uint8:
             lab = check_labels(lab)
-        present = np.bincount(lab, minlength=256)  # validates labels in one fast pass
-        if present[2:IGNORE_LABEL].any():
-            check_labels(lab)  # raises, naming the bad values
-        n_ignored = int(present[IGNORE_LABEL])
+        n_ignored = 0
+        if lab.size and lab.max() > 1:  # only 0/1 is the common case: one cheap reduction
+            present = np.bincount(lab, minlength=256)
+            if present[2:IGNORE_LABEL].any():
+                check_labels(lab)  # raises, naming the bad values
+            n_ignored = int(present[IGNORE_LABEL])
         self._aux[0] += n_ignored
         if n_ignored == lab.size:
             return

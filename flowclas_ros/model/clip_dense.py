@@ -71,7 +71,9 @@ class DenseClipEncoder(nn.Module):
                 cls_pos, patch_pos = table[:1], table[1:]
                 gh0, gw0 = self.native_grid
                 patch_pos = patch_pos.reshape(1, gh0, gw0, -1).permute(0, 3, 1, 2)
-                patch_pos = F.interpolate(patch_pos.float(), size=tuple(grid), mode="bicubic", align_corners=False)
+                patch_pos = F.interpolate(
+                    patch_pos.float(), size=tuple(grid), mode="bicubic", align_corners=False
+                )
                 patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1).to(table.dtype)
                 cached = torch.cat([cls_pos, patch_pos], dim=0).detach()
             self._pos_cache[tuple(grid)] = cached
@@ -136,8 +138,8 @@ def _check_supported(visual: nn.Module) -> None:
 
     if not isinstance(visual, VisionTransformer):
         raise ValueError(
-            f"dense CLIP embeddings need an open_clip VisionTransformer image tower, got {type(visual).__name__}"
-            " (ResNet / timm / ConvNeXt towers are not supported)"
+            "dense CLIP embeddings need an open_clip VisionTransformer image tower, got "
+            f"{type(visual).__name__} (ResNet / timm / ConvNeXt towers are not supported)"
         )
     if getattr(visual, "attn_pool", None) is not None:
         raise ValueError("dense CLIP embeddings: towers with attentional pooling (CoCa) are not supported")

@@ -84,7 +84,9 @@ def fuse(flow_score: torch.Tensor, text_score: torch.Tensor | None, cfg: FusionC
     if text_score is None:
         raise ValueError(f"fusion mode {cfg.mode!r} needs a text score (configure model.text)")
     if text_score.shape != flow_score.shape:
-        raise ValueError(f"fusion: flow score {tuple(flow_score.shape)} vs text score {tuple(text_score.shape)}")
+        raise ValueError(
+            f"fusion: flow score {tuple(flow_score.shape)} vs text score {tuple(text_score.shape)}"
+        )
     flow_n = normalize_score(flow_score, cfg.flow_norm, cfg.norm)
     text_n = normalize_score(text_score.to(flow_score.dtype), cfg.text_norm, cfg.norm)
     if cfg.mode == "weighted":

@@ -190,4 +190,3 @@ def load_prompt_set(name_or_path: str | Path) -> PromptSet:
         ConfigError: Naming the file and the offending key on any problem.
     """
     return load(PromptSet, find_prompt_file(name_or_path))
-

@@ -99,9 +99,9 @@ def resolve_text_config(cfg: TextScorerConfig) -> TextScorerConfig:
     return dataclasses.replace(cfg, prompts=load_prompt_set(cfg.prompt_set))
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Pure scoring math: embeddings in, scores out.
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 
 def class_logits(patch_emb: torch.Tensor, class_text_emb: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -146,9 +146,9 @@ def stack_class_embeddings(prompt_emb: torch.Tensor, class_prompt_index: list[li
     return prompt_emb[torch.tensor(padded, device=prompt_emb.device)]
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # CLIP model construction.
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 
 def _sha256(path: Path) -> str:
@@ -265,9 +265,9 @@ def create_clip_model(cfg: TextScorerConfig) -> nn.Module:
     return model
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # The scorer module.
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 
 
 class TextScorer(nn.Module):
@@ -313,7 +313,9 @@ class TextScorer(nn.Module):
         in_std = torch.tensor(input_std, dtype=torch.float32)
         # x_clip = (x * in_std + in_mean - clip_mean) / clip_std = x * scale + shift
         self.register_buffer("input_scale", (in_std / clip_std).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("input_shift", ((in_mean - clip_mean) / clip_std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer(
+            "input_shift", ((in_mean - clip_mean) / clip_std).view(1, 3, 1, 1), persistent=False
+        )
         if self.cfg.input_size is not None:
             self.image_encoder.grid_for(tuple(self.cfg.input_size))  # fail early on a bad size
         self.register_buffer("class_text_emb", torch.empty(0), persistent=False)
@@ -341,10 +343,14 @@ class TextScorer(nn.Module):
 
         Returns:
             True if the text was (re-)encoded, False if the cached embeddings were reused.
+
+        Not synchronised with ``forward``: call it between frames (e.g. under the
+        lock that serialises inference), never concurrently with a forward pass.
         """
         if not isinstance(prompts, PromptSet):
-            self.cfg.prompt_set = str(prompts)
-            prompts = load_prompt_set(prompts)
+            source = str(prompts)
+            prompts = load_prompt_set(source)
+            self.cfg.prompt_set = source
         key = text_cache_key(prompts)
         self.cfg.prompts = prompts
         if key == self._text_key:
