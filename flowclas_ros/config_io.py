@@ -188,6 +188,6 @@ def save(obj: Any, path: str | Path) -> None:
     path = Path(path)
     data = to_dict(obj)
     if path.suffix == ".json":
-        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        path.write_text(json.dumps(data, indent=2) + "\n")
     else:
         path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -39,6 +39,8 @@ _flowclas_prepend LD_LIBRARY_PATH "$_flowclas_install/lib"
 # joins both into one package (pkgutil.extend_path).
 _flowclas_prepend PYTHONPATH "$_flowclas_install/lib/python3.11/site-packages"
 _flowclas_prepend PYTHONPATH "$FLOWCLAS_ROOT"
+# `colcon build` in this shell: see scripts/colcon-defaults.yaml.
+export COLCON_DEFAULTS_FILE="${COLCON_DEFAULTS_FILE:-$FLOWCLAS_ROOT/scripts/colcon-defaults.yaml}"
 # Keep DDS discovery on this machine unless the user chose otherwise.
 export ROS_AUTOMATIC_DISCOVERY_RANGE="${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}"
 

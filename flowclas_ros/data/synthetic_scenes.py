@@ -116,14 +116,16 @@ class Scene:
     Attributes:
         image: RGB uint8 (H, W, 3).
         mask: uint8 (H, W): 0 normal, 1 foreign object, 255 ignore band.
-        objects: One dict per foreign object: ``kind`` and visible ``area`` (fraction of the frame).
+        objects: One dict per foreign object: ``id``, ``kind`` and visible ``area`` (fraction of the frame).
         palette: Terrain palette name.
+        instances: int16 (H, W): 0 scene, k = pixels of the object with ``id`` k.
     """
 
     image: np.ndarray
     mask: np.ndarray
     objects: list[dict]
     palette: str
+    instances: np.ndarray
 
 
 def _highpass(img: np.ndarray) -> np.ndarray:
@@ -528,13 +530,13 @@ def render_scene(rng: np.random.Generator, bank: TextureBank, cfg: SceneConfig, 
     counts = np.bincount(frame.owner.ravel(), minlength=len(kinds) + 1)
     area = cfg.size[0] * cfg.size[1]
     # Objects hidden behind nearer rocks or soil are not listed.
-    objects = [{"kind": kinds[k], "area": round(float(counts[k]) / area, 5)} for k in kinds if counts[k]]
+    objects = [{"id": k, "kind": kinds[k], "area": round(float(counts[k]) / area, 5)} for k in kinds if counts[k]]
     mask = (frame.owner > 0).astype(np.uint8)
     if cfg.ignore_band > 0 and mask.any():
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * cfg.ignore_band + 1,) * 2)
         band = (cv2.dilate(mask, kernel) > 0) & (cv2.erode(mask, kernel) == 0)
         mask[band] = 255
-    return Scene(image=image, mask=mask, objects=objects, palette=frame.palette.name)
+    return Scene(image=image, mask=mask, objects=objects, palette=frame.palette.name, instances=frame.owner)
 
 
 class SceneGenerator:

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from flowclas_ros.config_io import ConfigError, from_dict, to_dict
 from flowclas_ros.model.backbone import BackboneError
 from flowclas_ros.model.config import CONFIG_VERSION, ModelConfig
+from flowclas_ros.model.text_scorer import TextScorerError
 from flowclas_ros.model.torch_model import FlowCLAS
 
 CONFIG_FILE = "config.json"
@@ -56,7 +57,7 @@ def _trainable_state(model: FlowCLAS) -> dict[str, torch.Tensor]:
     return {
         k: v.detach().cpu().contiguous()
         for k, v in model.state_dict().items()
-        if not k.startswith("backbone.")
+        if not k.startswith(("backbone.", "text_scorer."))  # frozen parts are referenced, not copied
     }
 
 
@@ -90,7 +91,7 @@ def save_checkpoint(
         "embedded_backbone": BACKBONE_FILE if embed_backbone else None,
     }
     try:
-        text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
+        text = json.dumps(meta, indent=2) + "\n"  # key order kept: prompt class order matters
     except TypeError as exc:
         raise CheckpointError(f"{path / CONFIG_FILE}: provenance is not JSON-serialisable ({exc})") from exc
     save_file(_trainable_state(model), str(path / FLOW_FILE))
@@ -150,10 +151,14 @@ def _check_state(file: Path, state: dict[str, torch.Tensor], expected: dict[str,
 
 
 def _resolve_weights_file(cfg: ModelConfig, ckpt_dir: Path) -> None:
-    """Relative backbone weight paths are looked up next to the checkpoint first."""
+    """Relative backbone / CLIP weight paths are looked up next to the checkpoint first."""
     weights = Path(cfg.backbone.weights_file)
     if cfg.backbone.weights == "file" and not weights.is_absolute() and (ckpt_dir / weights).is_file():
         cfg.backbone.weights_file = str(ckpt_dir / weights)
+    if cfg.text is not None and cfg.text.weights == "file":
+        text_weights = Path(cfg.text.weights_file)
+        if not text_weights.is_absolute() and (ckpt_dir / text_weights).is_file():
+            cfg.text.weights_file = str(ckpt_dir / text_weights)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedCheckpoint:
@@ -200,6 +205,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
             model = FlowCLAS(cfg)
     except BackboneError as exc:
         raise CheckpointError(f"{config_path}: backbone: {exc}") from exc
+    except (TextScorerError, ConfigError) as exc:
+        raise CheckpointError(f"{config_path}: text scorer: {exc}") from exc
     _check_state(flow_path, state, _trainable_state(model))
     model.load_state_dict(state, strict=False)  # backbone keys are not in the file
     model.to(device).eval()

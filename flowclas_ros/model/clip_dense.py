@@ -98,7 +98,7 @@ class DenseClipEncoder(nn.Module):
         t = v.conv1(x).flatten(2).transpose(1, 2)
         cls = v.class_embedding.to(t.dtype).view(1, 1, -1).expand(t.shape[0], -1, -1)
         t = torch.cat([cls, t], dim=1) + self.positional_embedding(grid).to(t.dtype)
-        t = v.ln_pre(t)
+        t = v.ln_pre(t)  # open_clip's patch dropout (training only) is deliberately not applied
         for block in v.transformer.resblocks[:-1]:
             t = block(t)
         return t

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from flowclas_ros.model.fusion import FusionConfig
+from flowclas_ros.model.text_scorer import TextScorerConfig
+
 CONFIG_VERSION = 1
 """Bump when a checkpoint written by an older version can no longer be read."""
 
@@ -72,10 +75,16 @@ class PreprocessConfig:
 
 @dataclass
 class ModelConfig:
-    """Everything needed to rebuild a FlowCLAS model for inference."""
+    """Everything needed to rebuild a FlowCLAS model for inference.
+
+    ``text`` enables the optional VL4AD text-prompted scorer (CLIP); ``fusion``
+    says how its score is combined with the flow score (``off`` by default).
+    """
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    text: TextScorerConfig | None = None
+    fusion: FusionConfig = field(default_factory=FusionConfig)
     seed: int = 0

@@ -16,6 +16,8 @@ from flowclas_ros.model.anomaly_map import (
 from flowclas_ros.model.backbone import FrozenBackbone, create_backbone
 from flowclas_ros.model.config import ModelConfig
 from flowclas_ros.model.flow import DiagonalGaussian, build_flow
+from flowclas_ros.model.fusion import fuse
+from flowclas_ros.model.text_scorer import create_text_scorer
 
 
 class FlowCLAS(nn.Module):
@@ -50,6 +52,10 @@ class FlowCLAS(nn.Module):
             self.flow = build_flow(channels, cfg.flow, seed=cfg.seed)
             self.base = DiagonalGaussian(channels)
             self.proj_head = nn.Conv2d(channels, cfg.flow.proj_dim, kernel_size=1)
+            # Optional VL4AD scorer; built under the same seed so a random-init CLIP is reproducible.
+            self.text_scorer = create_text_scorer(cfg.text, cfg.preprocess.mean, cfg.preprocess.std)
+            if self.text_scorer is not None:
+                cfg.text = self.text_scorer.cfg  # prompts resolved and embedded in the config
         self.blur = GaussianBlur(cfg.score.blur_sigma)
 
     @property
@@ -136,8 +142,22 @@ class FlowCLAS(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Anomaly map (B, H, W) for a normalised batch (B, 3, H, W) of any H, W (the exported graph)."""
+        flow_score, text_score = self.score_components(x)
+        if text_score is None:
+            return flow_score
+        return fuse(flow_score, text_score, self.cfg.fusion)
+
+    def score_components(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The flow score map and, when text fusion is on, the text score map (else None).
+
+        Used by ``forward`` and to calibrate the fusion normalisation.
+        """
         padded, image_hw = self.pad_input(x)
-        return self.score_features(self.extract_features(padded), image_hw)
+        flow_score = self.score_features(self.extract_features(padded), image_hw)
+        if self.text_scorer is None or self.cfg.fusion.mode == "off":
+            return flow_score, None
+        with torch.no_grad():
+            return flow_score, self.text_scorer(x)
 
     def score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns the anomaly map (B, H, W) and image scores (B,) per ``cfg.score.image_score``."""

@@ -85,6 +85,8 @@ BackendFactory = Callable[..., InferenceBackend]
 
 BACKENDS: dict[str, str | BackendFactory] = {
     "torch": "flowclas_ros.runtime.torch_backend:TorchBackend",
+    "onnxruntime": "flowclas_ros.runtime.onnx_backend:OnnxRuntimeBackend",
+    "tensorrt": "flowclas_ros.runtime.tensorrt_backend:TensorRTBackend",
 }
 """Backend kind -> factory, or ``"module:attribute"`` imported on first use (keeps imports lazy).
 

@@ -1,0 +1,40 @@
+# flowclas_ros developer entry points. From a fresh clone:  make demo  |  make test
+# Everything runs inside the environment made by scripts/bootstrap (idempotent) and
+# described by scripts/env.sh.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+ENV := source scripts/env.sh &&
+PYTEST_ARGS ?=
+
+.PHONY: help bootstrap build test lint format demo shell clean distclean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+bootstrap:  ## create .venv, install pinned requirements, build msgs (no-op when up to date)
+	@scripts/bootstrap
+
+build:  ## force a rebuild of the messages into install/
+	@rm -f .venv/.stamps/colcon && scripts/bootstrap
+
+test: bootstrap  ## run the whole test suite (what CI runs)
+	@$(ENV) python -m pytest $(PYTEST_ARGS)
+
+lint: bootstrap  ## ruff check + format check
+	@$(ENV) ruff check . scripts/anomaly_node && ruff format --check . scripts/anomaly_node
+
+format: bootstrap  ## apply ruff fixes and formatting
+	@$(ENV) ruff check --fix . scripts/anomaly_node && ruff format . scripts/anomaly_node
+
+demo: bootstrap  ## run the demo on embedded defaults
+	@$(ENV) python scripts/demo.py
+
+shell: bootstrap  ## open a shell inside the environment
+	@bash --rcfile <(printf '%s\n' '[ -f ~/.bashrc ] && source ~/.bashrc' 'source scripts/env.sh' 'PS1="(flowclas) $$PS1"')
+
+clean:  ## remove colcon build/install/log (keeps .venv)
+	rm -rf build install log && rm -f .venv/.stamps/colcon
+
+distclean: clean  ## also remove .venv
+	rm -rf .venv

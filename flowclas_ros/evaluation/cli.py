@@ -1,0 +1,342 @@
+"""``flowclas-eval``: evaluate a checkpoint on a folder dataset, a rosbag2, or live through the node.
+
+Writes ``OUT/metrics.json`` (DESIGN.md keys plus extensions) and ``OUT/report.md``
+with PR/ROC curves and the worst/best frames as overlays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, NoReturn
+
+from flowclas_ros.evaluation.accumulator import EvalAccumulator
+from flowclas_ros.evaluation.frames import BagFrames, EvalInputError, FolderFrames
+from flowclas_ros.evaluation.metrics import DEFAULT_NUM_BINS
+from flowclas_ros.evaluation.report import build_metrics, write_metrics, write_report
+
+PROG = "flowclas-eval"
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+
+EXAMPLES = """examples:
+  flowclas-eval --checkpoint runs/a/checkpoint --data data/val --out eval/val
+  flowclas-eval --checkpoint ckpt --bag rec.bag --image-topic /camera/image_raw \\
+      --mask-topic /camera/anomaly_mask --out eval/rec
+  flowclas-eval --live --checkpoint ckpt --bag rec.bag --image-topic /camera/image_raw \\
+      --mask-topic /camera/anomaly_mask --rate-factor 1.0 --out eval/live
+"""
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line (no usage dump), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    p = _OneLineParser(
+        prog=PROG,
+        description="Evaluate a FlowCLAS checkpoint: pixel AUROC / AP / FPR95 (ignore label 255 excluded), "
+        "image AUROC, latency; writes OUT/metrics.json and OUT/report.md.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = p.add_argument_group("input (one of --data or --bag)")
+    src.add_argument(
+        "--checkpoint", metavar="CKPT", help="checkpoint directory (or exported model for the backend)"
+    )
+    src.add_argument(
+        "--data", metavar="ROOT", help="folder dataset: ROOT/images/<stem>.png|jpg, ROOT/masks/<stem>.png"
+    )
+    src.add_argument("--bag", metavar="BAG", help="rosbag2 directory (sqlite3 or mcap) or .db3/.mcap file")
+    src.add_argument("--image-topic", metavar="T", help="image topic in the bag (Image or CompressedImage)")
+    masks = src.add_mutually_exclusive_group()
+    masks.add_argument(
+        "--mask-topic", metavar="M", help="mask topic in the bag (mono8 0/1/255, paired by stamp)"
+    )
+    masks.add_argument(
+        "--mask-dir", metavar="DIR", help="folder of mask PNGs named <sec>_<nanosec>.png (or index)"
+    )
+    src.add_argument(
+        "--mask-dir-naming",
+        choices=("stamp", "index"),
+        default="stamp",
+        help="--mask-dir file names: by stamp <sec>_<nanosec:09d>.png or by index %%06d.png "
+        "(default: %(default)s)",
+    )
+    src.add_argument(
+        "--stamp-tolerance",
+        type=float,
+        default=0.01,
+        metavar="S",
+        help="largest stamp difference in seconds for a nearest mask match; 0 = exact only "
+        "(default: %(default)s)",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+
+    run = p.add_argument_group("model")
+    run.add_argument(
+        "--backend", default="torch", choices=BACKENDS, help="inference backend (default: %(default)s)"
+    )
+    run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
+    run.add_argument(
+        "--threshold",
+        type=float,
+        metavar="T",
+        help="pixel threshold for the precision/recall/IoU summary "
+        "(default: the checkpoint's calibrated one)",
+    )
+    run.add_argument("--batch-size", type=int, default=1, metavar="N", help="frames per forward (default: 1)")
+    run.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads for torch (default: torch's choice; use 1 on a busy shared machine)",
+    )
+
+    met = p.add_argument_group("metrics and report")
+    met.add_argument(
+        "--score-range",
+        type=float,
+        nargs=2,
+        metavar=("LO", "HI"),
+        help="fixed histogram range of the pixel scores (default: from the first frames, see docs)",
+    )
+    met.add_argument(
+        "--num-bins", type=int, default=DEFAULT_NUM_BINS, help="histogram bins (default: %(default)s)"
+    )
+    met.add_argument(
+        "--examples", type=int, default=4, metavar="K", help="worst/best frames in the report (default: 4)"
+    )
+    met.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    met.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+
+    live = p.add_argument_group(
+        "live replay through anomaly_node (--live, needs ROS 2 and the built messages)"
+    )
+    live.add_argument(
+        "--live", action="store_true", help="play --bag into the real node and evaluate its outputs"
+    )
+    live.add_argument(
+        "--rate-factor",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="playback speed x recorded rate (default: 1.0)",
+    )
+    live.add_argument("--attach", action="store_true", help="use a running node instead of starting one")
+    live.add_argument(
+        "--node-name",
+        default="anomaly_node",
+        metavar="NAME",
+        help="node name, optionally /namespace/name (default: %(default)s)",
+    )
+    live.add_argument(
+        "--node-param",
+        action="append",
+        default=[],
+        metavar="NAME:=VALUE",
+        help="extra parameter for the started node (repeatable)",
+    )
+    live.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=180.0,
+        metavar="S",
+        help="wait for the node (default: %(default)s)",
+    )
+    live.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="after the last frame, wait this long for answers (default: %(default)s)",
+    )
+    return p
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Cross-argument checks (raise EvalInputError with a one-line reason)."""
+    if bool(args.data) == bool(args.bag):
+        raise EvalInputError("give exactly one of --data ROOT or --bag BAG")
+    if args.data and (args.image_topic or args.mask_topic or args.mask_dir):
+        raise EvalInputError("--image-topic/--mask-topic/--mask-dir only apply to --bag")
+    if args.bag and not args.image_topic:
+        raise EvalInputError("--bag needs --image-topic")
+    if args.live and not args.bag:
+        raise EvalInputError("--live needs --bag and --image-topic")
+    if (args.attach or args.node_param) and not args.live:
+        raise EvalInputError("--attach/--node-param only apply to --live")
+    if not args.checkpoint and not (args.live and args.attach):
+        raise EvalInputError("--checkpoint is required")
+    if args.checkpoint and not Path(args.checkpoint).exists():
+        raise EvalInputError(f"checkpoint {args.checkpoint} does not exist")
+    if args.batch_size < 1:
+        raise EvalInputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.threshold is not None and not math.isfinite(args.threshold):
+        raise EvalInputError(f"--threshold must be finite, got {args.threshold}")
+    if args.stamp_tolerance < 0:
+        raise EvalInputError(f"--stamp-tolerance must be >= 0, got {args.stamp_tolerance}")
+    if not (args.rate_factor > 0 and math.isfinite(args.rate_factor)):
+        raise EvalInputError(f"--rate-factor must be > 0, got {args.rate_factor}")
+    if args.score_range is not None and not args.score_range[0] < args.score_range[1]:
+        raise EvalInputError(f"--score-range needs LO < HI, got {args.score_range}")
+    if args.threads is not None and args.threads < 1:
+        raise EvalInputError(f"--threads must be >= 1, got {args.threads}")
+    if args.num_bins < 2:
+        raise EvalInputError(f"--num-bins must be >= 2, got {args.num_bins}")
+
+
+def _checkpoint_score_kind(checkpoint: str | None) -> str | None:
+    """``score.kind`` from a checkpoint directory's config.json (no model is built); None if unknown."""
+    if not checkpoint:
+        return None
+    try:
+        meta = json.loads((Path(checkpoint) / "config.json").read_text())
+        return str(meta["model"]["score"]["kind"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    _check_args(args)
+    out_dir = Path(args.out)
+    progress = not args.no_progress
+    if args.data:
+        frames: FolderFrames | BagFrames = FolderFrames(args.data)
+    else:
+        frames = BagFrames(
+            args.bag,
+            args.image_topic,
+            args.mask_topic,
+            args.mask_dir,
+            stamp_tolerance_s=args.stamp_tolerance,
+            mask_dir_naming=args.mask_dir_naming,
+        ).open()  # reads the first frame: a bad path/topic fails before the model loads
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def accumulator(score_kind: str | None) -> EvalAccumulator:
+        return EvalAccumulator(
+            score_kind=score_kind or "nll",  # unknown kind: no bound is assumed
+            score_range=tuple(args.score_range) if args.score_range else None,
+            num_bins=args.num_bins,
+            n_examples=args.examples,
+        )
+
+    throughput = live = None
+    if args.live:
+        from flowclas_ros.ros.live_replay import LiveReplayOptions, run_live_replay
+
+        acc = accumulator(_checkpoint_score_kind(args.checkpoint))
+        opts = LiveReplayOptions(
+            out_dir=out_dir,
+            checkpoint=args.checkpoint,
+            backend=args.backend,
+            device=args.device,
+            threshold=args.threshold,
+            rate_factor=args.rate_factor,
+            attach=args.attach,
+            node_name=args.node_name,
+            node_params=list(args.node_param),
+            startup_timeout_s=args.startup_timeout,
+            drain_timeout_s=args.drain_timeout,
+            progress=progress,
+        )
+        assert isinstance(frames, BagFrames)
+        live = run_live_replay(opts, frames, acc)
+        backend_name, latency_kind = args.backend, "end_to_end"
+        threshold, threshold_source = args.threshold, "--threshold"
+        if threshold is None and live["node_threshold"] is not None:
+            threshold, threshold_source = live["node_threshold"], "node"
+    else:
+        from flowclas_ros.evaluation.runner import evaluate_frames
+        from flowclas_ros.runtime import create_backend
+
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        with create_backend(args.backend, args.checkpoint, device=args.device) as backend:
+            acc = accumulator(backend.config.score.kind)
+            timing = evaluate_frames(
+                frames, backend, acc, batch_size=args.batch_size, total=len(frames), progress=progress
+            )
+            backend_name, latency_kind = backend.name, "predict"
+            threshold, threshold_source = args.threshold, "--threshold"
+            if threshold is None and backend.threshold is not None:
+                threshold, threshold_source = backend.threshold, "checkpoint"
+        throughput = timing.as_dict()
+    warn = frames.warnings()
+    if live:
+        if live["n_dropped"]:
+            warn.append(
+                f"{live['n_dropped']} of {live['n_published']} published frames were never answered "
+                "(dropped by the node's newest-frame policy or lost)"
+            )
+        if live["n_score_map_shape_mismatch"]:
+            warn.append(f"{live['n_score_map_shape_mismatch']} score maps did not match their image size")
+    metrics = build_metrics(
+        acc,
+        source=frames.describe(),
+        checkpoint=args.checkpoint,
+        backend=backend_name,
+        device=args.device,
+        threshold=threshold,
+        threshold_source=threshold_source,
+        latency_kind=latency_kind,
+        throughput=throughput,
+        bag=frames.stats.as_dict() if isinstance(frames, BagFrames) else None,
+        live=live,
+        warnings=warn,
+    )
+    write_metrics(metrics, out_dir)
+    write_report(acc, metrics, out_dir)
+    return metrics
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``flowclas-eval``; returns the exit status (0 ok, 1 bad input or failure, 2 usage)."""
+    args = build_parser().parse_args(argv)
+    from flowclas_ros.model.checkpoint import CheckpointError
+
+    try:
+        with warnings.catch_warnings():
+            # Damage is reported once, in metrics.json / report.md and the summary below.
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"flowclas_ros\.data\..*")
+            metrics = _run(args)
+    except (CheckpointError, ValueError, OSError, ImportError, RuntimeError) as err:
+        if args.debug:
+            raise
+        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    for text in metrics["warnings"]:
+        print(f"{PROG}: warning: {text}", file=sys.stderr)
+
+    def fmt(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
+    lat = metrics["latency_ms"]["p50"]
+    print(
+        f"auroc {fmt(metrics['auroc'])}  ap {fmt(metrics['ap'])}  fpr95 {fmt(metrics['fpr95'])}  "
+        f"image_auroc {fmt(metrics['image_auroc'])}  n_images {metrics['n_images']}  "
+        f"latency p50 {'n/a' if lat is None else f'{lat:.1f}'} ms -> {Path(args.out) / 'metrics.json'}"
+        + ("  [PARTIAL: damaged bag]" if metrics["partial"] else "")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

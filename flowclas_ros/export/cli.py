@@ -1,0 +1,171 @@
+"""``flowclas-export``: checkpoint -> verified ONNX file, or a TensorRT engine with its key sidecar."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from flowclas_ros.export.metadata import ModelMismatchError, format_size, read_onnx_props
+from flowclas_ros.export.onnx_export import ExportError, ExportReport, export_onnx
+from flowclas_ros.export.verify import ExportVerificationError
+from flowclas_ros.model.checkpoint import CheckpointError
+
+_EPILOG = """examples:
+  flowclas-export --checkpoint runs/a/checkpoint --format onnx --out model.onnx
+  flowclas-export --checkpoint runs/a/checkpoint --format engine --fp16 --out model.engine
+The engine build writes model.onnx beside model.engine and the engine key to model.engine.json.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = argparse.ArgumentParser(
+        prog="flowclas-export",
+        description="Export a FlowCLAS checkpoint to ONNX (verified against torch) or a TensorRT engine.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint directory")
+    parser.add_argument("--format", required=True, choices=("onnx", "engine"), help="output kind")
+    parser.add_argument("--out", required=True, type=Path, help="output file (.onnx or .engine)")
+    parser.add_argument(
+        "--input-size",
+        nargs=2,
+        type=int,
+        metavar=("H", "W"),
+        help="fixed input height and width (default: the checkpoint's preprocess.input_size)",
+    )
+    parser.add_argument("--dynamic-batch", action="store_true", help="make the batch axis dynamic")
+    engine = parser.add_argument_group("TensorRT engine (--format engine)")
+    engine.add_argument("--fp16", action="store_true", help="FP16 backbone (flow and scoring stay fp32)")
+    engine.add_argument("--fp16-flow", action="store_true", help="with --fp16, let the flow run in fp16 too")
+    engine.add_argument("--workspace-mb", type=int, default=2048, help="builder workspace limit in MiB")
+    engine.add_argument(
+        "--version-compatible", action="store_true", help="engine runs on later TensorRT 10.x"
+    )
+    engine.add_argument(
+        "--max-batch", type=int, default=None, help="largest batch of a --dynamic-batch engine (default 4)"
+    )
+    engine.add_argument("--device", default="cuda", help="CUDA device to build for (default cuda)")
+    return parser
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.format == "onnx":
+        engine_flags = {
+            "--fp16": args.fp16,
+            "--fp16-flow": args.fp16_flow,
+            "--version-compatible": args.version_compatible,
+            "--max-batch": args.max_batch is not None,
+        }
+        used = [flag for flag, given in engine_flags.items() if given]
+        if used:
+            raise ValueError(f"{', '.join(used)} only apply to --format engine")
+        if args.out.suffix != ".onnx":
+            raise ValueError(f"--out {args.out}: an ONNX export should end in .onnx")
+    elif args.out.suffix == ".onnx":
+        raise ValueError(f"--out {args.out}: an engine must not end in .onnx (the ONNX is written beside it)")
+    if args.input_size is not None and min(args.input_size) <= 0:
+        raise ValueError(f"--input-size {args.input_size}: sides must be positive")
+    if args.workspace_mb <= 0:
+        raise ValueError("--workspace-mb must be positive")
+    if args.max_batch is not None and (args.max_batch < 1 or not args.dynamic_batch):
+        raise ValueError("--max-batch needs --dynamic-batch and a value >= 1")
+    if args.fp16_flow and not args.fp16:
+        raise ValueError("--fp16-flow needs --fp16")
+    if not args.checkpoint.is_dir():
+        raise ValueError(f"--checkpoint {args.checkpoint}: not a checkpoint directory")
+
+
+def _print_onnx(report: ExportReport) -> None:
+    check = report.verification
+    print(
+        f"wrote {report.path} ({report.path.stat().st_size / 2**20:.1f} MiB): input "
+        f"{format_size(report.input_size)} (padded {format_size(report.padded_size)}), "
+        f"{'dynamic' if report.dynamic_batch else 'fixed'} batch, opset 17"
+    )
+    print(
+        f"verified vs torch on {check.n_inputs} inputs: max abs diff {check.max_abs_diff:.3g}, "
+        f"score range {check.score_range:.3g}, relative {check.relative_diff:.2g} (limit 1e-3), "
+        f"{report.seconds:.1f} s"
+    )
+
+
+def _export_engine(args: argparse.Namespace) -> None:
+    from flowclas_ros.runtime.engine_cache import EngineRecord, write_engine
+    from flowclas_ros.runtime.tensorrt_builder import (
+        build_serialized_engine,
+        cuda_device,
+        engine_key_here,
+        import_tensorrt,
+    )
+
+    trt = import_tensorrt()  # fail before the long ONNX export
+    device = cuda_device(args.device)
+    max_batch = (args.max_batch or 4) if args.dynamic_batch else 1
+    onnx_out = args.out.with_suffix(".onnx")
+    report = export_onnx(
+        args.checkpoint, onnx_out, input_size=args.input_size, dynamic_batch=args.dynamic_batch, progress=True
+    )
+    _print_onnx(report)
+    options = {
+        "precision": "fp16" if args.fp16 else "fp32",
+        "max_batch": max_batch,
+        "fp32_flow": not args.fp16_flow,
+        "version_compatible": args.version_compatible,
+    }
+    key = engine_key_here(onnx_out, device, input_size=report.input_size, **options)
+    print(f"building TensorRT {trt.__version__} engine for compute capability {key.compute_capability} ...")
+    start = time.perf_counter()
+    engine = build_serialized_engine(
+        onnx_out, input_size=report.input_size, workspace_mb=args.workspace_mb, **options
+    )
+    record = EngineRecord(
+        key=key,
+        engine_sha256="",
+        metadata=read_onnx_props(onnx_out),
+        built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        build_seconds=round(time.perf_counter() - start, 2),
+        onnx_path=str(onnx_out),
+    )
+    write_engine(args.out, engine, record)
+    print(f"wrote {args.out} ({len(engine) / 2**20:.1f} MiB) and its key {args.out}.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``flowclas-export``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        _check_args(args)
+        if args.format == "onnx":
+            _print_onnx(
+                export_onnx(
+                    args.checkpoint,
+                    args.out,
+                    input_size=args.input_size,
+                    dynamic_batch=args.dynamic_batch,
+                    progress=True,
+                )
+            )
+        else:
+            _export_engine(args)
+    except (
+        CheckpointError,
+        ExportError,
+        ExportVerificationError,
+        ModelMismatchError,
+        ImportError,
+        RuntimeError,
+        ValueError,
+        OSError,
+    ) as exc:
+        message = " ".join(str(exc).split())  # one line
+        print(f"flowclas-export: error: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The four output topics of one camera and how a prediction becomes messages on them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from rclpy.node import Node
+from rclpy.publisher import Publisher
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+from flowclas_ros.msg import AnomalyResult
+from flowclas_ros.ros.conversions import float_image_msg, mono8_image_msg, result_msg, rgb8_image_msg
+from flowclas_ros.ros.naming import output_topic
+from flowclas_ros.ros.params import RuntimeSettings
+from flowclas_ros.ros.qos import IMAGE_OUTPUT_QOS, RESULT_QOS
+from flowclas_ros.runtime.base import Prediction
+from flowclas_ros.runtime.postprocess import Region, anomaly_mask, find_regions, render_overlay
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """What one frame's post-processing produced (handed to result hooks, e.g. a 3D stage)."""
+
+    mask: np.ndarray
+    regions: list[Region]
+    anomalous_fraction: float
+    threshold: float
+
+
+@dataclass
+class CameraOutputs:
+    """Publishers ``~/<camera>/{result,score_map,mask,overlay}`` of one camera.
+
+    Image outputs are computed only while someone subscribes to them (and their
+    ``publish_*`` parameter is true), so an unwatched overlay costs nothing.
+    """
+
+    result: Publisher
+    score_map: Publisher
+    mask: Publisher
+    overlay: Publisher
+
+    @classmethod
+    def create(cls, node: Node, camera: str) -> CameraOutputs:
+        """Creates the publishers of ``camera`` on ``node``."""
+        return cls(
+            result=node.create_publisher(AnomalyResult, output_topic(camera, "result"), RESULT_QOS),
+            score_map=node.create_publisher(Image, output_topic(camera, "score_map"), IMAGE_OUTPUT_QOS),
+            mask=node.create_publisher(Image, output_topic(camera, "mask"), IMAGE_OUTPUT_QOS),
+            overlay=node.create_publisher(Image, output_topic(camera, "overlay"), IMAGE_OUTPUT_QOS),
+        )
+
+    def destroy(self, node: Node) -> None:
+        """Destroys the publishers."""
+        for publisher in (self.result, self.score_map, self.mask, self.overlay):
+            node.destroy_publisher(publisher)
+
+    def publish(
+        self, header: Header, rgb: np.ndarray, prediction: Prediction, settings: RuntimeSettings, backend: str
+    ) -> FrameResult:
+        """Post-processes one finite prediction and publishes every wanted output with ``header``."""
+        score = prediction.score_map
+        threshold = settings.threshold
+        mask = anomaly_mask(score, threshold)
+        fraction = float(np.count_nonzero(mask)) / mask.size
+        # Regions need a labelling pass: skip it when nothing is anomalous.
+        regions = (
+            find_regions(
+                score, threshold, settings.min_region_area, max_regions=settings.max_regions, mask=mask
+            )
+            if fraction > 0.0
+            else []
+        )
+        if settings.publish_score_map and self.score_map.get_subscription_count():
+            self.score_map.publish(float_image_msg(header, score))
+        if settings.publish_mask and self.mask.get_subscription_count():
+            self.mask.publish(mono8_image_msg(header, mask))
+        if settings.publish_overlay and self.overlay.get_subscription_count():
+            overlay = render_overlay(
+                rgb,
+                score,
+                threshold,
+                regions,
+                alpha=settings.overlay_alpha,
+                score_range=settings.overlay_score_range,
+                image_score=prediction.image_score,
+            )
+            self.overlay.publish(rgb8_image_msg(header, overlay))
+        # The result goes last: a planner reacting to it finds the images already sent.
+        self.result.publish(
+            result_msg(
+                header,
+                image_score=prediction.image_score,
+                threshold=threshold,
+                anomalous_fraction=fraction,
+                regions=regions,
+                latency_ms=prediction.model_ms,
+                backend=backend,
+            )
+        )
+        return FrameResult(mask, regions, fraction, threshold)

@@ -1,0 +1,291 @@
+"""The parameters of ``anomaly_node``: one table, validation and the typed settings (no rclpy).
+
+:data:`PARAMETERS` is the single source of truth: the node declares exactly
+these (with descriptors built from them), ``config/anomaly.yaml`` sets their
+defaults and the launch-file check compares against :func:`parameter_names`.
+
+Two kinds of parameters:
+
+* **runtime** ones (threshold, overlay options, region filter, batch size,
+  ...) can be changed at any time; a bad value is rejected with a reason and
+  the old value stays;
+* **configure-time** ones (checkpoint, backend, topics, QoS, ...) are read in
+  the lifecycle ``configure`` transition; changing them is only accepted while
+  the node is unconfigured (``deactivate`` + ``cleanup`` first).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+BACKEND_KINDS = ("torch", "onnxruntime", "tensorrt")
+RELIABILITY = ("best_effort", "reliable")
+COMPRESSED_SUFFIX = "/compressed"
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared parameter.
+
+    Attributes:
+        name: Parameter name.
+        type: ``bool``, ``integer``, ``double``, ``string`` or ``<one of those>_array``.
+        default: Default value; None declares an (empty) array parameter without a value,
+            because ROS parameters cannot hold a typed empty list.
+        description: Shown by ``ros2 param describe``.
+        runtime: Changeable while the node is configured or active.
+        low: Inclusive lower bound (numbers and number arrays).
+        high: Inclusive upper bound.
+        choices: Allowed string values.
+    """
+
+    name: str
+    type: str
+    default: Any
+    description: str
+    runtime: bool = False
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    # --- model (configure-time) ---
+    ParamSpec(
+        "checkpoint", "string", "", "Checkpoint directory (or exported model file for onnxruntime/tensorrt)."
+    ),
+    ParamSpec("backend", "string", "torch", "Inference backend.", choices=BACKEND_KINDS),
+    ParamSpec("device", "string", "cpu", "Inference device: cpu, cuda or cuda:N."),
+    ParamSpec(
+        "input_size",
+        "integer_array",
+        [0, 0],
+        "Model input [height, width] override; [0, 0] uses the checkpoint's.",
+        low=0,
+        high=4096,
+    ),
+    # --- inputs (configure-time) ---
+    ParamSpec("image_topics", "string_array", ["/camera/image_raw"], "Input image topics, one per camera."),
+    ParamSpec(
+        "compressed",
+        "bool_array",
+        None,
+        "Per topic: subscribe sensor_msgs/CompressedImage. Empty: true for topics ending in /compressed.",
+    ),
+    ParamSpec(
+        "camera_names",
+        "string_array",
+        None,
+        "Per topic: output namespace ~/<name>/. Empty: derived from the topic (see README).",
+    ),
+    ParamSpec(
+        "qos_reliability", "string", "best_effort", "Input subscription reliability.", choices=RELIABILITY
+    ),
+    ParamSpec("qos_depth", "integer", 1, "Input subscription history depth.", low=1, high=100),
+    ParamSpec(
+        "max_image_side",
+        "integer",
+        8192,
+        "Frames with a larger width or height are rejected as malformed.",
+        low=16,
+        high=16384,
+    ),
+    ParamSpec(
+        "no_frame_warning_s",
+        "double",
+        5.0,
+        "Seconds after activation without a frame before the likely causes are logged.",
+        low=0.5,
+        high=3600.0,
+    ),
+    ParamSpec("diagnostics_period_s", "double", 1.0, "Period of /diagnostics.", low=0.1, high=60.0),
+    # --- runtime ---
+    ParamSpec(
+        "threshold",
+        "double",
+        math.nan,
+        "Per-pixel anomaly threshold (score >= threshold is anomalous); NaN uses the checkpoint's.",
+        runtime=True,
+    ),
+    ParamSpec(
+        "max_batch",
+        "integer",
+        4,
+        "Most frames (cameras) scored in one forward.",
+        runtime=True,
+        low=1,
+        high=64,
+    ),
+    ParamSpec("publish_score_map", "bool", True, "Publish ~/<camera>/score_map (32FC1).", runtime=True),
+    ParamSpec("publish_mask", "bool", True, "Publish ~/<camera>/mask (mono8 0/255).", runtime=True),
+    ParamSpec("publish_overlay", "bool", True, "Publish ~/<camera>/overlay (rgb8).", runtime=True),
+    ParamSpec(
+        "overlay_alpha", "double", 0.5, "Heat-map weight at the top score.", runtime=True, low=0.0, high=1.0
+    ),
+    ParamSpec(
+        "overlay_score_range",
+        "double_array",
+        [0.0, 0.0],
+        "[low, high] scores mapped to the colour map's ends; [0, 0] uses each frame's range.",
+        runtime=True,
+    ),
+    ParamSpec(
+        "min_region_area",
+        "integer",
+        16,
+        "Regions with fewer anomalous pixels are not reported.",
+        runtime=True,
+        low=1,
+        high=100_000_000,
+    ),
+    ParamSpec(
+        "max_regions",
+        "integer",
+        32,
+        "Most regions per result (the largest).",
+        runtime=True,
+        low=0,
+        high=10_000,
+    ),
+    ParamSpec(
+        "drop_warn_fraction",
+        "double",
+        0.5,
+        "Diagnostics warn when more than this fraction of a camera's frames is dropped.",
+        runtime=True,
+        low=0.0,
+        high=1.0,
+    ),
+    # --- start-up ---
+    ParamSpec("autostart", "bool", True, "Configure and activate at start (plain ros2 run works)."),
+)
+"""Every parameter ``anomaly_node`` declares (``use_sim_time`` is rclpy's own)."""
+
+SPECS: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}
+BUILTIN_PARAMETERS = ("use_sim_time",)
+
+
+def parameter_names() -> set[str]:
+    """Names the node accepts: :data:`PARAMETERS` plus rclpy's built-ins."""
+    return set(SPECS) | set(BUILTIN_PARAMETERS)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def validate(name: str, value: Any) -> str | None:
+    """Checks one value against its spec and the cross-field rules.
+
+    Returns:
+        None when valid, else the reason (one line, names the parameter).
+    """
+    spec = SPECS.get(name)
+    if spec is None:
+        return f"unknown parameter {name!r}"
+    if value is None:
+        return None if spec.default is None else f"{name}: a value is required"
+    items = list(value) if spec.type.endswith("_array") else [value]
+    for item in items:
+        if spec.choices and item not in spec.choices:
+            return f"{name}: {item!r} is not one of {', '.join(spec.choices)}"
+        if _is_number(item):
+            if spec.type.startswith("double") and math.isinf(item):
+                return f"{name}: must be finite, got {item}"
+            if math.isnan(item) and name != "threshold":
+                return f"{name}: must not be NaN"
+            if spec.low is not None and item < spec.low:
+                return f"{name}: {item} is below the minimum {spec.low:g}"
+            if spec.high is not None and item > spec.high:
+                return f"{name}: {item} is above the maximum {spec.high:g}"
+    if name == "input_size" and (len(items) != 2 or (0 in items and items != [0, 0])):
+        return f"input_size: expected [height, width] > 0, or [0, 0] for the checkpoint's, got {items}"
+    if name == "overlay_score_range" and (len(items) != 2 or (items[0] >= items[1] and items != [0.0, 0.0])):
+        return (
+            f"overlay_score_range: expected [low, high] with low < high, or [0, 0] for automatic, got {items}"
+        )
+    if name == "image_topics" and (not items or any(not str(t).strip("/") for t in items)):
+        return f"image_topics: expected at least one non-empty topic name, got {items}"
+    return None
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """The runtime parameters, as one immutable snapshot the worker reads per batch."""
+
+    threshold: float
+    max_batch: int
+    publish_score_map: bool
+    publish_mask: bool
+    publish_overlay: bool
+    overlay_alpha: float
+    overlay_score_range: tuple[float, float] | None
+    min_region_area: int
+    max_regions: int
+    drop_warn_fraction: float
+
+
+@dataclass(frozen=True)
+class CameraInput:
+    """One input camera: its topic, message kind and output namespace."""
+
+    topic: str
+    compressed: bool
+    name: str
+
+
+def runtime_settings(values: dict[str, Any], checkpoint_threshold: float | None) -> RuntimeSettings:
+    """Builds the runtime snapshot from parameter values.
+
+    Args:
+        values: Parameter name -> value (at least every runtime parameter).
+        checkpoint_threshold: The loaded checkpoint's calibrated threshold (used when the
+            ``threshold`` parameter is NaN).
+
+    Raises:
+        ValueError: NaN threshold and no calibrated threshold in the checkpoint.
+    """
+    threshold = float(values["threshold"])
+    if math.isnan(threshold):
+        if checkpoint_threshold is None or not math.isfinite(checkpoint_threshold):
+            raise ValueError("the checkpoint has no calibrated threshold; set the 'threshold' parameter")
+        threshold = float(checkpoint_threshold)
+    low, high = (float(v) for v in values["overlay_score_range"])
+    return RuntimeSettings(
+        threshold=threshold,
+        max_batch=int(values["max_batch"]),
+        publish_score_map=bool(values["publish_score_map"]),
+        publish_mask=bool(values["publish_mask"]),
+        publish_overlay=bool(values["publish_overlay"]),
+        overlay_alpha=float(values["overlay_alpha"]),
+        overlay_score_range=None if low == high == 0.0 else (low, high),
+        min_region_area=int(values["min_region_area"]),
+        max_regions=int(values["max_regions"]),
+        drop_warn_fraction=float(values["drop_warn_fraction"]),
+    )
+
+
+def camera_inputs(topics: list[str], compressed: list[bool] | None, names: list[str]) -> list[CameraInput]:
+    """Pairs each topic with its message kind and camera name.
+
+    Args:
+        topics: ``image_topics``.
+        compressed: ``compressed`` (one per topic), or empty/None to derive it from a
+            trailing ``/compressed``.
+        names: Resolved camera names (see :func:`flowclas_ros.ros.naming.resolve_camera_names`).
+
+    Raises:
+        ValueError: ``compressed`` has the wrong length.
+    """
+    if compressed:
+        if len(compressed) != len(topics):
+            raise ValueError(
+                f"compressed has {len(compressed)} entries but image_topics has {len(topics)}; "
+                "give one per topic or leave it empty (auto: topics ending in /compressed)"
+            )
+        flags = [bool(flag) for flag in compressed]
+    else:
+        flags = [topic.rstrip("/").endswith(COMPRESSED_SUFFIX) for topic in topics]
+    return [CameraInput(topic, flag, name) for topic, flag, name in zip(topics, flags, names)]

@@ -1,0 +1,121 @@
+"""The inference thread: newest frames of all cameras -> decode -> one batched forward -> publish.
+
+Callbacks only store frames (:class:`~flowclas_ros.ros.frame_buffer.FrameSlots`);
+everything costly happens here, off the executor thread. PyTorch / ONNX
+Runtime release the GIL during the forward, so callbacks keep running.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from flowclas_ros.data.image_codec import ImageDecodeError
+from flowclas_ros.ros.conversions import to_rgb
+from flowclas_ros.ros.frame_buffer import Frame, FrameSlots
+from flowclas_ros.ros.outputs import CameraOutputs, FrameResult
+from flowclas_ros.ros.params import CameraInput, RuntimeSettings
+from flowclas_ros.ros.stats import CameraStats
+from flowclas_ros.runtime.base import InferenceBackend, Prediction
+
+THROTTLE_S = 5.0
+
+ResultHook = Callable[[Frame, np.ndarray, Prediction, FrameResult], None]
+"""Called after a frame's 2D outputs are published: (frame, rgb, prediction, result).
+
+The extension point for per-frame consumers beyond the 2D outputs (e.g. a depth +
+CameraInfo stage publishing 3D points); runs on the worker thread, must not block long."""
+_IDLE_WAIT_S = 0.25
+
+
+@dataclass
+class WorkerContext:
+    """What the worker needs from the node (all thread-safe to use from the worker)."""
+
+    backend: InferenceBackend
+    cameras: list[CameraInput]
+    outputs: list[CameraOutputs]
+    stats: list[CameraStats]
+    slots: FrameSlots
+    settings: Callable[[], RuntimeSettings]  # the current runtime snapshot
+    max_image_side: int
+    logger: object  # rclpy logger
+    on_model_error: Callable[[str], None]
+    result_hooks: list[ResultHook] = field(default_factory=list)
+
+
+class InferenceWorker(threading.Thread):
+    """Runs until :meth:`stop`; one iteration = one batched forward over the cameras with a frame."""
+
+    def __init__(self, ctx: WorkerContext):
+        super().__init__(name="flowclas_inference", daemon=True)
+        self.ctx = ctx
+        self._stop_event = threading.Event()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Asks the loop to end, wakes it and waits for the current batch to finish."""
+        self._stop_event.set()
+        self.ctx.slots.close()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)
+
+    def run(self) -> None:  # noqa: D102 - threading.Thread API
+        while not self._stop_event.is_set():
+            frames = self.ctx.slots.take(self.ctx.settings().max_batch, _IDLE_WAIT_S)
+            if frames and not self._stop_event.is_set():
+                try:
+                    self.process(frames)
+                except Exception as err:  # noqa: BLE001 - keep serving; one line, not a traceback
+                    if self._stop_event.is_set():
+                        break  # publishers/context torn down under us during shutdown
+                    self.ctx.logger.error(
+                        f"processing a batch failed: {type(err).__name__}: {err}",
+                        throttle_duration_sec=THROTTLE_S,
+                    )
+
+    def _decode(self, frames: list[Frame]) -> list[tuple[Frame, np.ndarray]]:
+        decoded = []
+        for frame in frames:
+            try:
+                decoded.append((frame, to_rgb(frame.msg, max_side=self.ctx.max_image_side)))
+            except ImageDecodeError as err:
+                self.ctx.stats[frame.camera].record_malformed()
+                camera = self.ctx.cameras[frame.camera]
+                self.ctx.logger.warning(
+                    f"skipping malformed frame on {camera.topic}: {err}", throttle_duration_sec=THROTTLE_S
+                )
+        return decoded
+
+    def process(self, frames: list[Frame]) -> None:
+        """Decodes ``frames``, scores them in one forward and publishes each camera's outputs."""
+        ctx = self.ctx
+        settings = ctx.settings()  # one snapshot per batch: consistent thresholds
+        decoded = self._decode(frames)
+        if not decoded:
+            return
+        try:
+            predictions = ctx.backend.predict([rgb for _, rgb in decoded])
+        except Exception as err:  # noqa: BLE001 - a model failure must not kill the node
+            reason = f"{type(err).__name__}: {err}"
+            ctx.on_model_error(reason)
+            ctx.logger.error(f"model forward failed: {reason}", throttle_duration_sec=THROTTLE_S)
+            return
+        for (frame, rgb), prediction in zip(decoded, predictions):
+            if not (np.isfinite(prediction.image_score) and np.isfinite(prediction.score_map).all()):
+                ctx.stats[frame.camera].record_nonfinite()
+                ctx.logger.error(
+                    f"model output for {ctx.cameras[frame.camera].topic} contains NaN/inf; not published",
+                    throttle_duration_sec=THROTTLE_S,
+                )
+                continue
+            result = ctx.outputs[frame.camera].publish(
+                frame.msg.header, rgb, prediction, settings, ctx.backend.name
+            )
+            for hook in ctx.result_hooks:
+                hook(frame, rgb, prediction, result)
+            latency_ms = (time.monotonic_ns() - frame.received_ns) / 1e6
+            ctx.stats[frame.camera].record_result(latency_ms, prediction.model_ms)

@@ -1,0 +1,187 @@
+"""ONNX Runtime inference backend: CPU execution provider by default, CUDA when asked for and present."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flowclas_ros.export.metadata import (
+    INPUT_NAME,
+    CheckpointIdentity,
+    ModelMismatchError,
+    check_matches,
+    format_size,
+    parse_metadata,
+    read_checkpoint_identity,
+)
+from flowclas_ros.model.checkpoint import LoadedCheckpoint
+from flowclas_ros.runtime.base import InferenceBackend
+
+logger = logging.getLogger(__name__)
+
+GRAPH_OPTIMIZATION = ("all", "extended", "basic", "disable")
+
+
+def session_options(
+    intra_op_threads: int | None = None,
+    inter_op_threads: int | None = None,
+    graph_optimization: str = "all",
+):
+    """ONNX Runtime session options used by the backend (and the benchmark).
+
+    Args:
+        intra_op_threads: Threads inside one operator (None: ORT default, one per physical core).
+        inter_op_threads: Threads across operators; only used by the parallel executor, so > 1
+            switches to it (the sequential executor is faster for this chain-like graph).
+        graph_optimization: ``all`` (incl. layout / fusions), ``extended``, ``basic`` or ``disable``.
+    """
+    import onnxruntime as ort
+
+    levels = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }
+    if graph_optimization not in levels:
+        raise ValueError(
+            f"graph_optimization must be one of {GRAPH_OPTIMIZATION}, got {graph_optimization!r}"
+        )
+    options = ort.SessionOptions()
+    options.graph_optimization_level = levels[graph_optimization]
+    parallel = inter_op_threads is not None and inter_op_threads > 1
+    options.execution_mode = ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
+    if intra_op_threads is not None:
+        options.intra_op_num_threads = int(intra_op_threads)
+    if inter_op_threads is not None:
+        options.inter_op_num_threads = int(inter_op_threads)
+    options.enable_mem_pattern = True  # fixed shapes: plan the activation memory once
+    options.enable_cpu_mem_arena = True
+    options.log_severity_level = 3  # errors only
+    return options
+
+
+def execution_providers(device: str) -> tuple[list[Any], str]:
+    """Providers for a device string, and the device actually used.
+
+    ``cuda[:N]`` selects the CUDA execution provider when this onnxruntime has it;
+    otherwise a warning is logged and the CPU provider is used.
+    """
+    import onnxruntime as ort
+
+    kind, _, index = device.partition(":")
+    if kind == "cpu":
+        return ["CPUExecutionProvider"], "cpu"
+    if kind != "cuda":
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        logger.warning(
+            "device %s requested but this onnxruntime has no CUDAExecutionProvider "
+            "(install onnxruntime-gpu); running on the CPU",
+            device,
+        )
+        return ["CPUExecutionProvider"], "cpu"
+    device_id = int(index or 0)
+    return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"], f"cuda:{device_id}"
+
+
+class OnnxRuntimeBackend(InferenceBackend):
+    """Runs a ``flowclas-export`` ONNX model with ONNX Runtime.
+
+    Args:
+        checkpoint: Checkpoint directory, ``LoadedCheckpoint``, or an exported ``.onnx``
+            (then config and threshold come from its metadata).
+        device: ``cpu`` (default), ``cuda`` or ``cuda:N`` (CUDA execution provider if available).
+        onnx_path: Exported model to run; None exports the checkpoint into the cache on first use.
+        input_size: (H, W) expected; default the checkpoint config's ``preprocess.input_size``.
+        intra_op_threads: ORT intra-op threads (None: ORT default).
+        inter_op_threads: ORT inter-op threads (None: ORT default; > 1 enables the parallel executor).
+        graph_optimization: ``all``, ``extended``, ``basic`` or ``disable``.
+        providers: Explicit ORT providers list (overrides ``device``).
+        dynamic_batch: When exporting into the cache, make the batch axis dynamic.
+        cache_dir: Cache root (default ``$FLOWCLAS_CACHE_DIR`` or ``~/.cache/flowclas_ros``).
+
+    Raises:
+        ModelMismatchError: The ONNX file belongs to another checkpoint or input size.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        checkpoint: str | Path | LoadedCheckpoint,
+        device: str = "cpu",
+        *,
+        onnx_path: str | Path | None = None,
+        input_size: tuple[int, int] | None = None,
+        intra_op_threads: int | None = None,
+        inter_op_threads: int | None = None,
+        graph_optimization: str = "all",
+        providers: list[Any] | None = None,
+        dynamic_batch: bool = False,
+        cache_dir: str | Path | None = None,
+    ):
+        import onnxruntime as ort
+
+        source = Path(checkpoint.path if isinstance(checkpoint, LoadedCheckpoint) else checkpoint)
+        identity: CheckpointIdentity | None = None
+        if source.suffix == ".onnx":
+            if onnx_path is not None and Path(onnx_path) != source:
+                raise ValueError(f"two ONNX files given: {source} and onnx_path={onnx_path}")
+            onnx_path = source
+        else:
+            identity = read_checkpoint_identity(source)
+            if onnx_path is None:
+                from flowclas_ros.export.onnx_export import ensure_onnx
+
+                onnx_path = ensure_onnx(
+                    checkpoint,
+                    identity=identity,
+                    input_size=input_size,
+                    dynamic_batch=dynamic_batch,
+                    cache_dir=cache_dir,
+                )
+        if providers is None:
+            providers, device = execution_providers(device)
+        options = session_options(intra_op_threads, inter_op_threads, graph_optimization)
+        self.onnx_path = Path(onnx_path)
+        if not self.onnx_path.is_file():
+            raise ModelMismatchError(f"{self.onnx_path}: ONNX file not found")
+        self.session = ort.InferenceSession(str(self.onnx_path), options, providers=providers)
+        meta = parse_metadata(self.session.get_modelmeta().custom_metadata_map, self.onnx_path)
+        check_matches(meta, identity, input_size)
+        self._check_graph_input(meta.input_size)
+        super().__init__(meta.identity.config, meta.identity.threshold, device)
+        self.providers = self.session.get_providers()
+
+    def _check_graph_input(self, input_size: tuple[int, int]) -> None:
+        """The graph's real input must agree with its metadata (catches hand-edited files)."""
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
+            raise ModelMismatchError(f"{self.onnx_path}: expected one input named {INPUT_NAME!r}")
+        shape = inputs[0].shape
+        if len(shape) != 4 or tuple(shape[1:]) != (3, *input_size):
+            raise ModelMismatchError(
+                f"{self.onnx_path}: graph input {shape} disagrees with its metadata size "
+                f"{format_size(input_size)}"
+            )
+        self._fixed_batch = shape[0] if isinstance(shape[0], int) else None
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        if self.session is None:
+            raise RuntimeError("OnnxRuntimeBackend is closed")
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self._fixed_batch is None or batch.shape[0] == self._fixed_batch:
+            return self.session.run(None, {INPUT_NAME: batch})[0]
+        step = self._fixed_batch
+        parts = [
+            self.session.run(None, {INPUT_NAME: batch[i : i + step]})[0] for i in range(0, len(batch), step)
+        ]
+        return np.concatenate(parts, axis=0)
+
+    def close(self) -> None:
+        """Drops the ORT session."""
+        self.session = None

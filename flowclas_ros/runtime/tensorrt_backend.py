@@ -1,0 +1,256 @@
+"""TensorRT 10 inference backend: cached engine, torch CUDA tensors as I/O (no pycuda), one CUDA stream.
+
+Sources, in order of convenience:
+* a checkpoint directory: exported to ONNX (cached, verified) and built into an
+  engine (cached under its :class:`~flowclas_ros.runtime.engine_cache.EngineKey`);
+* an ``.onnx`` from ``flowclas-export``: built into a cached engine;
+* an ``.engine`` with its ``.json`` sidecar from ``flowclas-export --format engine``:
+  loaded only if the sidecar matches this TensorRT version and GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flowclas_ros.export.metadata import (
+    CheckpointIdentity,
+    check_matches,
+    parse_metadata,
+    read_checkpoint_identity,
+    read_onnx_props,
+)
+from flowclas_ros.model.checkpoint import LoadedCheckpoint
+from flowclas_ros.runtime.base import InferenceBackend
+from flowclas_ros.runtime.engine_cache import (
+    EngineCacheError,
+    EngineRecord,
+    engine_cache_path,
+    environment_key,
+    load_checked_engine,
+    read_record,
+    resolve_engine,
+)
+from flowclas_ros.runtime.tensorrt_builder import (
+    build_serialized_engine,
+    compute_capability,
+    cuda_device,
+    engine_key_here,
+    import_tensorrt,
+)
+
+logger = logging.getLogger(__name__)
+
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+def _torch_dtype(trt, dtype) -> torch.dtype:
+    table = {
+        "float32": torch.float32,
+        "float16": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "int32": torch.int32,
+        "int64": torch.int64,
+        "int8": torch.int8,
+        "uint8": torch.uint8,
+        "bool": torch.bool,
+    }
+    for name, torch_type in table.items():
+        if hasattr(trt, name) and dtype == getattr(trt, name):
+            return torch_type
+    raise TypeError(f"unsupported TensorRT tensor type {dtype}")
+
+
+class TensorRTBackend(InferenceBackend):
+    """Runs a FlowCLAS model as a TensorRT engine on a CUDA GPU (Jetson or desktop).
+
+    Args:
+        checkpoint: Checkpoint directory, ``LoadedCheckpoint``, exported ``.onnx`` or ``.engine`` file.
+        device: ``cuda`` or ``cuda:N``.
+        engine_path: Engine file to use / create (default: the cache, named by the engine key).
+        onnx_path: Exported ONNX to build from (default: exported into the cache on first use).
+        input_size: (H, W) expected; default the checkpoint config's ``preprocess.input_size``.
+        precision: ``fp16`` (default; flow kept in fp32 unless ``fp32_flow=False``) or ``fp32``.
+        workspace_mb: Builder workspace limit (MiB) when an engine is built.
+        version_compatible: Build with ``BuilderFlag.VERSION_COMPATIBLE``.
+        max_batch: Largest batch per engine call (> 1 exports / needs a dynamic-batch ONNX).
+        fp32_flow: With fp16, constrain flow / scoring layers to fp32.
+        rebuild: Rebuild a missing or mismatched engine; False refuses it instead.
+        cache_dir: Cache root (default ``$FLOWCLAS_CACHE_DIR`` or ``~/.cache/flowclas_ros``).
+    """
+
+    name = "tensorrt"
+
+    def __init__(
+        self,
+        checkpoint: str | Path | LoadedCheckpoint,
+        device: str = "cuda",
+        *,
+        engine_path: str | Path | None = None,
+        onnx_path: str | Path | None = None,
+        input_size: tuple[int, int] | None = None,
+        precision: str = "fp16",
+        workspace_mb: int = 2048,
+        version_compatible: bool = False,
+        max_batch: int = 1,
+        fp32_flow: bool = True,
+        rebuild: bool = True,
+        cache_dir: str | Path | None = None,
+    ):
+        trt = import_tensorrt()
+        self._trt = trt
+        torch_device = cuda_device(device)
+        source = Path(checkpoint.path if isinstance(checkpoint, LoadedCheckpoint) else checkpoint)
+        if source.suffix in ENGINE_SUFFIXES:
+            engine, record = self._engine_only(source, torch_device)
+        else:
+            engine, record = self._cached_engine(
+                checkpoint,
+                source,
+                torch_device,
+                engine_path=engine_path,
+                onnx_path=onnx_path,
+                input_size=input_size,
+                build_options={
+                    "precision": precision,
+                    "workspace_mb": workspace_mb,
+                    "version_compatible": version_compatible,
+                    "max_batch": max_batch,
+                    "fp32_flow": fp32_flow,
+                },
+                rebuild=rebuild,
+                cache_dir=cache_dir,
+            )
+        meta = parse_metadata(record.metadata, source)
+        super().__init__(meta.identity.config, meta.identity.threshold, str(torch_device))
+        self.record = record
+        self._torch_device = torch_device
+        self._setup(engine, record)
+
+    def _engine_only(self, engine_path: Path, device: torch.device) -> tuple[bytes, EngineRecord]:
+        """Loads a prebuilt engine; only this machine's TensorRT version and GPU are checked against it."""
+        stored = read_record(engine_path).key
+        expected = environment_key(
+            stored, tensorrt_version=self._trt.__version__, compute_capability=compute_capability(device)
+        )
+        try:
+            return load_checked_engine(engine_path, expected)
+        except EngineCacheError as exc:
+            raise EngineCacheError(
+                f"{exc}. Rebuild it on this machine with `flowclas-export --format engine` "
+                "or pass the checkpoint / ONNX instead so it can be rebuilt"
+            ) from exc
+
+    def _cached_engine(
+        self,
+        checkpoint: str | Path | LoadedCheckpoint,
+        source: Path,
+        device: torch.device,
+        *,
+        engine_path: str | Path | None,
+        onnx_path: str | Path | None,
+        input_size: tuple[int, int] | None,
+        build_options: dict,
+        rebuild: bool,
+        cache_dir: str | Path | None,
+    ) -> tuple[bytes, EngineRecord]:
+        """Checkpoint / ONNX source: engine from the cache, built when missing or stale."""
+        identity: CheckpointIdentity | None = None
+        if source.suffix == ".onnx":
+            if onnx_path is not None and Path(onnx_path) != source:
+                raise ValueError(f"two ONNX files given: {source} and onnx_path={onnx_path}")
+            onnx_path = source
+        else:
+            identity = read_checkpoint_identity(source)
+        if onnx_path is None:
+            from flowclas_ros.export.onnx_export import ensure_onnx
+
+            onnx_path = ensure_onnx(
+                checkpoint,
+                identity=identity,
+                input_size=input_size,
+                dynamic_batch=build_options["max_batch"] > 1,
+                cache_dir=cache_dir,
+            )
+        props = read_onnx_props(onnx_path)
+        meta = parse_metadata(props, onnx_path)
+        check_matches(meta, identity, input_size)
+        key = engine_key_here(onnx_path, device, input_size=meta.input_size, **_key_options(build_options))
+        target = Path(engine_path) if engine_path is not None else engine_cache_path(cache_dir, key)
+
+        def build() -> bytes:
+            logger.info("building TensorRT engine %s from %s (minutes on a Jetson)", target, onnx_path)
+            return build_serialized_engine(onnx_path, input_size=meta.input_size, **build_options)
+
+        return resolve_engine(target, key, build if rebuild else None, props, onnx_path)
+
+    def _setup(self, engine_bytes: bytes, record: EngineRecord) -> None:
+        trt = self._trt
+        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        if record.key.version_compatible:
+            self._runtime.engine_host_code_allowed = True  # the plan carries its lean runtime
+        with torch.cuda.device(self._torch_device):
+            self._engine = self._runtime.deserialize_cuda_engine(engine_bytes)
+            if self._engine is None:
+                raise EngineCacheError("TensorRT could not deserialize the engine (see the TensorRT log)")
+            self._context = self._engine.create_execution_context()
+            self._stream = torch.cuda.Stream(self._torch_device)
+        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise EngineCacheError(f"engine has inputs {inputs} and outputs {outputs}; expected one of each")
+        self._input, self._output = inputs[0], outputs[0]
+        self._input_dtype = _torch_dtype(trt, self._engine.get_tensor_dtype(self._input))
+        self._output_dtype = _torch_dtype(trt, self._engine.get_tensor_dtype(self._output))
+        self._dynamic = self._engine.get_tensor_shape(self._input)[0] == -1
+        self.max_batch = record.key.max_batch if self._dynamic else 1
+        self._buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _io_buffers(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Device input / output tensors for a batch size, allocated once on the backend's stream."""
+        if batch not in self._buffers:
+            height, width = self.config.preprocess.input_size
+            if self._dynamic:
+                self._context.set_input_shape(self._input, (batch, 3, height, width))
+            out_shape = tuple(self._context.get_tensor_shape(self._output))
+            with torch.cuda.stream(self._stream):
+                inp = torch.empty(
+                    (batch, 3, height, width), dtype=self._input_dtype, device=self._torch_device
+                )
+                out = torch.empty(out_shape, dtype=self._output_dtype, device=self._torch_device)
+            self._buffers[batch] = (inp, out)
+        return self._buffers[batch]
+
+    def _run(self, chunk: np.ndarray) -> np.ndarray:
+        inp, out = self._io_buffers(chunk.shape[0])
+        if self._dynamic:
+            self._context.set_input_shape(self._input, tuple(inp.shape))
+        self._context.set_tensor_address(self._input, inp.data_ptr())
+        self._context.set_tensor_address(self._output, out.data_ptr())
+        with torch.cuda.stream(self._stream):
+            inp.copy_(torch.from_numpy(chunk))  # host -> device on our stream
+            if not self._context.execute_async_v3(self._stream.cuda_stream):
+                raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log)")
+            result = out.float().cpu()  # device -> host on our stream; blocks until done
+        return result.numpy()
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        if getattr(self, "_context", None) is None:
+            raise RuntimeError("TensorRTBackend is closed")
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        chunks = [batch[i : i + self.max_batch] for i in range(0, batch.shape[0], self.max_batch)]
+        return np.concatenate([self._run(chunk) for chunk in chunks], axis=0)
+
+    def close(self) -> None:
+        """Releases the execution context, engine and device buffers."""
+        self._buffers = {}
+        self._context = self._engine = self._runtime = None
+        torch.cuda.empty_cache()
+
+
+def _key_options(build_options: dict) -> dict:
+    return {k: build_options[k] for k in ("precision", "max_batch", "fp32_flow", "version_compatible")}
