@@ -43,7 +43,7 @@ def make_checkpoint(path, seed: int = 0, input_size=(56, 56)):
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param in model.trainable_parameters():
-            param.add_(0.05 * torch.randn(param.shape, generator=gen))
+            param.add_(0.02 * torch.randn(param.shape, generator=gen))
     return save_checkpoint(model, path, threshold=0.25, provenance={"test": seed})
 
 
@@ -106,7 +106,7 @@ def test_exported_model_matches_torch_on_new_inputs(checkpoint, exported):
     session = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
     got = session.run(None, {"input": x.numpy()})[0]
     score_range = float(np.ptp(expected))
-    assert score_range > 1e-5  # the perturbed model is not constant
+    assert score_range > 0.05  # the perturbed model is far from constant
     assert np.abs(got - expected).max() <= 1e-3 * score_range
     meta = read_onnx_metadata(exported)
     assert meta.verification["n_inputs"] == 6

@@ -8,12 +8,20 @@ runs with nothing but the install tree (and the ROS underlay) on the path.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from test_foundation_node import (
+    NodeClient,
+    check_result,
+    make_tiny_checkpoint,
+    node_args,
+    start_node,
+    stop_node,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SITE = "lib/python3.11/site-packages"
@@ -55,6 +63,14 @@ def installed_env(prefix: Path) -> dict[str, str]:
     return env
 
 
+def isolated_python(code: str) -> list[str]:
+    """`python -c` that first drops the dev tree from sys.path (the venv's flowclas_ros_dev.pth adds it)."""
+    root, install = str(REPO_ROOT), str(REPO_ROOT / "install")
+    keep = f"p != {root!r} and not p.startswith({install!r})"
+    prelude = f"import sys; sys.path[:] = [p for p in sys.path if {keep}]\n"
+    return [sys.executable, "-c", prelude + code]
+
+
 def test_install_tree_layout(colcon_install: Path) -> None:
     prefix = colcon_install
     exe = prefix / "lib" / "flowclas_ros" / "anomaly_node"
@@ -76,53 +92,32 @@ def test_installed_package_imports_from_install_tree_only(colcon_install: Path, 
         "from ament_index_python.packages import get_package_share_directory\n"
         "for module in (flowclas_ros, flowclas_ros.ros.node, flowclas_ros.msg):\n"
         "    print(module.__file__)\n"
+        "print(*flowclas_ros.__path__)\n"
         "print(get_package_share_directory('flowclas_ros'))\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=installed_env(colcon_install),
-        capture_output=True,
-        text=True,
+        isolated_python(code), cwd=tmp_path, env=installed_env(colcon_install), capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
     paths = [Path(line) for line in proc.stdout.split()]
-    assert all(p.is_relative_to(colcon_install) for p in paths), paths
+    assert len(paths) == 5 and all(p.is_relative_to(colcon_install) for p in paths), paths
 
 
-def test_installed_executable_publishes(colcon_install: Path, tmp_path: Path, ros_context) -> None:
-    """`ros2 run flowclas_ros anomaly_node` equivalent: the installed script, received in this process."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-
-    from flowclas_ros.msg import AnomalyResult
-
+def test_installed_executable_answers_an_image(colcon_install: Path, tmp_path: Path, ros_context) -> None:
+    """Like `ros2 run flowclas_ros anomaly_node`: the installed script, with the installed params file."""
     exe = colcon_install / "lib" / "flowclas_ros" / "anomaly_node"
     params = colcon_install / "share" / "flowclas_ros" / "config" / "anomaly.yaml"
-    cmd = [str(exe), "--ros-args", "-r", "__ns:=/colcon_test", "--params-file", str(params)]
-    cmd += ["-p", "frame_id:=installed", "-p", "rate_hz:=20.0"]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=tmp_path,
-        env=installed_env(colcon_install),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    node = rclpy.create_node("colcon_listener", context=ros_context)
-    executor = SingleThreadedExecutor(context=ros_context)
-    executor.add_node(node)
-    received: list[AnomalyResult] = []
-    node.create_subscription(AnomalyResult, "/colcon_test/anomaly_node/result", received.append, 10)
+    checkpoint = make_tiny_checkpoint(tmp_path / "checkpoint")
+    namespace = "/colcon_test"
+    run_script = f"import runpy; sys.argv = {[str(exe), *node_args(namespace, checkpoint, params)]!r}\n"
+    run_script += f"runpy.run_path({str(exe)!r}, run_name='__main__')\n"
+    proc = start_node(isolated_python(run_script), cwd=tmp_path, env=installed_env(colcon_install))
+    client = NodeClient(ros_context, namespace, proc)
     try:
-        deadline = time.monotonic() + 90
-        while not received and time.monotonic() < deadline and proc.poll() is None:
-            executor.spin_once(timeout_sec=0.1)
+        image, result = client.exchange(frame_id="installed")
+        check_result(image, result)
     finally:
-        executor.shutdown()
-        node.destroy_node()
-        proc.terminate()
-        out, _ = proc.communicate(timeout=30)
-    assert received, f"no AnomalyResult from the installed anomaly_node:\n{out}"
-    assert received[0].header.frame_id == "installed"
-    assert proc.returncode == 0, out
+        client.close()
+        rc, out = stop_node(proc, signal.SIGINT)
+    assert rc == 0, out
+    assert "Traceback" not in out, out

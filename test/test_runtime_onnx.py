@@ -34,7 +34,7 @@ def checkpoint(tmp_path_factory):
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for param in model.trainable_parameters():
-            param.add_(0.05 * torch.randn(param.shape, generator=gen))
+            param.add_(0.02 * torch.randn(param.shape, generator=gen))
     return save_checkpoint(model, tmp_path_factory.mktemp("rt_onnx") / "ckpt", threshold=0.7, provenance={})
 
 
@@ -81,7 +81,7 @@ def test_same_predictions_as_torch(backend, checkpoint):
         expected = torch_backend.predict(images)
     got = backend.predict(images)  # batch of 3 on a batch-1 graph: run one by one
     score_range = max(float(np.ptp(p.score_map)) for p in expected)
-    assert score_range > 1e-5
+    assert score_range > 0.05
     for image, ref, out in zip(images, expected, got):
         assert isinstance(out, Prediction) and out.score_map.shape == image.shape[:2]
         assert out.score_map.dtype == np.float32 and out.model_ms > 0

@@ -57,6 +57,8 @@ class SceneConfig:
         ignore_band: Width in pixels of a 255 (ignore) band around each object
             outline in the masks; 0 keeps masks strictly 0/1.
         anomaly_kinds: Which foreign-object renderers to use.
+        weathering: Chance that an object is dust-coated, and (separately)
+            that it is partly covered by soil; both make it harder to see.
     """
 
     size: tuple[int, int] = (224, 224)
@@ -65,6 +67,7 @@ class SceneConfig:
     anomaly_area: tuple[float, float] = (0.005, 0.08)
     ignore_band: int = 0
     anomaly_kinds: list[str] = field(default_factory=lambda: sorted(ANOMALY_RENDERERS))
+    weathering: float = 0.25
 
     def __post_init__(self) -> None:
         if len(self.size) != 2 or min(self.size) < 32:
@@ -463,11 +466,11 @@ class _Frame:
     def _weathered(self, sprite: Sprite) -> Sprite:
         """Dust coating and partial burial: real debris is rarely pristine (makes detection harder)."""
         rng = self.rng
-        if rng.random() < 0.35:
-            dust = rng.uniform(0.15, 0.5)
+        if rng.random() < self.cfg.weathering:
+            dust = rng.uniform(0.1, 0.4)
             dusty = self.ground_col * (self.ambient + (1 - self.ambient) * np.sin(self.elevation))
             sprite.rgb = sprite.rgb * (1 - dust) + dusty * dust
-        if rng.random() < 0.3:
+        if rng.random() < self.cfg.weathering:
             cover = perlin_mask(sprite.alpha.shape, rng, fraction=rng.uniform(0.15, 0.4), res_range=(1, 3))
             soft = cv2.GaussianBlur(cover.astype(np.float32), (0, 0), 0.7)
             sprite.alpha = sprite.alpha * (1 - soft)

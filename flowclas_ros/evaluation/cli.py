@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
+from flowclas_ros.data.bag import BagReadWarning
 from flowclas_ros.evaluation.accumulator import EvalAccumulator
 from flowclas_ros.evaluation.frames import BagFrames, EvalInputError, FolderFrames
 from flowclas_ros.evaluation.metrics import DEFAULT_NUM_BINS
@@ -312,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             # Damage is reported once, in metrics.json / report.md and the summary below.
-            warnings.filterwarnings("ignore", category=UserWarning, module=r"flowclas_ros\.data\..*")
+            warnings.filterwarnings("ignore", category=BagReadWarning)
             metrics = _run(args)
     except (CheckpointError, ValueError, OSError, ImportError, RuntimeError) as err:
         if args.debug:

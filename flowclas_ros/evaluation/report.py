@@ -32,6 +32,7 @@ PR_FILE = "pr.png"
 WORST_FILE = "worst_frames.png"
 BEST_FILE = "best_frames.png"
 _CLIPPED_WARN_FRACTION = 1e-3
+_OVERLAY_MIN_SIDE = 320
 
 
 def build_metrics(
@@ -183,20 +184,22 @@ def _mask_rgb(mask: np.ndarray) -> np.ndarray:
 
 
 def _overlay(example: Example, threshold: float | None, score_range: tuple[float, float]) -> np.ndarray:
+    """The node's overlay (heat map, region boxes, label) of one example, upscaled if small."""
+    import cv2
+
     from flowclas_ros.runtime.postprocess import find_regions, render_overlay
 
+    image, scores = example.image, example.score_map
+    scale = _OVERLAY_MIN_SIDE / max(image.shape[:2])
+    if scale > 1.0:  # small frames: upscale so the label stays legible
+        size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_NEAREST)
+        scores = cv2.resize(scores, size, interpolation=cv2.INTER_LINEAR)
     if threshold is None:
-        return render_overlay(
-            example.image, example.score_map, 0.0, None, score_range=score_range, label=False
-        )
-    regions = find_regions(example.score_map, threshold, max_regions=5)
+        return render_overlay(image, scores, 0.0, None, score_range=score_range, label=False)
+    regions = find_regions(scores, threshold, max_regions=5)
     return render_overlay(
-        example.image,
-        example.score_map,
-        threshold,
-        regions,
-        score_range=score_range,
-        image_score=example.image_score,
+        image, scores, threshold, regions, score_range=score_range, image_score=example.image_score
     )
 
 

@@ -293,6 +293,13 @@ class AnomalyNode(LifecycleNode):
         if backend is not None and self._settings is not None:
             size = backend.config.preprocess.input_size
             extra |= {"input_size": f"{size[0]}x{size[1]}", "threshold": f"{self._settings.threshold:.6g}"}
+        worker = self._worker
+        if worker is not None and worker.batches:
+            extra |= {
+                "batches": str(worker.batches),
+                "frames_per_batch": f"{worker.batched_frames / worker.batches:.2f}",
+                "largest_batch": str(worker.largest_batch),
+            }
         if self._configure_error:
             return ERROR, f"configure failed: {self._configure_error}", extra
         error = self._recent_model_error()

@@ -55,6 +55,10 @@ class InferenceWorker(threading.Thread):
         super().__init__(name="flowclas_inference", daemon=True)
         self.ctx = ctx
         self._stop_event = threading.Event()
+        # Batch statistics for diagnostics (written by this thread only).
+        self.batches = 0
+        self.batched_frames = 0
+        self.largest_batch = 0
 
     def stop(self, timeout: float = 30.0) -> None:
         """Asks the loop to end, wakes it and waits for the current batch to finish."""
@@ -104,6 +108,9 @@ class InferenceWorker(threading.Thread):
             ctx.on_model_error(reason)
             ctx.logger.error(f"model forward failed: {reason}", throttle_duration_sec=THROTTLE_S)
             return
+        self.batches += 1
+        self.batched_frames += len(decoded)
+        self.largest_batch = max(self.largest_batch, len(decoded))
         for (frame, rgb), prediction in zip(decoded, predictions):
             if not (np.isfinite(prediction.image_score) and np.isfinite(prediction.score_map).all()):
                 ctx.stats[frame.camera].record_nonfinite()

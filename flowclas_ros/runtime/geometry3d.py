@@ -1,0 +1,437 @@
+"""Anomalous pixels + aligned depth + pinhole intrinsics -> 3D points and per-region boxes (no ROS).
+
+Inputs and conventions (documented choices):
+
+* **Aligned, rectified depth.** The depth image must be registered to the
+  colour image (same optical centre and pixel grid, e.g. RealSense
+  ``aligned_depth_to_color``, OAK ``stereo/depth`` aligned to RGB) and both
+  must be rectified (undistorted). Points come out in the colour camera's
+  optical frame (REP-103: x right, y down, z forward), i.e. the colour
+  image's ``header.frame_id``.
+* **Intrinsics.** :meth:`PinholeIntrinsics.from_camera_info` takes
+  ``CameraInfo``'s ``k``, ``p`` (and ``d``) arrays. For a rectified image the
+  projection is P's left 3x3 (K describes the raw, distorted image), so P is
+  used when it is filled in, K otherwise. For a distortion-free camera
+  (``d`` all zero, as depth cameras publish for aligned streams) both agree.
+* **Depth units (REP-118).** ``16UC1`` holds millimetres, ``32FC1`` metres;
+  ``depth_scale`` (metres per raw unit) overrides that for sensors with other
+  units. Invalid depth is excluded: 0, NaN, +-inf, and anything outside
+  ``[min_range, max_range]``. The range limits apply to the depth value z (what
+  the sensor measures and specifies limits in), not the Euclidean distance.
+* **Resolution.** Scores are at the colour image's resolution. A depth image
+  of another size with the same aspect ratio is resized to it with exact
+  nearest-neighbour sampling: interpolating depth would invent "flying" points
+  between a foreground object and the background. A different aspect ratio
+  means the depth is not aligned to this image and is rejected. Intrinsics from
+  a ``CameraInfo`` of another size are scaled like an image resize.
+* **Pixel convention.** Integer pixel ``(u, v)`` is the pixel centre, as in
+  OpenCV and ``image_geometry``: ``x = (u - cx) z / fx``, ``y = (v - cy) z / fy``.
+* **Voxel grid.** :func:`voxel_downsample` keeps one point per occupied voxel
+  (cubes of ``voxel_size`` aligned to the frame's origin): the *mean* position
+  of its points (which stays inside the voxel) and the *maximum* score (a
+  voxel is as anomalous as its worst point, the safe choice for a planner).
+* **Regions.** A region's 3D box and centroid come from the full-resolution
+  points (before voxel downsampling) of its pixels with valid depth. The
+  cloud holds every anomalous pixel with valid depth, including regions below
+  ``min_region_area`` that have no :class:`Region` of their own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from flowclas_ros.runtime.postprocess import Region
+
+POINT_DTYPE = np.dtype(
+    {"names": ["x", "y", "z", "score"], "formats": ["<f4"] * 4, "offsets": [0, 4, 8, 12], "itemsize": 16}
+)
+"""One cloud point: x, y, z in metres (camera optical frame) and the anomaly score, little-endian float32."""
+
+REP118_DEPTH_SCALE = {"16UC1": 0.001, "mono16": 0.001, "32FC1": 1.0}
+"""Metres per raw unit of each depth encoding, as REP-118 defines (``mono16`` treated as ``16UC1``)."""
+
+_ASPECT_TOLERANCE = 0.01
+
+
+@dataclass(frozen=True)
+class PinholeIntrinsics:
+    """Pinhole projection of a rectified image of ``width`` x ``height`` pixels.
+
+    Attributes:
+        fx: Focal length along x, in pixels.
+        fy: Focal length along y, in pixels.
+        cx: Principal point column, in pixels (pixel centres at integers).
+        cy: Principal point row, in pixels.
+        width: Image width the values refer to.
+        height: Image height the values refer to.
+    """
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        values = (self.fx, self.fy, self.cx, self.cy)
+        if not all(math.isfinite(v) for v in values) or self.fx <= 0 or self.fy <= 0:
+            raise ValueError(
+                f"camera intrinsics need finite fx, fy > 0 and finite cx, cy; got fx={self.fx}, "
+                f"fy={self.fy}, cx={self.cx}, cy={self.cy} (is the camera calibrated? K[0] == 0 means not)"
+            )
+        if self.width <= 0 or self.height <= 0:
+            raise ValueError(f"camera intrinsics need a positive image size, got {self.width}x{self.height}")
+
+    @classmethod
+    def from_camera_info(
+        cls,
+        k: Sequence[float],
+        p: Sequence[float] | None,
+        width: int,
+        height: int,
+    ) -> PinholeIntrinsics:
+        """Intrinsics from ``sensor_msgs/CameraInfo`` arrays.
+
+        Args:
+            k: Row-major 3x3 camera matrix (``CameraInfo.k``).
+            p: Row-major 3x4 projection matrix (``CameraInfo.p``), or None. Used when
+                filled in (``p[0] > 0``): it is the projection of the rectified image.
+            width: ``CameraInfo.width``.
+            height: ``CameraInfo.height``.
+
+        Raises:
+            ValueError: Wrong array sizes, an uncalibrated camera (zero focal length) or a zero size.
+        """
+        k = [float(v) for v in k]
+        if len(k) != 9:
+            raise ValueError(f"CameraInfo.k must have 9 values, got {len(k)}")
+        if p is not None:
+            p = [float(v) for v in p]
+            if len(p) != 12:
+                raise ValueError(f"CameraInfo.p must have 12 values, got {len(p)}")
+            if p[0] > 0 and p[5] > 0:
+                return cls(fx=p[0], fy=p[5], cx=p[2], cy=p[6], width=int(width), height=int(height))
+        return cls(fx=k[0], fy=k[4], cx=k[2], cy=k[5], width=int(width), height=int(height))
+
+    def scaled_to(self, width: int, height: int) -> PinholeIntrinsics:
+        """The intrinsics of this image resized to ``width`` x ``height`` (pixel-area convention)."""
+        if (width, height) == (self.width, self.height):
+            return self
+        sx, sy = width / self.width, height / self.height
+        # Pixel centres sit at integers, so the edge (-0.5) is what scales: c' = (c + 0.5) s - 0.5.
+        return PinholeIntrinsics(
+            fx=self.fx * sx,
+            fy=self.fy * sy,
+            cx=(self.cx + 0.5) * sx - 0.5,
+            cy=(self.cy + 0.5) * sy - 0.5,
+            width=int(width),
+            height=int(height),
+        )
+
+
+@dataclass(frozen=True)
+class DepthSettings:
+    """How depth is read and the cloud is built (the node's parameters).
+
+    Attributes:
+        depth_scale: Metres per raw depth unit; 0 uses REP-118 (16UC1: 0.001, 32FC1: 1).
+        min_range: Depth (z, metres) below which a pixel is invalid.
+        max_range: Depth (z, metres) above which a pixel is invalid.
+        voxel_size: Voxel edge in metres for downsampling the cloud; 0 keeps every point.
+        box_quantile: Trim this fraction of points per axis at each end of a region's box
+            (0 = exact min-max box; e.g. 0.02 ignores stray edge pixels that hit the background).
+    """
+
+    depth_scale: float = 0.0
+    min_range: float = 0.0
+    max_range: float = math.inf
+    voxel_size: float = 0.0
+    box_quantile: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (self.depth_scale >= 0 and math.isfinite(self.depth_scale)):
+            raise ValueError(f"depth_scale must be a finite value >= 0 (0 = REP-118), got {self.depth_scale}")
+        if not (0 <= self.min_range < self.max_range) or math.isnan(self.max_range):
+            raise ValueError(
+                f"need 0 <= min_range < max_range, got min_range={self.min_range}, max_range={self.max_range}"
+            )
+        if not (self.voxel_size >= 0 and math.isfinite(self.voxel_size)):
+            raise ValueError(f"voxel_size must be a finite value >= 0 (0 = off), got {self.voxel_size}")
+        if not 0 <= self.box_quantile < 0.5:
+            raise ValueError(f"box_quantile must be in [0, 0.5), got {self.box_quantile}")
+
+
+@dataclass(frozen=True)
+class Region3D:
+    """The 3D extent of one anomalous region's pixels that have valid depth.
+
+    Attributes:
+        centroid: Mean (x, y, z) of the points, metres, camera optical frame.
+        box_min: Smallest (x, y, z) of the (optionally trimmed) axis-aligned box.
+        box_max: Largest (x, y, z) of the box.
+        num_points: Points (pixels with valid depth) the statistics are over.
+        peak_score: Highest score among those points.
+    """
+
+    centroid: tuple[float, float, float]
+    box_min: tuple[float, float, float]
+    box_max: tuple[float, float, float]
+    num_points: int
+    peak_score: float
+
+    @property
+    def box_center(self) -> tuple[float, float, float]:
+        """Centre of the axis-aligned box."""
+        return tuple((lo + hi) / 2.0 for lo, hi in zip(self.box_min, self.box_max))  # type: ignore[return-value]
+
+    @property
+    def extent(self) -> tuple[float, float, float]:
+        """Box size along x, y, z in metres (0 along an axis where all points agree)."""
+        return tuple(hi - lo for lo, hi in zip(self.box_min, self.box_max))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Anomalies3D:
+    """The 3D outputs of one frame.
+
+    Attributes:
+        points: The cloud, :data:`POINT_DTYPE`, voxel-downsampled when ``voxel_size`` > 0.
+        regions: One entry per input :class:`Region`, in the same order; None where the
+            region has no pixel with valid depth.
+        valid_pixels: Anomalous pixels with valid depth (the cloud's size before downsampling).
+    """
+
+    points: np.ndarray
+    regions: list[Region3D | None]
+    valid_pixels: int
+
+
+def depth_to_metres(depth: np.ndarray, encoding: str, depth_scale: float = 0.0) -> np.ndarray:
+    """Depth in metres as float32 (invalid values are kept; :func:`backproject` drops them).
+
+    Args:
+        depth: (H, W) raw depth values, e.g. from ``data.image_codec.decode_float`` (unscaled).
+        encoding: The depth image's encoding (``16UC1``, ``32FC1``, ...).
+        depth_scale: Metres per raw unit; 0 uses :data:`REP118_DEPTH_SCALE` for ``encoding``.
+
+    Raises:
+        ValueError: ``depth_scale`` is 0 and ``encoding`` has no REP-118 unit.
+    """
+    scale = depth_scale if depth_scale > 0 else REP118_DEPTH_SCALE.get(encoding)
+    if scale is None:
+        raise ValueError(
+            f"depth encoding {encoding!r} has no REP-118 unit (known: {', '.join(REP118_DEPTH_SCALE)}); "
+            "set depth_scale (metres per raw unit)"
+        )
+    depth = np.asarray(depth, dtype=np.float32)
+    return depth if scale == 1.0 else depth * np.float32(scale)
+
+
+def match_depth_size(depth_m: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``depth_m`` at ``height`` x ``width``: unchanged, or resized with exact nearest-neighbour sampling.
+
+    Raises:
+        ValueError: The aspect ratios differ (the depth is not aligned to this image).
+    """
+    if depth_m.ndim != 2:
+        raise ValueError(f"depth image must be 2-D, got shape {depth_m.shape}")
+    dh, dw = depth_m.shape
+    if (dh, dw) == (height, width):
+        return depth_m
+    if dh == 0 or dw == 0 or abs((dw / dh) / (width / height) - 1.0) > _ASPECT_TOLERANCE:
+        raise ValueError(
+            f"depth image {dw}x{dh} does not match the colour image {width}x{height} in aspect ratio; "
+            "subscribe to a depth image aligned (registered) to the colour camera"
+        )
+    return cv2.resize(depth_m, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
+
+
+def backproject(
+    score_map: np.ndarray,
+    mask: np.ndarray,
+    depth_m: np.ndarray,
+    intrinsics: PinholeIntrinsics,
+    *,
+    min_range: float = 0.0,
+    max_range: float = math.inf,
+) -> tuple[np.ndarray, np.ndarray]:
+    """3D points of the masked pixels that have valid depth.
+
+    Args:
+        score_map: (H, W) float scores.
+        mask: (H, W) anomalous pixels (nonzero / True), e.g. ``postprocess.anomaly_mask``.
+        depth_m: (H, W) depth in metres, aligned to ``score_map`` (see :func:`match_depth_size`).
+        intrinsics: Intrinsics of this image; scaled if they are for another size.
+        min_range: Smallest valid depth (z) in metres.
+        max_range: Largest valid depth (z) in metres.
+
+    Returns:
+        ``(points, pixels)``: the points as :data:`POINT_DTYPE` in row-major pixel order, and
+        each point's flat pixel index (``row * W + col``, int64).
+    """
+    if score_map.shape != mask.shape or score_map.shape != depth_m.shape:
+        raise ValueError(
+            f"score map {score_map.shape}, mask {mask.shape} and depth {depth_m.shape} must have one shape"
+        )
+    height, width = score_map.shape
+    k = intrinsics.scaled_to(width, height)
+    pixels = np.flatnonzero(mask)
+    z = depth_m.reshape(-1)[pixels]
+    # NaN compares False, so this also drops NaN; > 0 drops the "no return" zeros.
+    valid = (z > 0) & (z >= min_range) & (z <= max_range) & np.isfinite(z)
+    pixels, z = pixels[valid], z[valid]
+    rows, cols = np.divmod(pixels, width)
+    points = np.empty(pixels.size, POINT_DTYPE)
+    points["x"] = (cols.astype(np.float32) - np.float32(k.cx)) * z * np.float32(1.0 / k.fx)
+    points["y"] = (rows.astype(np.float32) - np.float32(k.cy)) * z * np.float32(1.0 / k.fy)
+    points["z"] = z
+    points["score"] = score_map.reshape(-1)[pixels]
+    return points, pixels
+
+
+def voxel_downsample(points: np.ndarray, voxel_size: float) -> np.ndarray:
+    """One point per occupied voxel: the mean position of its points and their maximum score.
+
+    Voxels are cubes of ``voxel_size`` metres aligned to the frame's origin, so the same
+    surface gives the same voxels from frame to frame. Output order is by voxel key.
+
+    Args:
+        points: :data:`POINT_DTYPE` array.
+        voxel_size: Edge length in metres; <= 0 returns ``points`` unchanged.
+    """
+    if voxel_size <= 0 or points.size == 0:
+        return points
+    xyz = np.stack([points["x"], points["y"], points["z"]], axis=1).astype(np.float64)
+    cells = np.floor(xyz / voxel_size).astype(np.int64)
+    cells -= cells.min(axis=0)
+    dims = cells.max(axis=0) + 1
+    if float(dims[0]) * float(dims[1]) * float(dims[2]) < 2.0**62:
+        # One int64 key per voxel (row-major over the occupied bounding box): a single 1-D sort.
+        keys = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
+    else:  # a huge extent for the voxel size: the packed key would overflow
+        keys = np.unique(cells, axis=0, return_inverse=True)[1].reshape(-1)
+    order = np.argsort(keys)
+    keys = keys[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    counts = np.diff(np.r_[starts, keys.size])
+    out = np.empty(starts.size, POINT_DTYPE)
+    sums = np.add.reduceat(xyz[order], starts, axis=0)
+    means = sums / counts[:, None]
+    out["x"], out["y"], out["z"] = means[:, 0], means[:, 1], means[:, 2]
+    out["score"] = np.maximum.reduceat(points["score"][order], starts)
+    return out
+
+
+def region_labels(mask: np.ndarray, regions: Sequence[Region]) -> tuple[np.ndarray, list[int]]:
+    """Connected-component labels of ``mask`` and the label of each region.
+
+    ``postprocess.find_regions`` labels the same mask with the same algorithm (8-connectivity),
+    so every region is exactly one component; it is identified by its box and area.
+
+    Returns:
+        ``(labels, ids)``: (H, W) int32 labels (0 = background) and one label per region.
+
+    Raises:
+        ValueError: A region matches no component (it was computed from another mask).
+    """
+    mask_u8 = np.ascontiguousarray(mask, dtype=np.uint8) if mask.dtype == bool else mask
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask_u8, connectivity=8, ltype=cv2.CV_32S)
+    by_key: dict[tuple[int, ...], list[int]] = {}
+    for label in range(1, stats.shape[0]):
+        key = tuple(int(v) for v in stats[label, : cv2.CC_STAT_AREA + 1])
+        by_key.setdefault(key, []).append(label)
+    ids = []
+    for region in regions:
+        matches = by_key.get((region.x, region.y, region.width, region.height, region.area))
+        if not matches:
+            raise ValueError(f"region {region} is not a connected component of the given mask")
+        ids.append(matches.pop(0))
+    return labels, ids
+
+
+def regions_3d(
+    points: np.ndarray,
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    region_ids: Sequence[int],
+    *,
+    box_quantile: float = 0.0,
+) -> list[Region3D | None]:
+    """Per-region centroid, box, point count and peak score.
+
+    Args:
+        points: Full-resolution points from :func:`backproject`.
+        pixels: Their flat pixel indices (from :func:`backproject`).
+        labels: (H, W) component labels (from :func:`region_labels`).
+        region_ids: The label of each region, in region order.
+        box_quantile: Trim fraction per axis and end (0 = exact min-max box).
+
+    Returns:
+        One :class:`Region3D` per region id, None where the region has no point.
+    """
+    point_labels = labels.reshape(-1)[pixels]
+    order = np.argsort(point_labels, kind="stable")
+    sorted_labels = point_labels[order]
+    ids = np.asarray(region_ids, dtype=point_labels.dtype)
+    starts = np.searchsorted(sorted_labels, ids, side="left")
+    ends = np.searchsorted(sorted_labels, ids, side="right")
+    out: list[Region3D | None] = []
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        if end == start:
+            out.append(None)
+            continue
+        chunk = points[order[start:end]]
+        xyz = np.stack([chunk["x"], chunk["y"], chunk["z"]], axis=1).astype(np.float64)
+        if box_quantile > 0:
+            lo, hi = np.quantile(xyz, [box_quantile, 1.0 - box_quantile], axis=0)
+        else:
+            lo, hi = xyz.min(axis=0), xyz.max(axis=0)
+        out.append(
+            Region3D(
+                centroid=tuple(float(v) for v in xyz.mean(axis=0)),  # type: ignore[arg-type]
+                box_min=tuple(float(v) for v in lo),  # type: ignore[arg-type]
+                box_max=tuple(float(v) for v in hi),  # type: ignore[arg-type]
+                num_points=int(end - start),
+                peak_score=float(chunk["score"].max()),
+            )
+        )
+    return out
+
+
+def anomalies_3d(
+    score_map: np.ndarray,
+    mask: np.ndarray,
+    regions: Sequence[Region],
+    depth_m: np.ndarray,
+    intrinsics: PinholeIntrinsics,
+    settings: DepthSettings,
+) -> Anomalies3D:
+    """The whole 3D stage of one frame: cloud (optionally voxelised) and per-region boxes.
+
+    Args:
+        score_map: (H, W) float scores at the colour image's resolution.
+        mask: Its anomaly mask (``postprocess.anomaly_mask``, nonzero = anomalous).
+        regions: ``postprocess.find_regions`` of that mask (may be a subset: min_area, max_regions).
+        depth_m: Depth in metres (:func:`depth_to_metres`), any size with the image's aspect ratio.
+        intrinsics: Colour camera intrinsics (:meth:`PinholeIntrinsics.from_camera_info`).
+        settings: Range limits, voxel size and box trimming.
+    """
+    height, width = score_map.shape
+    depth_m = match_depth_size(depth_m, height, width)
+    points, pixels = backproject(
+        score_map, mask, depth_m, intrinsics, min_range=settings.min_range, max_range=settings.max_range
+    )
+    if regions:
+        labels, ids = region_labels(mask, regions)
+        boxes = regions_3d(points, pixels, labels, ids, box_quantile=settings.box_quantile)
+    else:
+        boxes = []
+    return Anomalies3D(
+        points=voxel_downsample(points, settings.voxel_size), regions=boxes, valid_pixels=int(points.size)
+    )

@@ -1,0 +1,89 @@
+"""The FlowCLAS training objective ``L = alpha * NLL + L_con`` on one feature batch.
+
+Wrapped in an ``nn.Module`` so that ``DistributedDataParallel`` can wrap it:
+everything that touches trainable parameters (flow, base, projection head)
+happens inside ``forward``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from flowclas_ros.model.loss import nll_loss, supcon_loss
+from flowclas_ros.model.torch_model import FlowCLAS
+from flowclas_ros.training.batches import FeatureBatch, autocast_context
+from flowclas_ros.training.config import LossConfig
+
+
+def sample_cells(selected: torch.Tensor, limit: int, generator: torch.Generator) -> torch.Tensor:
+    """Indices of at most ``limit`` True entries of a flat bool tensor, drawn without replacement."""
+    idx = torch.nonzero(selected.cpu(), as_tuple=False)[:, 0]
+    if idx.numel() > limit:
+        idx = idx[torch.randperm(idx.numel(), generator=generator)[:limit]]
+    return idx.to(selected.device)
+
+
+class FlowCLASObjective(nn.Module):
+    """Computes the loss of one :class:`FeatureBatch`.
+
+    * NLL (``model/loss.py:nll_loss``) over the inlier cells (mask 0) of the
+      mixed images only.
+    * SupCon (``supcon_loss``) on ``model.project(z)``: anchors are up to
+      ``anchors_outlier`` pasted-outlier cells and ``anchors_inlier`` inlier
+      cells of the mixed images (over the whole batch); the contrast set is the
+      anchors plus up to ``contrast_outlier`` object cells and
+      ``contrast_inlier`` non-object cells of the standalone outlier images.
+      Ignored cells (255) are never used.
+
+    Args:
+        model: The FlowCLAS model (its backbone is not used here).
+        cfg: Loss settings.
+        amp_dtype: Autocast dtype for the flow on CUDA (losses stay fp32), or None.
+    """
+
+    def __init__(self, model: FlowCLAS, cfg: LossConfig, amp_dtype: torch.dtype | None = None):
+        super().__init__()
+        self.model = model
+        self.cfg = cfg
+        self.amp_dtype = amp_dtype
+
+    def forward(
+        self, batch: FeatureBatch, generator: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Returns the scalar loss and detached parts (``nll``, ``con``, anchor counts)."""
+        model, cfg = self.model, self.cfg
+        n = batch.size
+        with autocast_context(batch.mixed.device, self.amp_dtype):
+            z, log_jac_det = model.flow_forward(torch.cat([batch.mixed, batch.outlier]))
+            emb = model.project(z)
+        z, log_jac_det, emb = z.float(), log_jac_det.float(), emb.float()
+        nll = nll_loss(
+            z[:n], log_jac_det[:n], batch.mixed_mask == 0, model.base.mean, model.base.log_sigma, cfg.nll_reduction
+        )
+        flat = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1])
+        cells = z.shape[-2] * z.shape[-1]
+        mixed_emb, outlier_emb = flat[: n * cells], flat[n * cells :]
+        mixed_mask, outlier_mask = batch.mixed_mask.reshape(-1), batch.outlier_mask.reshape(-1)
+        a_out = sample_cells(mixed_mask == 1, cfg.anchors_outlier, generator)
+        a_in = sample_cells(mixed_mask == 0, cfg.anchors_inlier, generator)
+        c_out = sample_cells(outlier_mask == 1, cfg.contrast_outlier, generator)
+        c_in = sample_cells(outlier_mask == 0, cfg.contrast_inlier, generator)
+        anchors = torch.cat([mixed_emb[a_out], mixed_emb[a_in]])
+        anchor_labels = torch.cat([torch.ones_like(a_out), torch.zeros_like(a_in)])
+        contrast = torch.cat([anchors, outlier_emb[c_out], outlier_emb[c_in]])
+        contrast_labels = torch.cat([anchor_labels, torch.ones_like(c_out), torch.zeros_like(c_in)])
+        if anchors.shape[0] == 0:
+            con = flat.sum() * 0.0  # keeps every parameter in the graph (DDP needs that)
+        else:
+            con = supcon_loss(
+                anchors, anchor_labels, contrast, contrast_labels, cfg.temperature, anchors_lead_contrast=True
+            )
+        loss = cfg.alpha * nll + con
+        parts = {
+            "nll": nll.detach(),
+            "con": con.detach(),
+            "anchors_outlier": torch.tensor(float(a_out.numel())),
+            "anchors_inlier": torch.tensor(float(a_in.numel())),
+        }
+        return loss, parts
