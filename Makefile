@@ -31,7 +31,7 @@ demo: bootstrap  ## run the demo on embedded defaults
 	@$(ENV) python scripts/demo.py
 
 shell: bootstrap  ## open a shell inside the environment
-	@bash --rcfile <(printf '%s\n' '[ -f ~/.bashrc ] && source ~/.bashrc' 'source scripts/env.sh' 'PS1="(flowclas) $$PS1"')
+	@bash --rcfile <(printf '%s\n' '[ -f ~/.bashrc ] && source ~/.bashrc' 'source scripts/env.sh') -i
 
 clean:  ## remove colcon build/install/log (keeps .venv)
 	rm -rf build install log && rm -f .venv/.stamps/colcon

@@ -72,7 +72,12 @@ def ros_free_env() -> dict[str, str]:
 
 
 def run_import_all(sys_path_first: Path, cwd: Path) -> dict:
-    code = f"import sys; sys.path.insert(0, {str(sys_path_first)!r})\n" + IMPORT_ALL_WITHOUT_ROS
+    # The dev venv's flowclas_ros_dev.pth adds the source tree and the colcon install tree:
+    # drop both, so only `sys_path_first` provides flowclas_ros.
+    root, install = str(REPO_ROOT), str(REPO_ROOT / "install")
+    keep = f"p != {root!r} and not p.startswith({install!r})"
+    code = f"import sys; sys.path[:] = [p for p in sys.path if {keep}]\n"
+    code += f"sys.path.insert(0, {str(sys_path_first)!r})\n" + IMPORT_ALL_WITHOUT_ROS
     proc = subprocess.run(
         [sys.executable, "-c", code], cwd=cwd, env=ros_free_env(), capture_output=True, text=True, timeout=300
     )

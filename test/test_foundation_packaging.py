@@ -181,3 +181,16 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     ci = (REPO_ROOT / ".ci" / "run").read_text()
     commands = [line.strip() for line in ci.splitlines() if line.strip() and not line.strip().startswith("#")]
     assert "make test" in commands, commands
+
+
+def test_readme_parameter_table_lists_exactly_the_node_parameters() -> None:
+    from flowclas_ros.ros.params import PARAMETERS  # pure Python, no rclpy
+
+    declared = {spec.name for spec in PARAMETERS}
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("### Parameters", 1)[1].split("\n#", 1)[0]
+    in_readme = re.findall(r"^\| `([A-Za-z0-9_]+)` \|", section, flags=re.M)
+    assert len(in_readme) == len(set(in_readme)), "a parameter is listed twice"
+    missing, extra = sorted(declared - set(in_readme)), sorted(set(in_readme) - declared)
+    assert not missing and not extra, f"README.md parameter table: missing {missing}, not parameters {extra}"

@@ -275,10 +275,8 @@ def test_two_cameras_batched_and_routed(calibrated):
     assert int(values["largest_batch"]) >= 2, values
 
 
-def _malformed_count(env, camera: str, after: float, at_least: int = 0) -> int:
-    _, _, values = _latest_diag(
-        env, f": {camera}", after, lambda d: int(d[2]["frames_malformed"]) >= at_least
-    )
+def _malformed_count(env, camera: str, after: float) -> int:
+    _, _, values = _latest_diag(env, f": {camera}", after)
     return int(values["frames_malformed"])
 
 
@@ -364,7 +362,6 @@ def test_parameter_updates(calibrated):
 
 def test_overload_keeps_latency_bounded(calibrated):
     env = calibrated
-    from flowclas_ros.msg import AnomalyResult  # noqa: F401
 
     rgb = textured_image(120, 160, seed=10)
     results = env.outputs["cam_a"].result

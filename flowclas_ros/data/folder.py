@@ -201,7 +201,8 @@ class FolderDataset:
         mask = apply_label_map(read_label_png(path), self.label_map, self.default_label)
         if shape is not None and mask.shape != tuple(shape):
             raise DatasetError(
-                f"{path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from image size {shape[1]}x{shape[0]}"
+                f"{path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from "
+                f"image size {shape[1]}x{shape[0]}"
             )
         bad = np.setdiff1d(np.unique(mask), MASK_VALUES)
         if bad.size:

@@ -60,7 +60,9 @@ class OETrainDataset(Dataset):
         self.data = data if isinstance(data, FolderDataset) else FolderDataset(data)
         self.preprocess = preprocess
         self.size = tuple(int(s) for s in preprocess.input_size)
-        self.oe = oe if isinstance(oe, OutlierExposure) else OutlierExposure(oe, inlier_pool=self._random_inlier)
+        self.oe = (
+            oe if isinstance(oe, OutlierExposure) else OutlierExposure(oe, inlier_pool=self._random_inlier)
+        )
         self.seed = int(seed)
         self.hflip = hflip
         self.vary_per_epoch = vary_per_epoch

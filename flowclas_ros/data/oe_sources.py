@@ -27,8 +27,18 @@ FOLDER_LAYOUT = "ROOT/images/*.png|jpg, or *.png|jpg directly in ROOT (no masks 
 SYNTHETIC_KINDS = ("perlin", "cutpaste", "shapes")
 # Sample images shipped inside scikit-image, used as texture/photo fill when no folder is given.
 # The terrain-like textures (moon, gravel) are left out on purpose: outliers should not look like ground.
-BUILTIN_TEXTURES = ("astronaut", "chelsea", "coffee", "rocket", "brick", "grass", "hubble_deep_field",
-                    "immunohistochemistry", "camera", "text")
+BUILTIN_TEXTURES = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "brick",
+    "grass",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "camera",
+    "text",
+)
 
 InlierPool = Callable[[np.random.Generator], np.ndarray]
 """Returns a random inlier image (uint8 RGB) for cut-paste; the dataset supplies it."""
@@ -64,22 +74,31 @@ def _resize_mask(mask: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask.astype(np.uint8), (size_hw[1], size_hw[0]), interpolation=cv2.INTER_NEAREST) > 0
 
 
-def _box_for_area(shape_hw: tuple[int, int], area_range: Sequence[float], rng: np.random.Generator,
-                  fill: float) -> tuple[int, int]:
-    """Box (h, w) whose ``fill`` fraction covers a log-uniform share of the image area."""
+def _box_for_area(
+    shape_hw: tuple[int, int], area_range: Sequence[float], rng: np.random.Generator, fill: float
+) -> tuple[int, int, float]:
+    """A log-uniform target area (pixels) and a box (h, w) that a shape filling ``fill`` of it would cover."""
     lo, hi = np.log(area_range[0]), np.log(area_range[1])
-    area = np.exp(rng.uniform(lo, hi)) * shape_hw[0] * shape_hw[1] / fill
+    target = float(np.exp(rng.uniform(lo, hi)) * shape_hw[0] * shape_hw[1])
     aspect = np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
-    bh = int(np.clip(round(np.sqrt(area * aspect)), 3, shape_hw[0]))
-    bw = int(np.clip(round(np.sqrt(area / aspect)), 3, shape_hw[1]))
-    return bh, bw
+    bh = int(np.clip(round(np.sqrt(target / fill * aspect)), 3, shape_hw[0]))
+    bw = int(np.clip(round(np.sqrt(target / fill / aspect)), 3, shape_hw[1]))
+    return bh, bw, target
 
 
-def _crop_to_mask(rgb: np.ndarray, mask: np.ndarray, source: str, scale: float = 1.0) -> OutlierObject | None:
+def _crop_to_mask(rgb: np.ndarray, mask: np.ndarray, source: str, target_px: float) -> OutlierObject | None:
+    """Cuts the object by its bounding box and rescales it so its mask covers ``target_px`` pixels."""
     if not mask.any():
         return None
     y0, y1, x0, x1 = _bbox(mask)
-    return OutlierObject(rgb[y0:y1, x0:x1].copy(), mask[y0:y1, x0:x1].copy(), None, source, scale)
+    rgb, mask = rgb[y0:y1, x0:x1], mask[y0:y1, x0:x1]
+    factor = np.sqrt(target_px / mask.sum())
+    if abs(factor - 1) > 0.03:
+        size = (max(1, round(mask.shape[0] * factor)), max(1, round(mask.shape[1] * factor)))
+        rgb, mask = resize_image(rgb, size), _resize_mask(mask, size)
+        if not mask.any():
+            return None
+    return OutlierObject(np.ascontiguousarray(rgb), mask.copy(), None, source)
 
 
 def color_jitter(rgb: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
@@ -176,7 +195,9 @@ class CocoFolderSource:
         self.masks = [self.root / "masks" / f"{p.stem}.png" for p in self.images]
         missing = [p for p in self.masks if not p.is_file()]
         if missing:
-            raise ConfigError(f"{key}: {len(missing)} images have no mask, e.g. {missing[0]}; expected {COCO_LAYOUT}")
+            raise ConfigError(
+                f"{key}: {len(missing)} images have no mask, e.g. {missing[0]}; expected {COCO_LAYOUT}"
+            )
         if not scales or any(s <= 0 for s in scales):
             raise ConfigError(f"oe.scales: need positive factors, got {list(scales)}")
         self.scales = [float(s) for s in scales]
@@ -190,7 +211,9 @@ class CocoFolderSource:
             image = read_rgb(self.images[i])
             mask = read_label_png(self.masks[i]) > 0
             if mask.shape != image.shape[:2]:
-                raise DatasetError(f"{self.masks[i]}: mask size {mask.shape} differs from image {image.shape[:2]}")
+                raise DatasetError(
+                    f"{self.masks[i]}: mask size {mask.shape} differs from image {image.shape[:2]}"
+                )
             if not mask.any():
                 continue
             fit = np.sqrt(h * w / (image.shape[0] * image.shape[1]))
@@ -240,11 +263,16 @@ class ImageFolderSource:
         h, w = inlier.shape[:2]
         image = read_rgb(self.images[int(rng.integers(len(self.images)))])
         fit = np.sqrt(h * w / (image.shape[0] * image.shape[1]))
-        image = resize_image(image, (max(1, round(image.shape[0] * fit)), max(1, round(image.shape[1] * fit))))
-        bh, bw = _box_for_area((h, w), self.area_range, rng, fill=0.6)
-        crop = _random_crop(image, bh, bw, rng)
-        obj = _crop_to_mask(crop, random_shape_mask(bh, bw, rng), "folder")
-        return obj if obj is not None else OutlierObject(crop, np.ones((bh, bw), bool), None, "folder")
+        image = resize_image(
+            image, (max(1, round(image.shape[0] * fit)), max(1, round(image.shape[1] * fit)))
+        )
+        for _ in range(10):
+            bh, bw, target = _box_for_area((h, w), self.area_range, rng, fill=0.6)
+            crop = _random_crop(image, bh, bw, rng)
+            obj = _crop_to_mask(crop, random_shape_mask(bh, bw, rng), "folder", target)
+            if obj is not None:
+                return obj
+        return OutlierObject(crop, np.ones((bh, bw), bool), None, "folder")
 
 
 class SyntheticSource:
@@ -278,13 +306,21 @@ class SyntheticSource:
     ) -> None:
         unknown = sorted(set(weights) - set(SYNTHETIC_KINDS))
         if unknown:
-            raise ConfigError(f"{key}.weights: unknown kind(s) {unknown}; choose from {list(SYNTHETIC_KINDS)}")
+            raise ConfigError(
+                f"{key}.weights: unknown kind(s) {unknown}; choose from {list(SYNTHETIC_KINDS)}"
+            )
         probs = np.array([float(weights.get(k, 0.0)) for k in SYNTHETIC_KINDS])
         if (probs < 0).any() or probs.sum() <= 0:
-            raise ConfigError(f"{key}.weights: need non-negative weights with a positive sum, got {dict(weights)}")
+            raise ConfigError(
+                f"{key}.weights: need non-negative weights with a positive sum, got {dict(weights)}"
+            )
         self.probs = probs / probs.sum()
         self.area_range = tuple(area_range)
-        self.textures = _image_files(Path(texture_folder), f"{key}.texture_folder", FOLDER_LAYOUT) if texture_folder else []
+        self.textures = (
+            _image_files(Path(texture_folder), f"{key}.texture_folder", FOLDER_LAYOUT)
+            if texture_folder
+            else []
+        )
         self.builtin = builtin_textures
         self.inlier_pool = inlier_pool
 
@@ -296,7 +332,7 @@ class SyntheticSource:
             obj = getattr(self, f"_{kind}")(inlier, rng, h, w)
             if obj is not None:
                 return obj
-        bh, bw = _box_for_area((h, w), self.area_range, rng, fill=1.0)  # pathological: plain square
+        bh, bw, _ = _box_for_area((h, w), self.area_range, rng, fill=1.0)  # pathological: plain square
         return OutlierObject(procedural_texture(bh, bw, rng), np.ones((bh, bw), bool), None, kind)
 
     def _texture(self, rng: np.random.Generator, bh: int, bw: int) -> np.ndarray:
@@ -311,12 +347,12 @@ class SyntheticSource:
         return color_jitter(np.ascontiguousarray(_random_crop(src, bh, bw, rng)), rng, 0.6)
 
     def _perlin(self, inlier, rng, h, w) -> OutlierObject | None:
-        bh, bw = _box_for_area((h, w), self.area_range, rng, fill=0.5)
+        bh, bw, target = _box_for_area((h, w), self.area_range, rng, fill=0.5)
         mask = perlin_mask((bh, bw), rng, fraction=0.5, res_range=(1, 3))
-        return _crop_to_mask(self._texture(rng, bh, bw), mask, "perlin")
+        return _crop_to_mask(self._texture(rng, bh, bw), mask, "perlin", target)
 
     def _cutpaste(self, inlier, rng, h, w) -> OutlierObject | None:
-        bh, bw = _box_for_area((h, w), self.area_range, rng, fill=0.7)
+        bh, bw, target = _box_for_area((h, w), self.area_range, rng, fill=0.7)
         src = self.inlier_pool(rng) if self.inlier_pool is not None else inlier
         patch = np.ascontiguousarray(_random_crop(src, bh, bw, rng))
         if rng.random() < 0.5:
@@ -325,15 +361,17 @@ class SyntheticSource:
             patch = patch[::-1]
         patch = color_jitter(np.ascontiguousarray(patch), rng, 1.0)
         mask = np.ones((bh, bw), bool) if rng.random() < 0.5 else random_shape_mask(bh, bw, rng)
-        return _crop_to_mask(patch, mask, "cutpaste")
+        return _crop_to_mask(patch, mask, "cutpaste", target)
 
     def _shapes(self, inlier, rng, h, w) -> OutlierObject | None:
-        bh, bw = _box_for_area((h, w), self.area_range, rng, fill=0.55)
+        bh, bw, target = _box_for_area((h, w), self.area_range, rng, fill=0.55)
         hsv = np.array([[[rng.uniform(0, 180), rng.uniform(40, 255), rng.uniform(40, 255)]]], np.uint8)
         color = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
         yy, xx = np.mgrid[0:bh, 0:bw].astype(np.float32)
         theta = rng.uniform(0, 2 * np.pi)
         ramp = (xx * np.cos(theta) + yy * np.sin(theta)) / max(bh, bw)
-        shade = 1 + rng.uniform(0, 0.5) * ramp + rng.uniform(0, 0.15) * fractal_noise((bh, bw), (2, 2), rng, 3)
+        shade = (
+            1 + rng.uniform(0, 0.5) * ramp + rng.uniform(0, 0.15) * fractal_noise((bh, bw), (2, 2), rng, 3)
+        )
         rgb = np.clip(color * shade[:, :, None] + rng.normal(0, 4, (bh, bw, 3)), 0, 255).astype(np.uint8)
-        return _crop_to_mask(rgb, random_shape_mask(bh, bw, rng), "shapes")
+        return _crop_to_mask(rgb, random_shape_mask(bh, bw, rng), "shapes", target)

@@ -168,7 +168,12 @@ class OutlierExposure:
         elif cfg.kind == "synthetic":
             syn = cfg.synthetic
             self.source = SyntheticSource(
-                syn.weights, cfg.area_range, syn.texture_folder, syn.builtin_textures, inlier_pool, f"{key}.synthetic"
+                syn.weights,
+                cfg.area_range,
+                syn.texture_folder,
+                syn.builtin_textures,
+                inlier_pool,
+                f"{key}.synthetic",
             )
         else:
             raise ConfigError(f"{key}.kind: {cfg.kind!r} is not one of ['synthetic', 'coco', 'folder']")

@@ -76,6 +76,7 @@ def padded_size(model: FlowCLAS, input_size: tuple[int, int]) -> tuple[int, int]
 
 
 def _exporter_versions() -> dict[str, str]:
+    import onnxruntime
     import timm
 
     from flowclas_ros import __version__
@@ -85,6 +86,7 @@ def _exporter_versions() -> dict[str, str]:
         "torch": torch.__version__,
         "timm": timm.__version__,
         "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,  # did the constant folding
         "opset": str(OPSET),
     }
 
@@ -131,6 +133,7 @@ def _fold_constants(raw: Path, folded: Path) -> onnx.ModelProto:
     )
     model = onnx.load(str(folded))
     if any(node.domain not in ("", "ai.onnx") for node in model.graph.node):
+        logger.warning("constant folding produced non-standard ops; keeping the traced graph")
         return onnx.load(str(raw))
     used = {node.domain for node in model.graph.node} | {""}
     kept = [o for o in model.opset_import if o.domain in used]  # ORT lists every domain it knows

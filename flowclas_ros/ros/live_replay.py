@@ -306,12 +306,38 @@ def run_live_replay(
         publisher = node.create_publisher(
             CompressedImage if compressed else Image, frames.image_topic, qos_profile_sensor_data
         )
-        # BEST_AVAILABLE matches whatever reliability/durability the node's publishers offer.
+        spin_thread.start()
+        deadline = time.monotonic() + opts.startup_timeout_s
+
+        def wait(what: str, ready: Any) -> None:
+            while not ready():
+                if node_proc is not None:
+                    node_proc.check_alive()
+                if time.monotonic() > deadline:
+                    log = (
+                        f"; node log: {node_proc.log_path} (last line: {node_proc.tail(1)})"
+                        if node_proc
+                        else ""
+                    )
+                    raise LiveReplayError(
+                        f"node {opts.node_name} not ready within {opts.startup_timeout_s:g} s: {what}{log}"
+                    )
+                time.sleep(0.1)
+
+        # ---- wait for the node: it subscribes to the images and advertises its outputs
+        wait(f"no subscriber on {frames.image_topic}", lambda: publisher.get_subscription_count() > 0)
+        wait(
+            f"{result_topic} / {score_topic} not advertised (is publish_score_map false?)",
+            lambda: node.count_publishers(result_topic) > 0 and node.count_publishers(score_topic) > 0,
+        )
+        # Created only now: BEST_AVAILABLE reliability is resolved against the publishers that
+        # exist at creation, so it matches the node's whether best effort or reliable. VOLATILE
+        # durability is compatible with any publisher.
         answers_qos = QoSProfile(
             history=HistoryPolicy.KEEP_LAST,
             depth=100,
             reliability=ReliabilityPolicy.BEST_AVAILABLE,
-            durability=DurabilityPolicy.BEST_AVAILABLE,
+            durability=DurabilityPolicy.VOLATILE,
         )
         result_sub = node.create_subscription(
             AnomalyResult, result_topic, lambda m: inbox.put(("result", time.monotonic(), m)), answers_qos
@@ -319,29 +345,10 @@ def run_live_replay(
         score_sub = node.create_subscription(
             Image, score_topic, lambda m: inbox.put(("score_map", time.monotonic(), m)), answers_qos
         )
-        spin_thread.start()
-
-        # ---- wait for the node
-        deadline = time.monotonic() + opts.startup_timeout_s
-        while not (
-            publisher.get_subscription_count() > 0
-            and result_sub.get_publisher_count() > 0
-            and score_sub.get_publisher_count() > 0
-        ):
-            if node_proc is not None:
-                node_proc.check_alive()
-            if time.monotonic() > deadline:
-                what = [
-                    f"subscribed to {frames.image_topic}: {publisher.get_subscription_count() > 0}",
-                    f"publishing {result_topic}: {result_sub.get_publisher_count() > 0}",
-                    f"publishing {score_topic}: {score_sub.get_publisher_count() > 0}",
-                ]
-                log = f"; log: {node_proc.log_path} ({node_proc.tail()})" if node_proc else ""
-                raise LiveReplayError(
-                    f"node {opts.node_name} not ready within {opts.startup_timeout_s:g} s "
-                    f"({', '.join(what)}){log}"
-                )
-            time.sleep(0.1)
+        wait(
+            f"our subscriptions to {result_topic} / {score_topic} did not match (QoS?)",
+            lambda: result_sub.get_publisher_count() > 0 and score_sub.get_publisher_count() > 0,
+        )
         time.sleep(0.5)  # let the reverse matches (node -> our subscriptions) settle too
 
         def handle(kind: str, t_recv: float, msg: Any) -> None:

@@ -82,7 +82,9 @@ def box_marker(header: Header, ns: str, marker_id: int, region: Region3D, style:
     marker.pose.position.x, marker.pose.position.y, marker.pose.position.z = center
     size = [max(float(e), style.min_size) for e in region.extent]
     marker.scale.x, marker.scale.y, marker.scale.z = size
-    marker.color = ColorRGBA(r=style.box_rgba[0], g=style.box_rgba[1], b=style.box_rgba[2], a=style.box_rgba[3])
+    marker.color = ColorRGBA(
+        r=style.box_rgba[0], g=style.box_rgba[1], b=style.box_rgba[2], a=style.box_rgba[3]
+    )
     return marker
 
 

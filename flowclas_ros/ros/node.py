@@ -50,17 +50,12 @@ from flowclas_ros.ros.params import (
 )
 from flowclas_ros.ros.qos import input_qos, silence_causes
 from flowclas_ros.ros.stats import ERROR, OK, CameraStats, assess
-from flowclas_ros.ros.worker import InferenceWorker, WorkerContext
+from flowclas_ros.ros.worker import InferenceWorker, WorkerContext, one_line
 from flowclas_ros.runtime.base import InferenceBackend, create_backend
 
 NODE_NAME = "anomaly_node"
 IMAGE_TYPE, COMPRESSED_TYPE = "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"
 MODEL_ERROR_WINDOW_S = 10.0
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 class AnomalyNode(LifecycleNode):
@@ -166,7 +161,7 @@ class AnomalyNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _fail_configure(self, err: BaseException) -> TransitionCallbackReturn:
-        self._configure_error = _one_line(err)
+        self._configure_error = one_line(err)
         self.get_logger().error(f"configure failed: {self._configure_error}")
         return TransitionCallbackReturn.FAILURE
 
@@ -382,7 +377,7 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ValueError, ParameterException) as err:
-        print(f"flowclas-node: {_one_line(err)}", file=sys.stderr)
+        print(f"flowclas-node: {one_line(err)}", file=sys.stderr)
         return 2
     finally:
         if node is not None:

@@ -55,7 +55,9 @@ def _create_cloud_numpy(header: Header, points: np.ndarray) -> PointCloud2:
     return cloud
 
 
-def anomaly_cloud_msg(header: Header, points: np.ndarray, *, use_sensor_msgs_py: bool | None = None) -> PointCloud2:
+def anomaly_cloud_msg(
+    header: Header, points: np.ndarray, *, use_sensor_msgs_py: bool | None = None
+) -> PointCloud2:
     """The PointCloud2 of ``points`` with ``header`` (the colour image's stamp and optical frame).
 
     Args:

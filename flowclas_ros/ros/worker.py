@@ -32,6 +32,12 @@ CameraInfo stage publishing 3D points); runs on the worker thread, must not bloc
 _IDLE_WAIT_S = 0.25
 
 
+def one_line(err: BaseException) -> str:
+    """``Type: message`` on one line (OpenCV and others put newlines in their messages)."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 @dataclass
 class WorkerContext:
     """What the worker needs from the node (all thread-safe to use from the worker)."""
@@ -77,7 +83,7 @@ class InferenceWorker(threading.Thread):
                     if self._stop_event.is_set():
                         break  # publishers/context torn down under us during shutdown
                     self.ctx.logger.error(
-                        f"processing a batch failed: {type(err).__name__}: {err}",
+                        f"processing a batch failed: {one_line(err)}",
                         throttle_duration_sec=THROTTLE_S,
                     )
 
@@ -104,7 +110,7 @@ class InferenceWorker(threading.Thread):
         try:
             predictions = ctx.backend.predict([rgb for _, rgb in decoded])
         except Exception as err:  # noqa: BLE001 - a model failure must not kill the node
-            reason = f"{type(err).__name__}: {err}"
+            reason = one_line(err)
             ctx.on_model_error(reason)
             ctx.logger.error(f"model forward failed: {reason}", throttle_duration_sec=THROTTLE_S)
             return

@@ -212,6 +212,11 @@ class Anomalies3D:
     valid_pixels: int
 
 
+def _as_columns(points: np.ndarray) -> np.ndarray:
+    """A (N, 4) float32 view (x, y, z, score) of a contiguous :data:`POINT_DTYPE` array."""
+    return np.ascontiguousarray(points).view(np.float32).reshape(-1, 4)
+
+
 def depth_to_metres(depth: np.ndarray, encoding: str, depth_scale: float = 0.0) -> np.ndarray:
     """Depth in metres as float32 (invalid values are kept; :func:`backproject` drops them).
 
@@ -307,24 +312,29 @@ def voxel_downsample(points: np.ndarray, voxel_size: float) -> np.ndarray:
     """
     if voxel_size <= 0 or points.size == 0:
         return points
-    xyz = np.stack([points["x"], points["y"], points["z"]], axis=1).astype(np.float64)
-    cells = np.floor(xyz / voxel_size).astype(np.int64)
-    cells -= cells.min(axis=0)
-    dims = cells.max(axis=0) + 1
+    # Column-major (4, N): every reduction below runs over one contiguous row, which numpy
+    # does several times faster than over axis 0 of an (N, 3) array.
+    columns = np.ascontiguousarray(_as_columns(points).T)
+    cells = np.floor(columns[:3] * np.float32(1.0 / voxel_size)).astype(np.int64)
+    cells -= cells.min(axis=1, keepdims=True)
+    dims = cells.max(axis=1) + 1
     if float(dims[0]) * float(dims[1]) * float(dims[2]) < 2.0**62:
         # One int64 key per voxel (row-major over the occupied bounding box): a single 1-D sort.
-        keys = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
+        keys = (cells[0] * dims[1] + cells[1]) * dims[2] + cells[2]
     else:  # a huge extent for the voxel size: the packed key would overflow
-        keys = np.unique(cells, axis=0, return_inverse=True)[1].reshape(-1)
+        keys = np.unique(cells.T, axis=0, return_inverse=True)[1].reshape(-1)
     order = np.argsort(keys)
     keys = keys[order]
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     counts = np.diff(np.r_[starts, keys.size])
+    ordered = np.take(columns, order, axis=1)  # (4, N) C-contiguous, unlike columns[:, order]
     out = np.empty(starts.size, POINT_DTYPE)
-    sums = np.add.reduceat(xyz[order], starts, axis=0)
-    means = sums / counts[:, None]
-    out["x"], out["y"], out["z"] = means[:, 0], means[:, 1], means[:, 2]
-    out["score"] = np.maximum.reduceat(points["score"][order], starts)
+    out_columns = _as_columns(out)
+    for axis in range(3):
+        # Sum in float64: a float32 sum of many points drifts by more than a small voxel allows.
+        sums = np.add.reduceat(ordered[axis], starts, dtype=np.float64)
+        out_columns[:, axis] = sums / counts
+    out_columns[:, 3] = np.maximum.reduceat(ordered[3], starts)
     return out
 
 
@@ -378,6 +388,9 @@ def regions_3d(
     point_labels = labels.reshape(-1)[pixels]
     order = np.argsort(point_labels, kind="stable")
     sorted_labels = point_labels[order]
+    # (4, N) column-major, one gather: each region is a contiguous slice of every row, and
+    # reductions over a contiguous row are several times faster than over axis 0 of (N, 3).
+    ordered = np.take(_as_columns(points).T, order, axis=1)  # C-contiguous, unlike [:, order]
     ids = np.asarray(region_ids, dtype=point_labels.dtype)
     starts = np.searchsorted(sorted_labels, ids, side="left")
     ends = np.searchsorted(sorted_labels, ids, side="right")
@@ -386,19 +399,18 @@ def regions_3d(
         if end == start:
             out.append(None)
             continue
-        chunk = points[order[start:end]]
-        xyz = np.stack([chunk["x"], chunk["y"], chunk["z"]], axis=1).astype(np.float64)
+        xyz = ordered[:3, start:end]
         if box_quantile > 0:
-            lo, hi = np.quantile(xyz, [box_quantile, 1.0 - box_quantile], axis=0)
+            lo, hi = np.quantile(xyz, [box_quantile, 1.0 - box_quantile], axis=1)
         else:
-            lo, hi = xyz.min(axis=0), xyz.max(axis=0)
+            lo, hi = xyz.min(axis=1), xyz.max(axis=1)
         out.append(
             Region3D(
-                centroid=tuple(float(v) for v in xyz.mean(axis=0)),  # type: ignore[arg-type]
+                centroid=tuple(float(v) for v in xyz.mean(axis=1, dtype=np.float64)),  # type: ignore[arg-type]
                 box_min=tuple(float(v) for v in lo),  # type: ignore[arg-type]
                 box_max=tuple(float(v) for v in hi),  # type: ignore[arg-type]
                 num_points=int(end - start),
-                peak_score=float(chunk["score"].max()),
+                peak_score=float(ordered[3, start:end].max()),
             )
         )
     return out
@@ -411,6 +423,8 @@ def anomalies_3d(
     depth_m: np.ndarray,
     intrinsics: PinholeIntrinsics,
     settings: DepthSettings,
+    *,
+    labels: tuple[np.ndarray, list[int]] | None = None,
 ) -> Anomalies3D:
     """The whole 3D stage of one frame: cloud (optionally voxelised) and per-region boxes.
 
@@ -421,6 +435,8 @@ def anomalies_3d(
         depth_m: Depth in metres (:func:`depth_to_metres`), any size with the image's aspect ratio.
         intrinsics: Colour camera intrinsics (:meth:`PinholeIntrinsics.from_camera_info`).
         settings: Range limits, voxel size and box trimming.
+        labels: ``(labels, ids)`` as :func:`region_labels` returns them, if the caller already has
+            the mask's component labels (saves one labelling pass, about 1 ms at 640x480).
     """
     height, width = score_map.shape
     depth_m = match_depth_size(depth_m, height, width)
@@ -428,8 +444,10 @@ def anomalies_3d(
         score_map, mask, depth_m, intrinsics, min_range=settings.min_range, max_range=settings.max_range
     )
     if regions:
-        labels, ids = region_labels(mask, regions)
-        boxes = regions_3d(points, pixels, labels, ids, box_quantile=settings.box_quantile)
+        label_image, ids = labels if labels is not None else region_labels(mask, regions)
+        if len(ids) != len(regions):
+            raise ValueError(f"got {len(ids)} region label ids for {len(regions)} regions")
+        boxes = regions_3d(points, pixels, label_image, ids, box_quantile=settings.box_quantile)
     else:
         boxes = []
     return Anomalies3D(

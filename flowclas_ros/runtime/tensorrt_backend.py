@@ -193,11 +193,11 @@ class TensorRTBackend(InferenceBackend):
         if record.key.version_compatible:
             self._runtime.engine_host_code_allowed = True  # the plan carries its lean runtime
         with torch.cuda.device(self._torch_device):
+            self._stream = torch.cuda.Stream(self._torch_device)  # first: torch owns the CUDA context
             self._engine = self._runtime.deserialize_cuda_engine(engine_bytes)
             if self._engine is None:
                 raise EngineCacheError("TensorRT could not deserialize the engine (see the TensorRT log)")
             self._context = self._engine.create_execution_context()
-            self._stream = torch.cuda.Stream(self._torch_device)
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
@@ -231,7 +231,7 @@ class TensorRTBackend(InferenceBackend):
             self._context.set_input_shape(self._input, tuple(inp.shape))
         self._context.set_tensor_address(self._input, inp.data_ptr())
         self._context.set_tensor_address(self._output, out.data_ptr())
-        with torch.cuda.stream(self._stream):
+        with torch.cuda.device(self._torch_device), torch.cuda.stream(self._stream):
             inp.copy_(torch.from_numpy(chunk))  # host -> device on our stream
             if not self._context.execute_async_v3(self._stream.cuda_stream):
                 raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log)")

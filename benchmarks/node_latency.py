@@ -1,0 +1,295 @@
+"""anomaly_node end-to-end latency vs model-only time, and behaviour under 30 Hz input.
+
+Usage (inside the dev environment, `source scripts/env.sh`):
+    python benchmarks/node_latency.py [--steps 16] [--input-size 224] [--frames 20] [--overload-s 15]
+
+Starts `flowclas-node` in its own process with a random-init ViT-S/14 checkpoint (timing only)
+and drives it over real rclpy from this process. Prints, in one run:
+  * model-only forward time (backend.predict in this process, and the node's own model_ms);
+  * end-to-end latency (publish -> AnomalyResult received) at 640x480, one camera and two;
+  * the overhead ratio end-to-end / model time (target <= 1.05);
+  * under 30 Hz input: p50/p99 latency, drop rate, the node's resident memory at start and end
+    (targets: p99 <= 2x model time, memory flat).
+The machine's load average is printed too: on a shared machine every number moves with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import yaml
+
+os.environ.setdefault("FLOWCLAS_ALLOW_RANDOM_BACKBONE", "1")  # timing only: weights do not matter
+
+WIDTH, HEIGHT = 640, 480
+NS = "/node_latency_bench"
+TOPICS = ["/bench_cam_a/image_raw", "/bench_cam_b/image_raw"]
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def make_checkpoint(path: Path, steps: int, input_size: int) -> Path:
+    from flowclas_ros.model import (
+        BackboneConfig,
+        FlowCLAS,
+        FlowConfig,
+        ModelConfig,
+        PreprocessConfig,
+        save_checkpoint,
+    )
+
+    cfg = ModelConfig(
+        backbone=BackboneConfig(weights="none"),
+        flow=FlowConfig(steps=steps),
+        preprocess=PreprocessConfig(input_size=(input_size, input_size)),
+    )
+    return save_checkpoint(FlowCLAS(cfg, warn_random_backbone=False), path, threshold=0.5)
+
+
+def image_msg(rgb: np.ndarray, frame_id: str, stamp):
+    from sensor_msgs.msg import Image
+
+    msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", step=rgb.shape[1] * 3)
+    msg.header.frame_id, msg.header.stamp = frame_id, stamp
+    msg.data = array.array("B", rgb.tobytes())
+    return msg
+
+
+class Client:
+    """Publishes images and timestamps every AnomalyResult on arrival (spun in a thread)."""
+
+    def __init__(self, subscribe_images: bool):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import qos_profile_sensor_data
+        from sensor_msgs.msg import Image
+
+        from flowclas_ros.msg import AnomalyResult
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("node_latency_bench", context=self.context)
+        self.arrivals: dict[str, tuple[float, object]] = {}
+        self.lock = threading.Lock()
+        self.publishers = [self.node.create_publisher(Image, t, qos_profile_sensor_data) for t in TOPICS]
+        for camera in ("bench_cam_a", "bench_cam_b"):
+            self.node.create_subscription(
+                AnomalyResult, f"{NS}/anomaly_node/{camera}/result", self._on_result, 50
+            )
+            if subscribe_images:  # makes the node build and send score map, mask and overlay too
+                for output in ("score_map", "mask", "overlay"):
+                    self.node.create_subscription(
+                        Image, f"{NS}/anomaly_node/{camera}/{output}", lambda m: None, 5
+                    )
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.running = True
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self) -> None:
+        while self.running:
+            self.executor.spin_once(timeout_sec=0.02)
+
+    def _on_result(self, msg) -> None:
+        with self.lock:
+            self.arrivals[msg.header.frame_id] = (time.perf_counter(), msg)
+
+    def publish(self, camera: int, rgb: np.ndarray, frame_id: str) -> float:
+        msg = image_msg(rgb, frame_id, self.node.get_clock().now().to_msg())
+        start = time.perf_counter()
+        self.publishers[camera].publish(msg)
+        return start
+
+    def wait(self, frame_ids: list[str], timeout: float) -> bool:
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            with self.lock:
+                if all(f in self.arrivals for f in frame_ids):
+                    return True
+            time.sleep(0.0005)
+        return False
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join(2)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+
+def start_node(tmp: Path, checkpoint: Path) -> subprocess.Popen:
+    params = tmp / "params.yaml"
+    params.write_text(
+        yaml.safe_dump(
+            {"/**/anomaly_node": {"ros__parameters": {"checkpoint": str(checkpoint), "image_topics": TOPICS}}}
+        )
+    )
+    exe = Path(sys.executable).parent / "flowclas-node"
+    log = open(tmp / "node.log", "w")  # noqa: SIM115 - lives as long as the process
+    return subprocess.Popen(
+        [str(exe), "--ros-args", "--params-file", str(params), "-r", f"__ns:={NS}"], stdout=log, stderr=log
+    )
+
+
+def sequential(client: Client, rgb: np.ndarray, cameras: int, frames: int, tag: str) -> tuple[list, list]:
+    """One frame (per camera) at a time; returns (end-to-end ms, node model_ms) per answered frame."""
+    e2e, model = [], []
+    for i in range(frames + 2):  # the first two are warm-up
+        ids = [f"{tag}_{i}_{c}" for c in range(cameras)]
+        starts = [client.publish(c, rgb, frame_id) for c, frame_id in enumerate(ids)]
+        if not client.wait(ids, 30.0):
+            continue  # best effort: a lost frame is simply not counted
+        if i < 2:
+            continue
+        for start, frame_id in zip(starts, ids):
+            arrived, msg = client.arrivals[frame_id]
+            e2e.append((arrived - start) * 1000.0)
+            model.append(msg.latency_ms)
+        time.sleep(0.05)
+    return e2e, model
+
+
+def overload(client: Client, rgb: np.ndarray, seconds: float, rate_hz: float, pid: int) -> dict:
+    process = psutil.Process(pid)
+    rss_start = process.memory_info().rss
+    sent: dict[str, float] = {}
+    period = 1.0 / rate_hz
+    next_time = time.perf_counter()
+    i = 0
+    end = next_time + seconds
+    rss_peak = rss_start
+    while time.perf_counter() < end:
+        frame_id = f"load_{i}"
+        sent[frame_id] = client.publish(0, rgb, frame_id)
+        i += 1
+        if i % 30 == 0:
+            rss_peak = max(rss_peak, process.memory_info().rss)
+        next_time += period
+        time.sleep(max(0.0, next_time - time.perf_counter()))
+    client.wait([f"load_{i - 1}"], 10.0)
+    rss_end = process.memory_info().rss
+    answered = [(fid, client.arrivals[fid]) for fid in sent if fid in client.arrivals]
+    latencies = [(arrived - sent[fid]) * 1000.0 for fid, (arrived, _) in answered]
+    model_ms = [msg.latency_ms for _, (_, msg) in answered]
+    return {
+        "sent": len(sent),
+        "answered": len(answered),
+        "rate_hz": len(sent) / seconds,
+        "p50": percentile(latencies, 50),
+        "p99": percentile(latencies, 99),
+        "max": max(latencies) if latencies else float("nan"),
+        "model_p50": percentile(model_ms, 50),
+        "rss_start": rss_start / 2**20,
+        "rss_end": rss_end / 2**20,
+        "rss_peak": rss_peak / 2**20,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=16, help="flow steps of the random checkpoint")
+    parser.add_argument("--input-size", type=int, default=224, help="model input side")
+    parser.add_argument("--frames", type=int, default=20, help="timed frames per sequential test")
+    parser.add_argument("--overload-s", type=float, default=15.0)
+    parser.add_argument("--rate", type=float, default=30.0, help="input rate of the overload test (Hz)")
+    args = parser.parse_args()
+
+    import torch
+
+    from flowclas_ros.runtime import create_backend
+
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (1 min) at start")
+    print(f"torch threads: {torch.get_num_threads()}  (the node process uses torch's default as well)")
+    rgb = np.random.default_rng(0).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    with tempfile.TemporaryDirectory(prefix="node_latency_") as tmp_dir:
+        tmp = Path(tmp_dir)
+        checkpoint = make_checkpoint(tmp / "ckpt", args.steps, args.input_size)
+        backend = create_backend("torch", checkpoint)
+        size = f"{args.input_size}x{args.input_size}"
+        print(f"model: ViT-S/14 (random init) + {args.steps} flow steps, input {size}, CPU fp32")
+
+        forward_ms, predict_ms, forward2_ms = [], [], []
+        for i in range(args.frames + 2):
+            start = time.perf_counter()
+            (prediction,) = backend.predict([rgb])
+            if i >= 2:
+                predict_ms.append((time.perf_counter() - start) * 1000.0)
+                forward_ms.append(prediction.model_ms)
+        for _ in range(max(args.frames // 2, 3)):
+            forward2_ms.append(sum(p.model_ms for p in backend.predict([rgb, rgb])))
+        backend.close()
+        model_1 = statistics.median(forward_ms)
+        print(
+            f"model-only (this process): forward p50 {model_1:.1f} ms; predict() incl. resize/normalise "
+            f"p50 {statistics.median(predict_ms):.1f} ms; "
+            f"batch-2 forward p50 {statistics.median(forward2_ms):.1f} ms"
+        )
+
+        proc = start_node(tmp, checkpoint)
+        try:
+            for subscribe_images in (False, True):
+                client = Client(subscribe_images)
+                try:
+                    deadline = time.time() + 300
+                    while client.publishers[1].get_subscription_count() == 0:
+                        if proc.poll() is not None or time.time() > deadline:
+                            raise SystemExit(f"node did not start:\n{(tmp / 'node.log').read_text()}")
+                        time.sleep(0.1)
+                    label = "result + score_map/mask/overlay" if subscribe_images else "result only"
+                    e2e, node_model = sequential(client, rgb, 1, args.frames, f"one{subscribe_images}")
+                    ratios = [a / b for a, b in zip(e2e, node_model)]
+                    print(
+                        f"\n[{label}] 1 camera 640x480: end-to-end p50 {percentile(e2e, 50):.1f} ms "
+                        f"p90 {percentile(e2e, 90):.1f}; node model_ms p50 {percentile(node_model, 50):.1f}; "
+                        f"overhead ratio p50 {percentile(ratios, 50):.3f} "
+                        f"(vs this process' forward: {percentile(e2e, 50) / model_1:.3f})"
+                    )
+                    e2e2, node_model2 = sequential(client, rgb, 2, args.frames // 2, f"two{subscribe_images}")
+                    batch_ms = [2 * m for m in node_model2]  # latency_ms is the batch time / batch size
+                    ratios2 = [a / b for a, b in zip(e2e2, batch_ms)]
+                    print(
+                        f"[{label}] 2 cameras 640x480: end-to-end p50 {percentile(e2e2, 50):.1f} ms "
+                        f"p90 {percentile(e2e2, 90):.1f}; "
+                        f"batch forward p50 {percentile(batch_ms, 50):.1f} ms; "
+                        f"overhead ratio p50 {percentile(ratios2, 50):.3f}"
+                    )
+                    if not subscribe_images:
+                        stats = overload(client, rgb, args.overload_s, args.rate, proc.pid)
+                        drop = 1.0 - stats["answered"] / max(stats["sent"], 1)
+                        print(
+                            f"[result only] {stats['rate_hz']:.1f} Hz input for {args.overload_s:g} s: "
+                            f"{stats['answered']}/{stats['sent']} answered (drop rate {drop:.1%}); "
+                            f"latency p50 {stats['p50']:.1f} ms p99 {stats['p99']:.1f} ms "
+                            f"max {stats['max']:.1f} ms; "
+                            f"p99 / model_ms p50 = {stats['p99'] / stats['model_p50']:.2f} (target <= 2); "
+                            f"node RSS start {stats['rss_start']:.0f} MiB end {stats['rss_end']:.0f} MiB "
+                            f"peak {stats['rss_peak']:.0f} MiB"
+                        )
+                finally:
+                    client.close()
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    print(f"\nload average {os.getloadavg()[0]:.1f} (1 min) at end")
+
+
+if __name__ == "__main__":
+    main()

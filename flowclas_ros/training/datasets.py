@@ -1,0 +1,180 @@
+"""Resolving the configured data folders into datasets, failing early with the key and expected layout.
+
+Also: the embedded synthetic dataset is generated when configured and
+missing, a share of the training images can be held out for validation, and
+MVTec AD category folders are read in their own layout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from flowclas_ros.config_io import ConfigError
+from flowclas_ros.data.folder import LAYOUT_HINT, DatasetError, FolderDataset, list_images
+from flowclas_ros.data.synthetic_scenes import SceneConfig, generate_dataset
+from flowclas_ros.training.config import DataConfig
+from flowclas_ros.training.distributed import DistContext, barrier
+
+MVTEC_LAYOUT = (
+    "expected an MVTec AD category folder: CATEGORY/train/good/*.png, CATEGORY/test/<defect>/*.png, "
+    "CATEGORY/ground_truth/<defect>/<stem>_mask.png"
+)
+
+
+class FileListDataset(FolderDataset):
+    """A :class:`FolderDataset` over explicit image / mask file lists (subsets, other layouts).
+
+    Args:
+        root: Reported as the dataset root.
+        image_paths: Image files.
+        mask_paths: Mask file per image, or None.
+        label_map: Raw mask id -> {0, 1, 255}.
+        zero_mask_if_missing: ``load_mask`` returns an all-normal mask for
+            images without a mask file (MVTec ``good`` test images).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        image_paths: Sequence[Path],
+        mask_paths: Sequence[Path | None],
+        label_map: dict[int, int] | None = None,
+        default_label: int | None = None,
+        zero_mask_if_missing: bool = False,
+    ):
+        # Fills the attributes FolderDataset's loaders use, without its folder scan.
+        self.root = Path(root)
+        self.image_paths = list(image_paths)
+        self.mask_paths = list(mask_paths)
+        self.stems = [p.stem for p in self.image_paths]
+        self.label_map = {int(k): int(v) for k, v in (label_map or {}).items()}
+        self.default_label = default_label
+        self.zero_mask_if_missing = zero_mask_if_missing
+
+    @property
+    def has_masks(self) -> bool:
+        """True if every image has a mask (or gets a zero one)."""
+        return self.zero_mask_if_missing or super().has_masks
+
+    def load_mask(self, index: int, shape: tuple[int, int] | None = None) -> np.ndarray | None:
+        """The mask, or zeros of the image's size when missing and ``zero_mask_if_missing``."""
+        if self.mask_paths[index] is None and self.zero_mask_if_missing:
+            shape = shape or self.load_image(index).shape[:2]
+            return np.zeros(shape, np.uint8)
+        return super().load_mask(index, shape)
+
+
+def subset(data: FolderDataset, indices: Sequence[int]) -> FileListDataset:
+    """The items ``indices`` of ``data`` as a new dataset."""
+    return FileListDataset(
+        data.root,
+        [data.image_paths[i] for i in indices],
+        [data.mask_paths[i] for i in indices],
+        data.label_map,
+        data.default_label,
+        getattr(data, "zero_mask_if_missing", False),
+    )
+
+
+def mvtec_split(category: Path, split: str, key: str) -> FileListDataset:
+    """MVTec AD ``train`` (``train/good``) or ``test`` (all defects; masks 255 -> 1, good -> zeros)."""
+    split_dir = category / split
+    if not split_dir.is_dir():
+        raise ConfigError(f"{key}: {str(split_dir)!r} not found; {MVTEC_LAYOUT}")
+    defects = ["good"] if split == "train" else sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+    images: list[Path] = []
+    masks: list[Path | None] = []
+    for defect in defects:
+        folder = split_dir / defect
+        if not folder.is_dir():
+            raise ConfigError(f"{key}: {str(folder)!r} not found; {MVTEC_LAYOUT}")
+        for stem, path in list_images(folder).items():
+            mask = category / "ground_truth" / defect / f"{stem}_mask.png"
+            images.append(path)
+            masks.append(mask if mask.is_file() else None)
+    if not images:
+        raise ConfigError(f"{key}: no images under {str(split_dir)!r}; {MVTEC_LAYOUT}")
+    return FileListDataset(category, images, masks, {255: 1}, None, zero_mask_if_missing=(split == "test"))
+
+
+def resolve(cfg: DataConfig, value: str) -> Path:
+    """A configured path, relative to ``data.root`` when that is set and the path is relative."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() or not cfg.root else Path(cfg.root).expanduser() / path
+
+
+def open_folder(cfg: DataConfig, value: str, key: str, require_masks: bool = False) -> FolderDataset:
+    """Opens a dataset folder (``folder`` or ``mvtec`` layout) or raises ConfigError naming ``key``."""
+    path = resolve(cfg, value)
+    if not value:
+        raise ConfigError(f"{key}: required; {MVTEC_LAYOUT if cfg.layout == 'mvtec' else LAYOUT_HINT}")
+    if cfg.layout == "mvtec":
+        if not path.is_dir():
+            raise ConfigError(f"{key}: folder {str(path)!r} not found; {MVTEC_LAYOUT}")
+        return mvtec_split(path, "test" if require_masks else "train", key)
+    if not path.is_dir():
+        raise ConfigError(f"{key}: folder {str(path)!r} not found; {LAYOUT_HINT}")
+    try:
+        return FolderDataset(path, require_masks, cfg.label_map or None, cfg.default_label)
+    except DatasetError as exc:
+        raise ConfigError(f"{key}: {exc}") from exc
+
+
+@dataclass
+class TrainData:
+    """The resolved training and validation datasets.
+
+    Attributes:
+        train: Inlier training images.
+        val: Validation images.
+        val_held_out: True when ``val`` was split off ``train``.
+    """
+
+    train: FolderDataset
+    val: FolderDataset
+    val_held_out: bool
+
+
+def maybe_generate(cfg: DataConfig, ctx: DistContext, progress: bool) -> None:
+    """Writes the embedded synthetic dataset into ``data.root`` if enabled and ``train`` is missing."""
+    gen = cfg.generate
+    if not gen.enabled:
+        return
+    if not cfg.root:
+        raise ConfigError("data.root: required when data.generate.enabled is true (the generator writes there)")
+    if ctx.is_main and not resolve(cfg, cfg.train).is_dir():
+        counts = {"train": gen.n_train, "val": gen.n_val, "test": gen.n_test}
+        try:
+            generate_dataset(cfg.root, gen.seed, counts, SceneConfig(size=tuple(gen.size)), progress=progress)
+        except ValueError as exc:
+            raise ConfigError(f"data.generate: {exc}") from exc
+    barrier(ctx)
+
+
+def prepare_data(cfg: DataConfig, ctx: DistContext, progress: bool = True) -> TrainData:
+    """Generates (if configured), checks and opens the train / val data.
+
+    Raises:
+        ConfigError: A folder is missing or malformed; names the key and the expected layout.
+    """
+    maybe_generate(cfg, ctx, progress)
+    train = open_folder(cfg, cfg.train, "data.train")
+    if cfg.val:
+        if cfg.layout == "mvtec":
+            val = open_folder(cfg, cfg.val, "data.val", require_masks=True)
+        else:
+            val = open_folder(cfg, cfg.val, "data.val", require_masks=cfg.val_anomalies == "masks")
+        return TrainData(train, val, val_held_out=False)
+    every = max(2, round(1.0 / cfg.val_fraction))
+    val_idx = [i for i in range(len(train)) if i % every == every - 1]
+    train_idx = [i for i in range(len(train)) if i % every != every - 1]
+    if not val_idx or not train_idx:
+        raise ConfigError(
+            f"data.val: empty, and data.train has only {len(train)} images, too few to hold out "
+            f"data.val_fraction={cfg.val_fraction}; set data.val to a validation folder"
+        )
+    return TrainData(subset(train, train_idx), subset(train, val_idx), val_held_out=True)

@@ -1,0 +1,120 @@
+"""The inference worker in this process with real backends and real rclpy publishers.
+
+Covers what an outside publisher cannot trigger: NaN model output and a failing forward.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from ros_harness import Recorder, image_msg, make_tiny_checkpoint, require_ros, textured_image
+
+pytestmark = pytest.mark.ros
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    require_ros()
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from flowclas_ros.msg import AnomalyResult
+    from flowclas_ros.ros.frame_buffer import FrameSlots
+    from flowclas_ros.ros.outputs import CameraOutputs
+    from flowclas_ros.ros.params import PARAMETERS as SPECS
+    from flowclas_ros.ros.params import CameraInput, runtime_settings
+    from flowclas_ros.ros.stats import CameraStats
+    from flowclas_ros.ros.worker import InferenceWorker, WorkerContext
+    from flowclas_ros.runtime import create_backend
+
+    tmp = tmp_path_factory.mktemp("worker")
+    good = create_backend("torch", make_tiny_checkpoint(tmp / "good"))
+    poisoned = create_backend("torch", make_tiny_checkpoint(tmp / "nan", nan_weights=True))
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("worker_test", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    outputs = CameraOutputs.create(node, "cam")
+    results = Recorder()
+    node.create_subscription(AnomalyResult, "/worker_test/cam/result", results, 10)
+    values = {spec.name: spec.default for spec in SPECS}
+    settings = runtime_settings(values, good.threshold)
+    errors: list[str] = []
+    ctx = WorkerContext(
+        backend=good,
+        cameras=[CameraInput("/cam/image_raw", False, "cam")],
+        outputs=[outputs],
+        stats=[CameraStats()],
+        slots=FrameSlots(1),
+        settings=lambda: settings,
+        max_image_side=4096,
+        logger=node.get_logger(),
+        on_model_error=errors.append,
+    )
+    worker = InferenceWorker(ctx)  # not started: the test calls process() directly
+    yield {"ctx": ctx, "worker": worker, "good": good, "poisoned": poisoned, "results": results,
+           "errors": errors, "executor": executor}  # fmt: skip
+    executor.shutdown()
+    node.destroy_node()
+    context.try_shutdown()
+
+
+def _frame(frame_id: str):
+    from rclpy.clock import Clock
+
+    from flowclas_ros.ros.frame_buffer import Frame
+
+    msg = image_msg(textured_image(40, 56, seed=1), "rgb8", frame_id, Clock().now().to_msg())
+    return Frame(0, msg, time.monotonic_ns())
+
+
+def _spin_until(setup, condition, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not condition():
+        setup["executor"].spin_once(timeout_sec=0.05)
+    return condition()
+
+
+def test_nan_output_is_reported_not_published(setup):
+    ctx, worker = setup["ctx"], setup["worker"]
+    ctx.backend = setup["poisoned"]
+    worker.process([_frame("poisoned")])
+    assert ctx.stats[0].nonfinite == 1 and ctx.stats[0].processed == 0
+    ctx.backend = setup["good"]
+    worker.process([_frame("healthy")])
+    assert _spin_until(setup, lambda: setup["results"].snapshot())
+    # Same publisher, reliable, in order: had the NaN frame been published it would come first.
+    assert [m.header.frame_id for m in setup["results"].snapshot()] == ["healthy"]
+    assert ctx.stats[0].processed == 1
+
+
+def test_model_failure_is_caught_and_reported(setup):
+    worker, backend = setup["worker"], setup["good"]
+    processed = setup["ctx"].stats[0].processed
+    saved = backend.config.preprocess.input_size
+    backend.config.preprocess.input_size = (0, 0)  # the forward now raises inside the backend
+    try:
+        worker.process([_frame("broken")])
+    finally:
+        backend.config.preprocess.input_size = saved
+    assert setup["errors"] and "resize" in setup["errors"][-1] and "\n" not in setup["errors"][-1]
+    assert setup["ctx"].stats[0].processed == processed
+
+
+def test_result_hooks_receive_the_frame_result(setup):
+    ctx, worker = setup["ctx"], setup["worker"]
+    seen = []
+    ctx.result_hooks.append(
+        lambda frame, rgb, prediction, result: seen.append((frame, rgb, prediction, result))
+    )
+    try:
+        worker.process([_frame("hooked")])
+    finally:
+        ctx.result_hooks.clear()
+    (frame, rgb, prediction, result) = seen[0]
+    assert frame.msg.header.frame_id == "hooked" and rgb.shape == (40, 56, 3)
+    assert result.mask.shape == (40, 56) and result.threshold == ctx.settings().threshold
+    np.testing.assert_array_equal(result.mask > 0, prediction.score_map >= result.threshold)
