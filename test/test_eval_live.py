@@ -98,7 +98,7 @@ def test_live_replay_attached_counts_frames_dropped_by_newest_frame_policy(setup
             [
                 *("--live", "--attach", "--node-name", "/eval_attach/anomaly_node", "--bag", str(bag)),
                 *("--image-topic", IMAGE_TOPIC, "--mask-topic", MASK_TOPIC, "--rate-factor", "40"),
-                *("--out", str(out), "--no-progress", "--startup-timeout", "240", "--drain-timeout", "5"),
+                *("--out", str(out), "--no-progress", "--startup-timeout", "90", "--drain-timeout", "5"),
             ]
         )
         captured = capsys.readouterr()

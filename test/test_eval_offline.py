@@ -296,6 +296,8 @@ def test_corrupt_bag_gives_a_partial_evaluation_with_a_warning(ckpt, tmp_path, c
         (["--checkpoint", "{badckpt}", "--data", "{data}"], "config.json"),
         (["--checkpoint", "{ckpt}", "--data", "{data}", "--backend", "caffe"], "invalid choice"),
         (["--data", "{data}"], "--checkpoint is required"),
+        (["--live", "--checkpoint", "{ckpt}", "--data", "{data}"], "--live needs --bag"),
+        (["--checkpoint", "{ckpt}", "--data", "{data}", "--attach"], "only apply to --live"),
     ],
 )
 def test_cli_errors_are_one_line_and_nonzero(ckpt, colour, tmp_path, capsys, args, expected):

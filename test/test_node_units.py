@@ -170,3 +170,14 @@ def test_camera_stats_window_rates_and_percentiles():
     assert later.received == 10 and later.dropped == 6 and later.malformed == 0
     assert later.input_hz == pytest.approx(5.0, rel=0.05)
     assert SPECS["drop_warn_fraction"].runtime
+
+
+def test_backend_options_follow_backend_kind():
+    from flowclas_ros.ros.params import backend_options
+
+    assert backend_options("torch", [448, 448], 4, 2) == {}
+    assert backend_options("onnxruntime", [0, 0], 4, 1) == {}
+    expected = {"input_size": (448, 448), "dynamic_batch": True}
+    assert backend_options("onnxruntime", [448, 448], 4, 2) == expected
+    assert backend_options("tensorrt", [0, 0], 4, 3) == {"max_batch": 3}
+    assert backend_options("tensorrt", [0, 0], 2, 3) == {"max_batch": 2}

@@ -3,7 +3,10 @@
 ``metrics.json`` always holds the contract keys ``auroc``, ``ap``, ``fpr95``
 (pixel level, ignore label excluded), ``image_auroc``, ``n_images`` and
 ``latency_ms`` (``p50``, ``p90``, ``p99``); a metric that cannot be computed
-(e.g. no masks) is ``null``. The other keys are extensions: threshold
+(e.g. no masks) is ``null``. ``latency_ms`` is, offline, the per-frame
+``backend.predict`` time (preprocess + model + resize back; a batch's time
+divided by its size) and, live, publish time to result receive time
+(``latency_kind`` says which). The other keys are extensions: threshold
 summary, counts, throughput, bag read statistics, live-replay numbers and
 ``warnings`` (``partial`` is true when a damaged bag was only partly read).
 """
@@ -257,7 +260,7 @@ def _markdown(metrics: dict[str, Any], figures: dict[str, str], ranking: str) ->
     lines += [
         f"- source: {src.get('kind')} `{src.get('path')}`"
         + (f", topic `{src['image_topic']}`" if src.get("image_topic") else ""),
-        f"- checkpoint: `{m['checkpoint']}`",
+        f"- checkpoint: `{m['checkpoint']}`" if m["checkpoint"] else "- checkpoint: the attached node's",
         f"- backend: {m['backend']} on {m['device']}",
         f"- created: {m['created']} (flowclas_ros {m['flowclas_ros_version']})",
         "",
@@ -267,7 +270,9 @@ def _markdown(metrics: dict[str, Any], figures: dict[str, str], ranking: str) ->
     if m["warnings"]:
         lines.append("")
     lat, mod = m["latency_ms"], m["model_ms"]
-    lat_label = "end-to-end latency (publish to result)" if m["latency_kind"] == "end_to_end" else "latency"
+    live_run = m["latency_kind"] == "end_to_end"
+    lat_label = "end-to-end latency (publish to result)" if live_run else "latency (preprocess + model)"
+    model_label = "node inference latency" if live_run else "model time"
     lines += [
         "## Metrics",
         "",
@@ -280,7 +285,7 @@ def _markdown(metrics: dict[str, Any], figures: dict[str, str], ranking: str) ->
         f"| images evaluated | {m['n_images']} |",
         f"| {lat_label} p50 / p90 / p99 (ms) | {_fmt(lat['p50'], 1)} / {_fmt(lat['p90'], 1)} / "
         f"{_fmt(lat['p99'], 1)} |",
-        f"| model time p50 / mean (ms) | {_fmt(mod['p50'], 1)} / {_fmt(mod['mean'], 1)} |",
+        f"| {model_label} p50 / mean (ms) | {_fmt(mod['p50'], 1)} / {_fmt(mod['mean'], 1)} |",
     ]
     tp = m.get("throughput")
     if tp and tp.get("images_per_s") is not None:

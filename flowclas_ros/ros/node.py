@@ -44,6 +44,7 @@ from flowclas_ros.ros.params import (
     SPECS,
     CameraInput,
     RuntimeSettings,
+    backend_options,
     camera_inputs,
     runtime_settings,
     validate,
@@ -138,17 +139,21 @@ class AnomalyNode(LifecycleNode):
             cameras = camera_inputs(topics, values["compressed"], names)
             if not values["checkpoint"]:
                 raise ValueError("parameter 'checkpoint' is empty: set it to a checkpoint directory")
-            backend = create_backend(values["backend"], values["checkpoint"], values["device"])
+            options = backend_options(
+                values["backend"], values["input_size"], values["max_batch"], len(cameras)
+            )
+            backend = create_backend(values["backend"], values["checkpoint"], values["device"], **options)
         except Exception as err:  # noqa: BLE001 - any load failure becomes one clear line
             return self._fail_configure(err)
         try:
-            if list(values["input_size"]) != [0, 0]:
+            if values["backend"] == "torch" and list(values["input_size"]) != [0, 0]:
                 backend.config.preprocess.input_size = tuple(int(v) for v in values["input_size"])
             settings = runtime_settings(values, backend.threshold)
         except Exception as err:  # noqa: BLE001
             backend.close()
             return self._fail_configure(err)
         self._backend, self._cameras, self._settings = backend, cameras, settings
+        self._diagnostics_timer.timer_period_ns = int(float(values["diagnostics_period_s"]) * 1e9)
         self._outputs = [CameraOutputs.create(self, camera.name) for camera in cameras]
         self._configure_error = None
         self._state = "inactive"

@@ -289,3 +289,23 @@ def camera_inputs(topics: list[str], compressed: list[bool] | None, names: list[
     else:
         flags = [topic.rstrip("/").endswith(COMPRESSED_SUFFIX) for topic in topics]
     return [CameraInput(topic, flag, name) for topic, flag, name in zip(topics, flags, names)]
+
+
+def backend_options(kind: str, input_size: list[int], max_batch: int, num_cameras: int) -> dict[str, Any]:
+    """Keyword options for :func:`flowclas_ros.runtime.create_backend`, from the node parameters.
+
+    ONNX Runtime / TensorRT build their model for an input size and batch, so an
+    ``input_size`` override and a batch > 1 (several cameras) are passed to them; the torch
+    backend takes any size (the node sets its ``preprocess.input_size`` after loading).
+    """
+    options: dict[str, Any] = {}
+    if kind == "torch":
+        return options
+    if list(input_size) != [0, 0]:
+        options["input_size"] = (int(input_size[0]), int(input_size[1]))
+    batch = min(int(max_batch), num_cameras)
+    if batch > 1 and kind == "onnxruntime":
+        options["dynamic_batch"] = True
+    elif batch > 1:
+        options["max_batch"] = batch
+    return options
