@@ -1,6 +1,6 @@
 """Backend latency and parity: torch fp32 vs ONNX Runtime on the CPU (and fp16 / ORT-CUDA on a GPU).
 
-Usage: python benchmarks/backends.py [--size 448] [--threads 2] [--repeats 10] [--steps 16]
+Usage: [OMP_WAIT_POLICY=PASSIVE] python benchmarks/backends.py [--size 448] [--threads 2] [--repeats 10]
 
 Builds a random-init ViT-S/14 + flow checkpoint (trainable parts perturbed so the
 score map is not constant) in a temp dir, exports it to ONNX (timed, verified),
@@ -89,12 +89,17 @@ def cpu_section(ckpt: Path, inputs: np.ndarray, args: argparse.Namespace, cache:
     torch.set_num_threads(args.threads)
     torch_cpu = TorchBackend(ckpt, "cpu", precision="fp32")
     start = time.perf_counter()
-    ort_backends = {
-        f"onnxruntime {level}": OnnxRuntimeBackend(
-            ckpt, intra_op_threads=args.threads, inter_op_threads=1, graph_optimization=level, cache_dir=cache
+    ort_backends = {}
+    for variant in args.ort_variants.split(","):
+        level, _, spin = variant.partition("+")
+        ort_backends[f"onnxruntime {variant}"] = OnnxRuntimeBackend(
+            ckpt,
+            intra_op_threads=args.threads,
+            inter_op_threads=1,
+            graph_optimization=level,
+            allow_spinning=spin == "spin",
+            cache_dir=cache,
         )
-        for level in args.ort_levels.split(",")
-    }
     print(f"ONNX export + verification + session setup: {time.perf_counter() - start:.1f} s")
     reference = torch_cpu._forward(inputs)
     for name, backend in ort_backends.items():
@@ -139,13 +144,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=16, help="flow steps")
-    parser.add_argument("--ort-levels", default="all", help="comma list of ORT graph optimisation levels")
+    parser.add_argument(
+        "--ort-variants",
+        default="all,all+spin",
+        help="comma list of ORT graph optimisation levels (all/extended/basic), '+spin' = allow_spinning",
+    )
     parser.add_argument(
         "--cache-dir", type=Path, help="keep the ONNX export here to reuse it (default: temp)"
     )
     args = parser.parse_args()
     cpu = platform.processor() or platform.machine()
     print(f"machine: {cpu}, {os.cpu_count()} CPUs; torch {torch.__version__}")
+    # torch's OpenMP threads spin-wait by default, which collapses under CPU contention (other
+    # processes); OMP_WAIT_POLICY=PASSIVE (set before starting python) compares compute alone.
+    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset: OpenMP default, spinning)')}")
     print(f"model: ViT-S/14 (random init) + {args.steps}-step flow, input {args.size}x{args.size}, batch 1")
     with tempfile.TemporaryDirectory(prefix="flowclas_bench_") as tmp:
         ckpt = make_checkpoint(Path(tmp) / "ckpt", args.size, args.steps)

@@ -104,6 +104,9 @@ def test_session_options_validate_level():
         ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     )
     assert session_options(inter_op_threads=2).execution_mode == ort.ExecutionMode.ORT_PARALLEL
+    assert session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    spinning = session_options(allow_spinning=True)
+    assert spinning.get_session_config_entry("session.intra_op.allow_spinning") == "1"
     with pytest.raises(ValueError, match="graph_optimization"):
         session_options(graph_optimization="max")
 

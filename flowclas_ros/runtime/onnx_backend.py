@@ -29,6 +29,7 @@ def session_options(
     intra_op_threads: int | None = None,
     inter_op_threads: int | None = None,
     graph_optimization: str = "all",
+    allow_spinning: bool = False,
 ):
     """ONNX Runtime session options used by the backend (and the benchmark).
 
@@ -37,6 +38,9 @@ def session_options(
         inter_op_threads: Threads across operators; only used by the parallel executor, so > 1
             switches to it (the sequential executor is faster for this chain-like graph).
         graph_optimization: ``all`` (incl. layout / fusions), ``extended``, ``basic`` or ``disable``.
+        allow_spinning: Let idle pool threads busy-wait for the next op. Off by default: a robot
+            shares its CPU with other nodes, and on a loaded 2-core machine spinning made the
+            forward 1.3x slower (benchmarks/backends.py); on an idle, dedicated CPU it can save a little.
     """
     import onnxruntime as ort
 
@@ -58,6 +62,8 @@ def session_options(
         options.intra_op_num_threads = int(intra_op_threads)
     if inter_op_threads is not None:
         options.inter_op_num_threads = int(inter_op_threads)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "1" if allow_spinning else "0")
     options.enable_mem_pattern = True  # fixed shapes: plan the activation memory once
     options.enable_cpu_mem_arena = True
     options.log_severity_level = 3  # errors only
@@ -100,6 +106,7 @@ class OnnxRuntimeBackend(InferenceBackend):
         intra_op_threads: ORT intra-op threads (None: ORT default).
         inter_op_threads: ORT inter-op threads (None: ORT default; > 1 enables the parallel executor).
         graph_optimization: ``all``, ``extended``, ``basic`` or ``disable``.
+        allow_spinning: Busy-wait between ops (see :func:`session_options`); off by default.
         providers: Explicit ORT providers list (overrides ``device``).
         dynamic_batch: When exporting into the cache, make the batch axis dynamic.
         cache_dir: Cache root (default ``$FLOWCLAS_CACHE_DIR`` or ``~/.cache/flowclas_ros``).
@@ -120,6 +127,7 @@ class OnnxRuntimeBackend(InferenceBackend):
         intra_op_threads: int | None = None,
         inter_op_threads: int | None = None,
         graph_optimization: str = "all",
+        allow_spinning: bool = False,
         providers: list[Any] | None = None,
         dynamic_batch: bool = False,
         cache_dir: str | Path | None = None,
@@ -146,7 +154,7 @@ class OnnxRuntimeBackend(InferenceBackend):
                 )
         if providers is None:
             providers, device = execution_providers(device)
-        options = session_options(intra_op_threads, inter_op_threads, graph_optimization)
+        options = session_options(intra_op_threads, inter_op_threads, graph_optimization, allow_spinning)
         self.onnx_path = Path(onnx_path)
         if not self.onnx_path.is_file():
             raise ModelMismatchError(f"{self.onnx_path}: ONNX file not found")
