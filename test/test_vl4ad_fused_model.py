@@ -55,3 +55,20 @@ def test_weighted_fusion_round_trips_through_one_checkpoint(tmp_path, batch):
     assert loaded.config.text is not None and loaded.config.text.prompts is not None
     with torch.no_grad():
         assert torch.equal(loaded.model(batch), fused)
+
+
+def test_fused_model_exports_to_onnx_with_parity(tmp_path, batch):
+    from flowclas_ros.export import export_onnx
+
+    model = FlowCLAS(_config("max")).eval()
+    save_checkpoint(model, tmp_path / "ckpt", threshold=0.5)
+    report = export_onnx(tmp_path / "ckpt", tmp_path / "fused.onnx")
+    assert report.path.is_file()
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
+    x = batch[:1].numpy()
+    (ort_out,) = session.run(None, {session.get_inputs()[0].name: x})
+    with torch.no_grad():
+        torch_out = model(batch[:1]).numpy()
+    assert abs(ort_out - torch_out).max() < 1e-4

@@ -96,6 +96,8 @@ def _trace(model: FlowCLAS, input_size: tuple[int, int], path: Path, dynamic_bat
     fix_pos_embed = getattr(model.backbone, "fix_pos_embed", None)  # ViTs only; CNNs need nothing
     if fix_pos_embed is not None:
         fix_pos_embed(padded_size(model, input_size))
+    if getattr(model, "text_scorer", None) is not None:
+        model.text_scorer.prepare(input_size)  # VL4AD: fixed CLIP pos-embed; text embeddings become constants
     axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
