@@ -156,11 +156,16 @@ def main(argv: list[str] | None = None) -> int:
         results["flowclas"] = score_metrics(maps, test)
         results["flowclas"]["model_ms_per_image"] = model_ms
     print(f"test split: {test.root} ({len(test)} images); train: {train.root} ({len(train)} images)")
-    print(f"backbone {cfg.model.backbone.name} weights={cfg.model.backbone.weights} layers={cfg.model.backbone.layers}")
+    print(
+        f"backbone {cfg.model.backbone.name} weights={cfg.model.backbone.weights} "
+        f"layers={cfg.model.backbone.layers}"
+    )
     print(f"{'method':<20}{'AP':>8}{'AUROC':>8}{'FPR95':>8}{'imgAUROC':>10}")
     for name, r in results.items():
         cells = [r["ap"], r["auroc"], r["fpr95"], r["image_auroc"]]
-        print(f"{name:<20}" + "".join(f"{v:>8.4f}" if v is not None else f"{'-':>8}" for v in cells[:3]), end="")
+        print(
+            f"{name:<20}" + "".join(f"{v:>8.4f}" if v is not None else f"{'-':>8}" for v in cells[:3]), end=""
+        )
         print(f"{cells[3]:>10.4f}" if cells[3] is not None else f"{'-':>10}")
     print(f"wall time {time.perf_counter() - start:.1f} s")
     if args.json:

@@ -71,6 +71,7 @@ def env(tmp_path_factory):
             "min_region_area": MIN_AREA,
             "max_regions": 50,
             "max_batch": 4,
+            "batch_wait_ms": 200.0,  # capped at one forward by the node
             "diagnostics_period_s": 0.5,
             "no_frame_warning_s": 60.0,
         },

@@ -181,3 +181,25 @@ def test_backend_options_follow_backend_kind():
     assert backend_options("onnxruntime", [448, 448], 4, 2) == expected
     assert backend_options("tensorrt", [0, 0], 4, 3) == {"max_batch": 3}
     assert backend_options("tensorrt", [0, 0], 2, 3) == {"max_batch": 2}
+
+
+def test_slots_gather_frames_of_cameras_triggered_together():
+    slots = FrameSlots(2)
+    slots.put(Frame(1, "b_old", 0))  # camera 1 is active
+    slots.take(2, timeout=0.1)
+    slots.put(Frame(0, "a", 0))
+    late = threading.Timer(0.05, lambda: slots.put(Frame(1, "b", 0)))
+    late.start()
+    taken = slots.take(max_count=2, timeout=1.0, gather_s=2.0)
+    late.join()
+    assert sorted(f.msg for f in taken) == ["a", "b"]  # one batch, not a at once and b a forward later
+
+
+def test_slots_do_not_wait_for_inactive_cameras():
+    slots = FrameSlots(2)  # camera 1 never sent anything
+    slots.put(Frame(0, "a", 0))
+    start = time.monotonic()
+    assert [f.msg for f in slots.take(max_count=2, timeout=1.0, gather_s=2.0)] == ["a"]
+    assert time.monotonic() - start < 1.0
+    slots.put(Frame(0, "a2", 0))
+    assert [f.msg for f in slots.take(max_count=2, timeout=1.0, gather_s=0.0)] == ["a2"]

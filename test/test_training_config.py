@@ -47,7 +47,9 @@ def test_coco_oe_folder_placeholder_fails_with_layout(tmp_path):
 
 
 def test_cli_rejects_unknown_key_with_its_name(tmp_path, capsys):
-    status = main(["--config", str(CONFIGS / "demo.yaml"), "--set", "optim.learning_rate=1", "--out", str(tmp_path)])
+    status = main(
+        ["--config", str(CONFIGS / "demo.yaml"), "--set", "optim.learning_rate=1", "--out", str(tmp_path)]
+    )
     err = capsys.readouterr().err
     assert status == 2
     assert "optim.learning_rate" in err and err.startswith("flowclas-train: error:")
@@ -63,7 +65,9 @@ def test_cli_names_missing_train_folder(tmp_path, capsys):
 
 
 def test_cli_rejects_bad_values(tmp_path, capsys):
-    assert main(["--config", str(CONFIGS / "demo.yaml"), "--set", "target_fpr=2", "--out", str(tmp_path)]) == 2
+    assert (
+        main(["--config", str(CONFIGS / "demo.yaml"), "--set", "target_fpr=2", "--out", str(tmp_path)]) == 2
+    )
     assert "target_fpr" in capsys.readouterr().err
 
 

@@ -56,7 +56,9 @@ def tiny_config(root, **overrides) -> TrainConfig:
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_data")
-    generate_dataset(root, seed=3, counts={"train": 6, "val": 3, "test": 0}, cfg=SceneConfig(size=(56, 56)), progress=False)
+    generate_dataset(
+        root, seed=3, counts={"train": 6, "val": 3, "test": 0}, cfg=SceneConfig(size=(56, 56)), progress=False
+    )
     return root
 
 
@@ -84,7 +86,9 @@ def test_objective_finite_and_decreasing_on_a_fixed_batch():
     # NLL covers inlier cells of the mixed images only
     z, ljd = model.flow_forward(torch.cat([batch.mixed, batch.outlier]))
     expected = nll_loss(z[:2], ljd[:2], mixed_mask == 0, model.base.mean, model.base.log_sigma)
-    torch.testing.assert_close(objective(batch, torch.Generator().manual_seed(0))[1]["nll"], expected.detach())
+    torch.testing.assert_close(
+        objective(batch, torch.Generator().manual_seed(0))[1]["nll"], expected.detach()
+    )
 
 
 def test_validation_scoring_matches_model_forward():
@@ -119,7 +123,9 @@ def test_train_pool_cache_writes_calibrated_checkpoint_and_keeps_backbone_frozen
     assert prov["training_data"]["train"].endswith("train") and prov["val_metrics"]["ap"] is not None
     assert prov["train_config"]["cache"]["mode"] == "pool" and prov["step"] == summary.best_step
     # backbone untouched (same seed -> same init) and never received gradients
-    for (name, p_fresh), p_loaded in zip(fresh.backbone.named_parameters(), loaded.model.backbone.parameters()):
+    for (name, p_fresh), p_loaded in zip(
+        fresh.backbone.named_parameters(), loaded.model.backbone.parameters()
+    ):
         assert torch.equal(p_fresh, p_loaded), name
     # the threshold leaves ~target_fpr of the val inlier pixels above it (at the model input size)
     val = FolderDataset(tiny_data / "val", require_masks=True)
@@ -170,9 +176,10 @@ def test_resume_is_exact(tiny_data, tmp_path):
         assert torch.equal(sa["exp_avg"], sb["exp_avg"])
     assert opt_a["scheduler"] == opt_b["scheduler"]
     assert [r["loss"] for r in read_log(straight)] == [r["loss"] for r in read_log(split)]
-    assert json.loads((straight / "checkpoint" / "config.json").read_text())["threshold"] == json.loads(
-        (split / "checkpoint" / "config.json").read_text()
-    )["threshold"]
+    assert (
+        json.loads((straight / "checkpoint" / "config.json").read_text())["threshold"]
+        == json.loads((split / "checkpoint" / "config.json").read_text())["threshold"]
+    )
     # a finished run resumes to a no-op
     again = Trainer(cfg, split, progress=False).run()
     assert again.step == 4 and again.resumed_from == 4

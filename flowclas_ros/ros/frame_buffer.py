@@ -8,8 +8,12 @@ fast the cameras publish.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
+
+ACTIVE_S = 1.0
+"""A camera that delivered a frame within this many seconds is worth waiting for in a batch."""
 
 
 @dataclass
@@ -43,6 +47,7 @@ class FrameSlots:
         self._closed = False
         self.received = [0] * num_cameras
         self.dropped = [0] * num_cameras
+        self._last_put = [-float("inf")] * num_cameras
 
     def put(self, frame: Frame) -> None:
         """Stores ``frame`` as its camera's newest; a frame it replaces counts as dropped."""
@@ -50,13 +55,22 @@ class FrameSlots:
             if self._slots[frame.camera] is not None:
                 self.dropped[frame.camera] += 1
             self._slots[frame.camera] = frame
+            self._last_put[frame.camera] = time.monotonic()
             self.received[frame.camera] += 1
             self._cond.notify()
 
-    def take(self, max_count: int, timeout: float) -> list[Frame]:
-        """Waits up to ``timeout`` s for frames; returns at most ``max_count`` (empty on timeout/close)."""
+    def take(self, max_count: int, timeout: float, gather_s: float = 0.0) -> list[Frame]:
+        """Waits up to ``timeout`` s for frames; returns at most ``max_count`` (empty on timeout/close).
+
+        Once one frame is there, waits up to ``gather_s`` more for the other recently active
+        cameras, so that cameras triggered together share one forward instead of queueing
+        behind each other.
+        """
         with self._cond:
-            self._cond.wait_for(lambda: self._closed or any(s is not None for s in self._slots), timeout)
+            self._cond.wait_for(lambda: self._closed or self._filled() > 0, timeout)
+            if gather_s > 0.0 and not self._closed:
+                wanted = min(max_count, self._active(time.monotonic()))
+                self._cond.wait_for(lambda: self._closed or self._filled() >= wanted, gather_s)
             if self._closed:
                 return []
             count = len(self._slots)
@@ -72,6 +86,12 @@ class FrameSlots:
                     self._next = (index + 1) % count
                     break
             return taken
+
+    def _filled(self) -> int:
+        return sum(slot is not None for slot in self._slots)
+
+    def _active(self, now: float) -> int:
+        return sum(now - t <= ACTIVE_S for t in self._last_put)
 
     def counts(self) -> tuple[list[int], list[int]]:
         """Copies of the (received, dropped) counters per camera."""

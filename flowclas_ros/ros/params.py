@@ -118,6 +118,16 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         low=1,
         high=64,
     ),
+    ParamSpec(
+        "batch_wait_ms",
+        "double",
+        20.0,
+        "With several cameras: wait up to this long (and at most one forward) for the "
+        "other cameras' frames, so frames triggered together share one forward.",
+        runtime=True,
+        low=0.0,
+        high=1000.0,
+    ),
     ParamSpec("publish_score_map", "bool", True, "Publish ~/<camera>/score_map (32FC1).", runtime=True),
     ParamSpec("publish_mask", "bool", True, "Publish ~/<camera>/mask (mono8 0/255).", runtime=True),
     ParamSpec("publish_overlay", "bool", True, "Publish ~/<camera>/overlay (rgb8).", runtime=True),
@@ -217,6 +227,7 @@ class RuntimeSettings:
 
     threshold: float
     max_batch: int
+    batch_wait_ms: float
     publish_score_map: bool
     publish_mask: bool
     publish_overlay: bool
@@ -256,6 +267,7 @@ def runtime_settings(values: dict[str, Any], checkpoint_threshold: float | None)
     return RuntimeSettings(
         threshold=threshold,
         max_batch=int(values["max_batch"]),
+        batch_wait_ms=float(values["batch_wait_ms"]),
         publish_score_map=bool(values["publish_score_map"]),
         publish_mask=bool(values["publish_mask"]),
         publish_overlay=bool(values["publish_overlay"]),

@@ -65,6 +65,7 @@ class InferenceWorker(threading.Thread):
         self.batches = 0
         self.batched_frames = 0
         self.largest_batch = 0
+        self._last_forward_s: float | None = None
 
     def stop(self, timeout: float = 30.0) -> None:
         """Asks the loop to end, wakes it and waits for the current batch to finish."""
@@ -75,7 +76,8 @@ class InferenceWorker(threading.Thread):
 
     def run(self) -> None:  # noqa: D102 - threading.Thread API
         while not self._stop_event.is_set():
-            frames = self.ctx.slots.take(self.ctx.settings().max_batch, _IDLE_WAIT_S)
+            settings = self.ctx.settings()
+            frames = self.ctx.slots.take(settings.max_batch, _IDLE_WAIT_S, self._gather_s(settings))
             if frames and not self._stop_event.is_set():
                 try:
                     self.process(frames)
@@ -86,6 +88,15 @@ class InferenceWorker(threading.Thread):
                         f"processing a batch failed: {one_line(err)}",
                         throttle_duration_sec=THROTTLE_S,
                     )
+
+    def _gather_s(self, settings: RuntimeSettings) -> float:
+        """How long to wait for the other cameras: ``batch_wait_ms``, at most one forward.
+
+        Waiting longer than a forward never pays: scoring the frames one after the other would
+        have finished by then.
+        """
+        wait_s = settings.batch_wait_ms / 1000.0
+        return wait_s if self._last_forward_s is None else min(wait_s, self._last_forward_s)
 
     def _decode(self, frames: list[Frame]) -> list[tuple[Frame, np.ndarray]]:
         decoded = []
@@ -114,6 +125,7 @@ class InferenceWorker(threading.Thread):
             ctx.on_model_error(reason)
             ctx.logger.error(f"model forward failed: {reason}", throttle_duration_sec=THROTTLE_S)
             return
+        self._last_forward_s = sum(p.model_ms for p in predictions) / 1000.0
         self.batches += 1
         self.batched_frames += len(decoded)
         self.largest_batch = max(self.largest_batch, len(decoded))

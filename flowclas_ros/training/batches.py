@@ -91,7 +91,9 @@ class ResumableSampler(DistributedSampler):
     """``DistributedSampler`` that can start an epoch part-way (after ``skip`` samples of this rank)."""
 
     def __init__(self, dataset, ctx: DistContext, seed: int):
-        super().__init__(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed, drop_last=True)
+        super().__init__(
+            dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed, drop_last=True
+        )
         self.skip = 0
 
     def __iter__(self) -> Iterator[int]:

@@ -65,7 +65,9 @@ class ResumeState:
 def trainable_state(model: FlowCLAS) -> dict[str, torch.Tensor]:
     """Every model tensor except the frozen backbone's, detached, on CPU."""
     return {
-        k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith("backbone.")
+        k: v.detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+        if not k.startswith("backbone.")
     }
 
 
@@ -226,9 +228,7 @@ def recover_best(run_dir: Path) -> None:
         shutil.rmtree(old)
 
 
-def save_best(
-    run_dir: Path, model: FlowCLAS, threshold: float | None, provenance: dict[str, Any]
-) -> Path:
+def save_best(run_dir: Path, model: FlowCLAS, threshold: float | None, provenance: dict[str, Any]) -> Path:
     """Writes ``RUN_DIR/checkpoint/`` (DESIGN.md format) via a temp directory and renames.
 
     Returns:

@@ -25,8 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser."""
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Train FlowCLAS (frozen backbone + normalizing flow, Outlier Exposure, contrastive loss). "
-        "Resumes when --out already holds a training state. Runs under torchrun for multi-GPU DDP.",
+        description="Train FlowCLAS (frozen backbone + normalizing flow, Outlier Exposure, contrastive "
+        "loss). Resumes when --out already holds a training state. Runs under torchrun for multi-GPU DDP.",
     )
     parser.add_argument("--config", required=True, help="training config YAML (see config/train/)")
     parser.add_argument(
@@ -39,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", required=True, help="run directory (checkpoint/, state/, log.csv)")
     parser.add_argument(
-        "--stop-after", type=int, default=None, metavar="STEPS", help="stop (and save the state) after this step"
+        "--stop-after",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="stop (and save the state) after this step",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
@@ -53,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load(TrainConfig, args.config, args.overrides)
         if cfg.model.backbone.weights == "none":
             os.environ.setdefault(ALLOW_RANDOM_ENV, "1")  # the config asks for it; one log line is enough
-            logging.getLogger(PROG).warning("model.backbone.weights is 'none': random-init backbone (demo/tests)")
+            logging.getLogger(PROG).warning(
+                "model.backbone.weights is 'none': random-init backbone (demo/tests)"
+            )
         summary = Trainer(cfg, args.out, progress=not args.no_progress).run(stop_after=args.stop_after)
     except (ConfigError, DatasetError, BackboneError, StateError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -65,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         best = summary.best_metrics or {}
         report = {
             "step": summary.step,
+            "resumed_from": summary.resumed_from,
             "total_steps": summary.total_steps,
             "checkpoint": str(summary.checkpoint) if summary.checkpoint else None,
             "best_step": summary.best_step,

@@ -145,7 +145,9 @@ def maybe_generate(cfg: DataConfig, ctx: DistContext, progress: bool) -> None:
     if not gen.enabled:
         return
     if not cfg.root:
-        raise ConfigError("data.root: required when data.generate.enabled is true (the generator writes there)")
+        raise ConfigError(
+            "data.root: required when data.generate.enabled is true (the generator writes there)"
+        )
     if ctx.is_main and not resolve(cfg, cfg.train).is_dir():
         counts = {"train": gen.n_train, "val": gen.n_val, "test": gen.n_test}
         try:

@@ -48,7 +48,11 @@ class RunLog:
         kept: list[dict[str, str]] = []
         if self.path.is_file() and resume_step > 0:
             with open(self.path, newline="") as handle:
-                kept = [row for row in csv.DictReader(handle) if row.get("step") and int(row["step"]) <= resume_step]
+                kept = [
+                    row
+                    for row in csv.DictReader(handle)
+                    if row.get("step") and int(row["step"]) <= resume_step
+                ]
         with open(self.path, "w", newline="") as handle:
             writer = csv.DictWriter(handle, COLUMNS)
             writer.writeheader()

@@ -39,7 +39,13 @@ from flowclas_ros.training.checkpointing import (
 )
 from flowclas_ros.training.config import TrainConfig
 from flowclas_ros.training.datasets import TrainData, prepare_data, resolve
-from flowclas_ros.training.distributed import DistContext, all_reduce_mean, barrier, init_distributed, shutdown
+from flowclas_ros.training.distributed import (
+    DistContext,
+    all_reduce_mean,
+    barrier,
+    init_distributed,
+    shutdown,
+)
 from flowclas_ros.training.logs import RunLog
 from flowclas_ros.training.objective import FlowCLASObjective
 from flowclas_ros.training.optim import build_optimizer, build_scheduler
@@ -98,7 +104,11 @@ def git_commit() -> str | None:
     src = Path(flowclas_ros.__file__).resolve().parent
     try:
         head = subprocess.run(
-            ["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+            ["git", "-C", str(src), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
@@ -165,9 +175,13 @@ class Trainer:
         np.random.seed(self.cfg.seed % (2**32))
         torch.manual_seed(self.cfg.seed)
 
-    def _batches(self, data: TrainData, model: FlowCLAS, ctx: DistContext, amp_dtype) -> LiveBatches | PoolBatches:
+    def _batches(
+        self, data: TrainData, model: FlowCLAS, ctx: DistContext, amp_dtype
+    ) -> LiveBatches | PoolBatches:
         cfg = self.cfg
-        dataset = OETrainDataset(data.train, cfg.oe, cfg.model.preprocess, seed=cfg.seed, hflip=cfg.data.hflip)
+        dataset = OETrainDataset(
+            data.train, cfg.oe, cfg.model.preprocess, seed=cfg.seed, hflip=cfg.data.hflip
+        )
         if cfg.cache.mode == "pool":
             dtype = torch.float16 if cfg.cache.dtype == "float16" else torch.float32
             return PoolBatches(
@@ -263,8 +277,9 @@ class Trainer:
         source = self._batches(data, model, ctx, amp_dtype) if step < end else None
         history: list[dict[str, Any]] = []
         train_time, train_samples = 0.0, 0
-        bar = tqdm(total=total, initial=step, desc="training", unit="step", disable=not (self.progress and main))
-        last_val_step = -1
+        bar = tqdm(
+            total=total, initial=step, desc="training", unit="step", disable=not (self.progress and main)
+        )
         while step < end and source is not None:
             epoch, skip = divmod(step, steps_per_epoch)
             tick = time.perf_counter()
@@ -284,7 +299,9 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.1f}")
                 row: dict[str, Any] = {}
                 if step % cfg.log_every == 0 or step == end:
-                    values = all_reduce_mean([loss, parts["nll"], parts["con"], parts["anchors_outlier"]], ctx)
+                    values = all_reduce_mean(
+                        [loss, parts["nll"], parts["con"], parts["anchors_outlier"]], ctx
+                    )
                     row = {
                         "step": step,
                         "epoch": epoch,
@@ -299,21 +316,28 @@ class Trainer:
                 val_due = step % cfg.val_every == 0 if cfg.val_every else step % steps_per_epoch == 0
                 if val_due or step == total:
                     result = validate(model, valset, ctx, cfg.target_fpr, cfg.batch_size, amp_dtype)
-                    last_val_step = step
                     row = {**(row or {"step": step, "epoch": epoch}), **_val_columns(result)}
                     history.append({"step": step, **result.metrics, "threshold": result.threshold})
                     if _is_better(result, best):
                         best = {"ap": result.metrics["ap"], "step": step, "metrics": result.metrics}
                         best["threshold"] = result.threshold
                         if main:
-                            save_best(self.run_dir, model, result.threshold, self._provenance(data, result, step))
+                            save_best(
+                                self.run_dir, model, result.threshold, self._provenance(data, result, step)
+                            )
                         barrier(ctx)
                 if row:
                     log.write(row)
                 if step % cfg.checkpoint_every == 0 or step == end:
                     if main:
                         save_training_state(
-                            self.run_dir, step, model, optimizer, scheduler, scaler, {"best": best, "epoch": epoch}
+                            self.run_dir,
+                            step,
+                            model,
+                            optimizer,
+                            scheduler,
+                            scaler,
+                            {"best": best, "epoch": epoch},
                         )
                     barrier(ctx)
                 if step >= end:
@@ -321,8 +345,6 @@ class Trainer:
                 tick = time.perf_counter()
         bar.close()
         log.close()
-        if step >= total and best["step"] < 0 and last_val_step != step:
-            raise RuntimeError("training finished without a validation; this is a bug")
         checkpoint = self.run_dir / BEST_DIR
         return TrainSummary(
             step=step,
@@ -365,7 +387,8 @@ class Trainer:
         value = float(loss.detach())
         if not math.isfinite(value):
             raise FloatingPointError(
-                f"loss is {value} at step {step + 1}; lower optim.lr or loss.alpha, or keep optim.grad_clip > 0"
+                f"loss is {value} at step {step + 1}; lower optim.lr or loss.alpha, "
+                "or keep optim.grad_clip > 0"
             )
         optimizer.zero_grad(set_to_none=True)
         params = [p for group in optimizer.param_groups for p in group["params"]]

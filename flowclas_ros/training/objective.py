@@ -59,7 +59,12 @@ class FlowCLASObjective(nn.Module):
             emb = model.project(z)
         z, log_jac_det, emb = z.float(), log_jac_det.float(), emb.float()
         nll = nll_loss(
-            z[:n], log_jac_det[:n], batch.mixed_mask == 0, model.base.mean, model.base.log_sigma, cfg.nll_reduction
+            z[:n],
+            log_jac_det[:n],
+            batch.mixed_mask == 0,
+            model.base.mean,
+            model.base.log_sigma,
+            cfg.nll_reduction,
         )
         flat = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1])
         cells = z.shape[-2] * z.shape[-1]
