@@ -1,7 +1,7 @@
 """Record ROS 2 topics into a rosbag2: a minimal ``ros2 bag record`` (rosbag2 has no wheels here).
 
 Used by ``make demo`` to record what ``anomaly_node`` publishes during the live replay
-(results, score maps, masks, RViz overlays, /diagnostics)::
+(results, score maps, masks, /diagnostics)::
 
     python scripts/demo_record.py --out BAG --ready FILE \
         --topic /ns/anomaly_node/camera/result=flowclas_ros/msg/AnomalyResult \

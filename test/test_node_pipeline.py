@@ -361,39 +361,43 @@ def test_parameter_updates(calibrated):
     client.set_parameters(NODE, {"max_batch": 4})
 
 
+def _accounted(values: dict[str, str]) -> bool:
+    """Every frame the node received was processed, dropped (replaced) or skipped: no queue, no leak."""
+    outcomes = ("frames_processed", "frames_dropped", "frames_malformed", "outputs_nonfinite")
+    return int(values["frames_received"]) == sum(int(values[key]) for key in outcomes)
+
+
 def test_overload_keeps_latency_bounded(calibrated):
     env = calibrated
-
     rgb = textured_image(120, 160, seed=10)
     results = env.outputs["cam_a"].result
     results.clear()
     start = time.time()
     sent_at: dict[str, float] = {}
-    duration = 3.0
     i = 0
-    while time.time() - start < duration:  # as fast as this process can publish
+    while time.time() - start < 3.0:  # far above what the model can score
         frame_id = f"flood_{i}"
         sent_at[frame_id] = time.time()
         env.pub_a.publish(image_msg(rgb, "rgb8", frame_id, now_stamp(env.client)))
         i += 1
-        time.sleep(0.002)
-    last_sent = time.time()
-    # The frame sent last is answered (nothing older queued in front of it).
-    env.client.wait_for(
-        lambda: results.find(lambda m: m.header.frame_id == f"flood_{i - 1}"), 30, "the newest frame's result"
-    )
-    answered = [(t, m) for t, m in results.timed() if m.header.frame_id.startswith("flood_")]
+        time.sleep(0.001)
+    flood_end = time.time()
     sent = len(sent_at)
     assert sent >= 100, f"only {sent} frames published"
-    assert len(answered) < sent / 2, f"{len(answered)} of {sent} answered: frames were queued, not dropped"
+    # Quiescence: the node has handled every frame it received (processed or dropped, never queued).
+    _, _, values = _latest_diag(env, ": cam_a", flood_end, lambda d: _accounted(d[2]), timeout=30)
+    assert int(values["frames_dropped"]) > 0, values
+    answered = [(t, m) for t, m in results.timed() if m.header.frame_id.startswith("flood_")]
+    assert len(answered) >= 3, f"{len(answered)} of {sent} frames answered"
+    assert len(answered) < sent, "every frame answered: the flood did not exceed the model's rate"
     latencies = sorted(t - sent_at[m.header.frame_id] for t, m in answered)
     median_latency = latencies[len(latencies) // 2]
+    bound = max(1.5, 6 * median_latency)
     # With a queue, latency would grow with the backlog (seconds here); newest-frame keeps it ~1 forward.
-    assert latencies[-1] < max(1.5, 6 * median_latency), latencies
-    assert answered[-1][0] - last_sent < max(1.5, 6 * median_latency)
-    # Drops are counted and reported.
-    _, message, values = _latest_diag(env, ": cam_a", start, lambda d: "high drop rate" in d[1], timeout=10)
-    assert int(values["frames_dropped"]) > 0 and "dropped" in message
+    assert latencies[-1] < bound, latencies
+    # Results are for recent frames: the newest answered frame was among the last ones sent.
+    newest = max(sent_at[m.header.frame_id] for _, m in answered)
+    assert flood_end - newest < bound, (flood_end - newest, bound)
 
 
 # ----------------------------------------------------------------------------- lifecycle

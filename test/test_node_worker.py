@@ -23,8 +23,7 @@ def setup(tmp_path_factory):
     from flowclas_ros.msg import AnomalyResult
     from flowclas_ros.ros.frame_buffer import FrameSlots
     from flowclas_ros.ros.outputs import CameraOutputs
-    from flowclas_ros.ros.params import PARAMETERS as SPECS
-    from flowclas_ros.ros.params import CameraInput, runtime_settings
+    from flowclas_ros.ros.params import PARAMETERS, CameraInput, runtime_settings
     from flowclas_ros.ros.stats import CameraStats
     from flowclas_ros.ros.worker import InferenceWorker, WorkerContext
     from flowclas_ros.runtime import create_backend
@@ -40,7 +39,7 @@ def setup(tmp_path_factory):
     outputs = CameraOutputs.create(node, "cam")
     results = Recorder()
     node.create_subscription(AnomalyResult, "/worker_test/cam/result", results, 10)
-    values = {spec.name: spec.default for spec in SPECS}
+    values = {spec.name: spec.default for spec in PARAMETERS}
     settings = runtime_settings(values, good.threshold)
     errors: list[str] = []
     ctx = WorkerContext(

@@ -1,7 +1,7 @@
-"""The demo's pictures: torch score maps of the test split, the overlay strip and the overlay GIF.
+"""The demo's pictures: the overlay strip and the overlay GIF.
 
-Built with numpy / OpenCV from the test images, the torch backend's score maps
-and the node's recorded overlays; no matplotlib, so the panels keep their pixels.
+Built with numpy / OpenCV from the test images and what the node published during
+the live replay (score maps, masks, results); no matplotlib, so panels keep their pixels.
 """
 
 from __future__ import annotations
@@ -21,64 +21,6 @@ _TEXT = (235, 235, 235)
 _GT_COLOUR = (64, 255, 64)
 
 
-@dataclass
-class ScoreMaps:
-    """Torch-backend score maps of a dataset split, in the dataset's (sorted stem) order.
-
-    Attributes:
-        names: Image stems.
-        maps: (N, H, W) float32 per-pixel scores at image resolution.
-        image_scores: (N,) image-level scores.
-        threshold: The checkpoint's calibrated pixel threshold.
-    """
-
-    names: list[str]
-    maps: np.ndarray
-    image_scores: np.ndarray
-    threshold: float
-
-    def save(self, path: Path) -> None:
-        """Writes a compressed ``.npz``."""
-        np.savez_compressed(
-            path,
-            names=np.array(self.names),
-            maps=self.maps,
-            image_scores=self.image_scores,
-            threshold=np.float64(self.threshold),
-        )
-
-    @classmethod
-    def load(cls, path: Path) -> ScoreMaps:
-        """Reads what :meth:`save` wrote (no pickles)."""
-        with np.load(path, allow_pickle=False) as data:
-            return cls(
-                [str(n) for n in data["names"]],
-                data["maps"].astype(np.float32),
-                data["image_scores"].astype(np.float64),
-                float(data["threshold"]),
-            )
-
-
-def torch_score_maps(checkpoint: Path, split: Path, threads: int) -> ScoreMaps:
-    """Scores every image of ``split`` with the torch backend (one frame per forward, like the node)."""
-    import torch
-
-    from flowclas_ros.runtime import create_backend
-
-    torch.set_num_threads(threads)
-    dataset = FolderDataset(split)
-    with create_backend("torch", checkpoint) as backend:
-        if backend.threshold is None:
-            raise ValueError(f"checkpoint {checkpoint} has no calibrated threshold")
-        maps, scores = [], []
-        for index in range(len(dataset)):
-            pred = backend.predict([dataset.load_image(index)])[0]
-            maps.append(pred.score_map.astype(np.float32))
-            scores.append(pred.image_score)
-        threshold = float(backend.threshold)
-    return ScoreMaps(list(dataset.stems), np.stack(maps), np.asarray(scores, np.float64), threshold)
-
-
 def display_range(
     maps: np.ndarray, low_quantile: float = 0.5, high_quantile: float = 0.999
 ) -> tuple[float, float]:
@@ -90,13 +32,13 @@ def display_range(
     return low, max(high, low + 1e-6)
 
 
-def pick_strip_frames(dataset: FolderDataset, count: int) -> list[int]:
-    """Up to ``count`` frames: anomalous ones spread evenly over the split, plus one normal frame.
+def pick_strip_frames(dataset: FolderDataset, candidates: Sequence[int], count: int) -> list[int]:
+    """Up to ``count`` of ``candidates``: anomalous frames spread evenly, plus one normal frame.
 
     Evenly spaced rather than best-scoring, so the strip shows typical frames.
     """
     anomalous, normal = [], []
-    for index in range(len(dataset)):
+    for index in sorted(candidates):
         mask = dataset.load_mask(index)
         (anomalous if mask is not None and np.any(mask == 1) else normal).append(index)
     n_anomalous = min(len(anomalous), count - (1 if normal else 0))
@@ -148,37 +90,55 @@ def _fit(image: np.ndarray, side: int, nearest: bool) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR)
 
 
+@dataclass
+class StripRow:
+    """One frame of the overlay strip.
+
+    Attributes:
+        name: Frame name for the caption.
+        image: (H, W, 3) uint8 RGB input.
+        score_map: (H, W) float scores.
+        mask: (H, W) uint8 predicted mask (0/255), as the node published it.
+        truth: (H, W) uint8 ground truth (0/1/255), or None.
+        image_score: Image-level score.
+    """
+
+    name: str
+    image: np.ndarray
+    score_map: np.ndarray
+    mask: np.ndarray
+    truth: np.ndarray | None
+    image_score: float
+
+
 def overlay_strip(
-    dataset: FolderDataset,
-    scores: ScoreMaps,
-    indices: Sequence[int],
+    rows: Sequence[StripRow],
+    threshold: float,
     score_range: tuple[float, float],
     path: Path,
     panel_side: int = 224,
 ) -> Path:
-    """One row per frame: input | score map | predicted mask (score >= threshold) | ground truth."""
-    titles = ("input", "score map (torch)", f"mask (score >= {scores.threshold:.3g})", "ground truth")
-    gap = 4
-    rows, panel_w = [], panel_side
-    for index in indices:
-        image, smap = dataset.load_image(index), scores.maps[index]
-        mask = dataset.load_mask(index, image.shape[:2])
-        predicted = np.repeat((smap >= scores.threshold).astype(np.uint8)[..., None] * 255, 3, axis=2)
-        panels = [
-            _fit(image, panel_side, nearest=True),
-            _fit(colourise(smap, score_range), panel_side, nearest=False),
-            _fit(predicted, panel_side, nearest=True),
-            _fit(label_rgb(mask) if mask is not None else np.zeros_like(image), panel_side, nearest=True),
-        ]
-        _caption(panels[0], f"{scores.names[index]}  image score {scores.image_scores[index]:.3f}")
-        panel_w = panels[0].shape[1]
-        spacer = np.full((panels[0].shape[0], gap, 3), 255, np.uint8)
-        rows.append(np.hstack([panels[0], spacer, panels[1], spacer, panels[2], spacer, panels[3]]))
+    """One row per frame: input | score map | mask (score >= threshold) | ground truth."""
     if not rows:
         raise ValueError("no frames for the overlay strip")
-    body = [_header(titles, panel_w, gap)]
+    titles = ("input", "score map", f"mask (score >= {threshold:.3g})", "ground truth")
+    gap = 4
+    lines, panel_w = [], panel_side
     for row in rows:
-        body += [np.full((gap, row.shape[1], 3), 255, np.uint8), row]
+        truth = label_rgb(row.truth) if row.truth is not None else np.zeros_like(row.image)
+        panels = [
+            _fit(row.image, panel_side, nearest=True),
+            _fit(colourise(row.score_map, score_range), panel_side, nearest=False),
+            _fit(np.repeat(row.mask[..., None], 3, axis=2), panel_side, nearest=True),
+            _fit(truth, panel_side, nearest=True),
+        ]
+        _caption(panels[0], f"{row.name}  image score {row.image_score:.3f}")
+        panel_w = panels[0].shape[1]
+        spacer = np.full((panels[0].shape[0], gap, 3), 255, np.uint8)
+        lines.append(np.hstack([panels[0], spacer, panels[1], spacer, panels[2], spacer, panels[3]]))
+    body = [_header(titles, panel_w, gap)]
+    for line in lines:
+        body += [np.full((gap, line.shape[1], 3), 255, np.uint8), line]
     width = max(b.shape[1] for b in body)
     strip = np.vstack([_pad_width(b, width) for b in body])
     cv2.imwrite(str(path), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))

@@ -22,6 +22,7 @@ from flowclas_ros.demo.report import write_report
 from flowclas_ros.demo.runner import DemoError, Stage, StageRunner
 from flowclas_ros.demo.settings import DEFAULT_CONFIG, DEFAULT_OUT, THREADS_ENV, DemoSettings, tiny_settings
 from flowclas_ros.demo.stages import DemoStages, dataset_params
+from flowclas_ros.model.backbone import ALLOW_RANDOM_ENV
 
 PROG = "demo"
 _domain_lock: IO[str] | None = None
@@ -98,6 +99,14 @@ def settings_from_args(args: argparse.Namespace) -> DemoSettings:
     return settings
 
 
+def random_backbone(settings: DemoSettings) -> bool:
+    """True when the training config (with the demo's overrides) asks for a random-init backbone."""
+    from flowclas_ros.config_io import load
+    from flowclas_ros.training.config import TrainConfig
+
+    return load(TrainConfig, settings.config, list(settings.train_overrides)).model.backbone.weights == "none"
+
+
 def run(settings: DemoSettings, force: bool = False) -> list[str]:
     """Runs stages 2-7 and prints the stage times and the summary; returns the summary lines."""
     start = time.perf_counter()
@@ -110,6 +119,13 @@ def run(settings: DemoSettings, force: bool = False) -> list[str]:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # the demo's DDS traffic stays on this machine
     os.environ.pop("ROS_LOCALHOST_ONLY", None)  # deprecated in Jazzy; conflicts with the above
     print(f"[demo] run folder {settings.out}; ROS_DOMAIN_ID {os.environ['ROS_DOMAIN_ID']}", flush=True)
+    if random_backbone(settings):
+        os.environ[ALLOW_RANDOM_ENV] = "1"  # said once here and in the report, not by every process
+        print(
+            "[demo] note: random-init backbone (no pretrained weights here): the scores show the pipeline "
+            "working, not DINOv2's quality",
+            flush=True,
+        )
     stages = DemoStages(settings)
     runner = StageRunner(stages.stamps, log=lambda text: print(text, flush=True))
     for stage in stages.all():

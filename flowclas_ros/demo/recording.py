@@ -1,8 +1,9 @@
 """Reading back what the demo recorded from the node (``scripts/demo_record.py``), without ROS.
 
-The recording is a rosbag2 holding the node's ``result``, ``score_map``, ``mask``,
-``overlay`` and ``/diagnostics`` messages; :func:`read_recording` decodes it with
-rosbags (the bag stores the message definitions, ``AnomalyResult`` included).
+The recording is a rosbag2 holding the node's ``result``, ``score_map``, ``mask`` and
+``/diagnostics`` messages (``overlay`` is not subscribed, so the node does not render it).
+:func:`read_recording` decodes it with rosbags (the bag stores the message definitions,
+``AnomalyResult`` included).
 """
 
 from __future__ import annotations
@@ -14,13 +15,12 @@ from typing import Any
 import numpy as np
 from rosbags.highlevel import AnyReader
 
-from flowclas_ros.data.image_codec import decode_float, decode_image, decode_mono8
+from flowclas_ros.data.image_codec import decode_float, decode_mono8
 
 OUTPUTS = {
     "result": "flowclas_ros/msg/AnomalyResult",
     "score_map": "sensor_msgs/msg/Image",
     "mask": "sensor_msgs/msg/Image",
-    "overlay": "sensor_msgs/msg/Image",
 }
 DIAGNOSTICS_TOPIC = "/diagnostics"
 DIAGNOSTICS_TYPE = "diagnostic_msgs/msg/DiagnosticArray"
@@ -47,7 +47,6 @@ class Recording:
         results: One dict per ``AnomalyResult`` in receive order (stamp, scores, regions, latency).
         score_maps: Stamp -> (H, W) float32 score map.
         masks: Stamp -> (H, W) uint8 mask (0/255).
-        overlays: Stamp -> (H, W, 3) uint8 RGB overlay, in receive order.
         diagnostics: The node's last status per name: ``{name: {"level", "message", key: value}}``.
         counts: Messages per output name (``diagnostics`` included).
     """
@@ -55,7 +54,6 @@ class Recording:
     results: list[dict[str, Any]] = field(default_factory=list)
     score_maps: dict[int, np.ndarray] = field(default_factory=dict)
     masks: dict[int, np.ndarray] = field(default_factory=dict)
-    overlays: dict[int, np.ndarray] = field(default_factory=dict)
     diagnostics: dict[str, dict[str, Any]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -79,6 +77,7 @@ def _result(msg: Any, recv_ns: int) -> dict[str, Any]:
                 "width": int(r.width),
                 "height": int(r.height),
                 "peak_score": float(r.peak_score),
+                "mean_score": float(r.mean_score),
                 "area": int(r.area),
             }
             for r in msg.regions
@@ -117,8 +116,6 @@ def read_recording(bag: Path, node: str, camera: str) -> Recording:
             args = (msg.encoding, msg.height, msg.width, msg.step, msg.data, msg.is_bigendian)
             if name == "score_map":
                 rec.score_maps[_stamp(msg)] = decode_float(*args)
-            elif name == "mask":
-                rec.masks[_stamp(msg)] = decode_mono8(*args[:5])
             else:
-                rec.overlays[_stamp(msg)] = decode_image(*args, copy=True)
+                rec.masks[_stamp(msg)] = decode_mono8(*args[:5])
     return rec

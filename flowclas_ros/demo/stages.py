@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flowclas_ros.demo.figures import ScoreMaps, display_range, torch_score_maps
 from flowclas_ros.demo.recording import record_arguments
 from flowclas_ros.demo.runner import DemoError, Stage, run_cli
 from flowclas_ros.demo.settings import REPO_ROOT, DemoSettings, pick_threads
@@ -31,7 +30,6 @@ IMAGE_TOPIC = "/camera/image_raw"
 MASK_TOPIC = "/camera/anomaly_mask"
 CAMERA = "camera"  # the node's output namespace for IMAGE_TOPIC (flowclas_ros.ros.naming)
 BAG_START_S = 1_700_000_000  # stamp of the bag's first frame
-SCORE_MAPS_FILE = "score_maps.npz"
 AGREEMENT_FILE = "agreement.json"
 RECORDER = REPO_ROOT / "scripts" / "demo_record.py"
 COMPARED_METRICS = ("auroc", "ap")
@@ -174,25 +172,19 @@ class DemoStages:
         )
 
     def eval_torch(self) -> Stage:
-        """4: offline evaluation of the test split (torch), plus its score maps for the figures."""
+        """4: offline evaluation of the test split (torch backend)."""
 
         def run() -> None:
             threads = self._threads("eval_torch")
             cmd = ["flowclas-eval", "--checkpoint", self.s.checkpoint, "--data", self.s.test_split]
             cmd += ["--out", self.s.eval_torch, "--threads", threads, *self._progress()]
             run_cli(cmd, threads=threads, what="offline evaluation (torch)")
-            self.log("[demo]   scoring the test split once more for the figures (torch backend)")
-            torch_score_maps(self.s.checkpoint, self.s.test_split, threads).save(
-                self.s.eval_torch / SCORE_MAPS_FILE
-            )
 
         return Stage(
             "eval_torch",
             "evaluate the held-out test split offline (torch backend)",
-            key=lambda: self.key(
-                "eval_torch", ["flowclas_ros.evaluation.cli", "flowclas_ros.demo.figures"], ["train"]
-            ),
-            outputs=[self.s.eval_torch / "metrics.json", self.s.eval_torch / SCORE_MAPS_FILE],
+            key=lambda: self.key("eval_torch", ["flowclas_ros.evaluation.cli"], ["train"]),
+            outputs=[self.s.eval_torch / "metrics.json"],
             run=run,
             clean=[self.s.eval_torch],
         )
@@ -207,12 +199,10 @@ class DemoStages:
             cmd = ["flowclas-bag", "--data", self.s.test_split, "--out", bag, "--rate", self.s.bag_rate_hz]
             cmd += ["--start-time", BAG_START_S, "--image-topic", IMAGE_TOPIC, "--mask-topic", MASK_TOPIC]
             run_cli(cmd, threads=1, what="writing the test bag")
-            low, high = display_range(ScoreMaps.load(self.s.eval_torch / SCORE_MAPS_FILE).maps)
             node_params = [
                 "qos_reliability:=best_effort",  # sensor-data QoS, depth 1: the newest frame only
                 "qos_depth:=1",
                 "diagnostics_period_s:=1.0",
-                f"overlay_score_range:=[{low:.6f}, {high:.6f}]",  # fixed colours across frames
             ]
             cmd = ["flowclas-eval", "--live", "--checkpoint", self.s.checkpoint, "--bag", bag]
             cmd += [
@@ -236,7 +226,7 @@ class DemoStages:
             key=lambda: self.key(
                 "live",
                 ["flowclas_ros.evaluation.cli", "flowclas_ros.ros.node", "flowclas_ros.data.bag_cli"],
-                ["train", "eval_torch"],
+                ["train"],
                 recorder=digest_files([RECORDER], REPO_ROOT),
                 rate=self.s.bag_rate_hz,
                 rate_factor=self.s.rate_factor,

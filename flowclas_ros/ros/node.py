@@ -51,7 +51,7 @@ from flowclas_ros.ros.params import (
 )
 from flowclas_ros.ros.qos import input_qos, silence_causes
 from flowclas_ros.ros.stats import ERROR, OK, CameraStats, assess
-from flowclas_ros.ros.worker import InferenceWorker, WorkerContext, one_line
+from flowclas_ros.ros.worker import InferenceWorker, ResultHook, WorkerContext, one_line
 from flowclas_ros.runtime.base import InferenceBackend, create_backend
 
 NODE_NAME = "anomaly_node"
@@ -84,6 +84,8 @@ class AnomalyNode(LifecycleNode):
         self._no_frame_timer = None
         self._activated_at = 0.0
         self._model_error: tuple[float, str] | None = None
+        # Extension point: per-frame consumers after the 2D outputs (e.g. a depth/3D stage).
+        self.result_hooks: list[ResultHook] = []
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diagnostics_timer = self.create_timer(
             float(self._values["diagnostics_period_s"]), self._publish_diagnostics
@@ -193,6 +195,7 @@ class AnomalyNode(LifecycleNode):
                 max_image_side=int(self._values["max_image_side"]),
                 logger=self.get_logger(),
                 on_model_error=self._record_model_error,
+                result_hooks=self.result_hooks,
             )
         )
         self._worker.start()

@@ -195,6 +195,8 @@ class TrainConfig:
         device: ``auto`` (CUDA if available), ``cpu``, ``cuda`` or ``cuda:N``.
         seed: Seed of data order, OE, contrastive sampling and the model init.
         num_workers: DataLoader workers per process.
+        threads: torch intra-op CPU threads per process (0 = torch's default). On a
+            CPU shared with other jobs, 1 avoids thread oversubscription.
         log_every: Write a CSV / TensorBoard row every N steps.
     """
 
@@ -214,6 +216,7 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     num_workers: int = 2
+    threads: int = 0
     log_every: int = 10
 
     def __post_init__(self) -> None:
@@ -225,7 +228,7 @@ class TrainConfig:
             raise ValueError("checkpoint_every and log_every must be >= 1, val_every >= 0")
         if not 0.0 < self.target_fpr < 1.0:
             raise ValueError(f"target_fpr must be in (0, 1), got {self.target_fpr}")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.num_workers < 0 or self.threads < 0:
+            raise ValueError("num_workers and threads must be >= 0")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")

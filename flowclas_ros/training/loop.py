@@ -170,7 +170,10 @@ class Trainer:
             save(self.cfg, cfg_path)
         return resuming
 
-    def _seed(self) -> None:
+    def _setup_process(self) -> None:
+        """Thread count and global seeds (data, OE and sampling use their own seeded streams)."""
+        if self.cfg.threads:
+            torch.set_num_threads(self.cfg.threads)
         random.seed(self.cfg.seed)
         np.random.seed(self.cfg.seed % (2**32))
         torch.manual_seed(self.cfg.seed)
@@ -233,7 +236,7 @@ class Trainer:
         cfg, main = self.cfg, ctx.is_main
         wall_start = time.perf_counter()
         resuming = self._check_run_dir(ctx)
-        self._seed()
+        self._setup_process()
         data = prepare_data(cfg.data, ctx, progress=self.progress and main)
         model = FlowCLAS(cfg.model).to(ctx.device).train()
         amp_dtype = resolve_amp(cfg.amp, ctx.device)
