@@ -11,6 +11,8 @@ The rule (contract, documented in README.md):
 * The outputs of that camera are ``~/<camera_name>/result``, ``~/<camera_name>/score_map``,
   ``~/<camera_name>/mask`` and ``~/<camera_name>/overlay``, i.e.
   ``/<namespace>/anomaly_node/<camera_name>/...``, with one camera as with several.
+  Cameras with depth also get ``~/<camera_name>/anomaly_points`` and
+  ``~/<camera_name>/anomaly_markers``.
 * The ``camera_names`` parameter, when set, replaces the derived names (one per topic).
 """
 
@@ -24,8 +26,10 @@ IMAGE_SUFFIXES = frozenset(
 """Trailing topic parts that name the image stream rather than the camera."""
 
 DEFAULT_CAMERA = "camera"
-OUTPUTS = ("result", "score_map", "mask", "overlay")
-"""Output topic leaf names, under ``~/<camera_name>/``."""
+OUTPUTS = ("result", "score_map", "mask", "overlay", "anomaly_points", "anomaly_markers")
+"""Output topic leaf names, under ``~/<camera_name>/``.
+
+The last two (3D) exist only for cameras with a depth topic (``depth_topics``)."""
 
 # A ROS 2 topic token: letters, digits and underscores, not starting with a digit.
 _TOKEN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

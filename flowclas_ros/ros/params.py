@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported in depth_settings: keeps this table free of numpy/OpenCV for launch files
+    from flowclas_ros.runtime.geometry3d import DepthSettings
 
 BACKEND_KINDS = ("torch", "onnxruntime", "tensorrt")
 RELIABILITY = ("best_effort", "reliable")
@@ -101,6 +104,20 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         high=3600.0,
     ),
     ParamSpec("diagnostics_period_s", "double", 1.0, "Period of /diagnostics.", low=0.1, high=60.0),
+    # --- depth / 3D inputs (configure-time) ---
+    ParamSpec(
+        "depth_topics",
+        "string_array",
+        None,
+        "Per image topic: aligned depth image (16UC1 mm / 32FC1 m); '' = no 3D for that camera. "
+        "Empty: no 3D outputs at all.",
+    ),
+    ParamSpec(
+        "camera_info_topics",
+        "string_array",
+        None,
+        "Per image topic: sensor_msgs/CameraInfo of the colour camera; required where depth_topics is set.",
+    ),
     # --- runtime ---
     ParamSpec(
         "threshold",
@@ -167,6 +184,46 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         runtime=True,
         low=0.0,
         high=1.0,
+    ),
+    # --- depth / 3D (runtime) ---
+    ParamSpec(
+        "depth_scale",
+        "double",
+        0.0,
+        "Metres per raw depth unit; 0 uses REP-118 (16UC1: 0.001, 32FC1: 1).",
+        runtime=True,
+        low=0.0,
+        high=1000.0,
+    ),
+    ParamSpec(
+        "min_range", "double", 0.0, "Depth (z, m) below which a pixel is invalid.", runtime=True, low=0.0
+    ),
+    ParamSpec(
+        "max_range", "double", 10.0, "Depth (z, m) above which a pixel is invalid.", runtime=True, low=0.0
+    ),
+    ParamSpec(
+        "voxel_size",
+        "double",
+        0.0,
+        "Voxel edge (m) for downsampling ~/<camera>/anomaly_points; 0 keeps every point.",
+        runtime=True,
+        low=0.0,
+        high=100.0,
+    ),
+    ParamSpec(
+        "publish_points", "bool", True, "Publish ~/<camera>/anomaly_points (PointCloud2).", runtime=True
+    ),
+    ParamSpec(
+        "publish_markers", "bool", True, "Publish ~/<camera>/anomaly_markers (MarkerArray).", runtime=True
+    ),
+    ParamSpec(
+        "depth_sync_tolerance",
+        "double",
+        0.02,
+        "Largest stamp difference (s) between a colour frame and its depth image; else no 3D for it.",
+        runtime=True,
+        low=0.0,
+        high=10.0,
     ),
     # --- start-up ---
     ParamSpec("autostart", "bool", True, "Configure and activate at start (plain ros2 run works)."),
@@ -236,6 +293,10 @@ class RuntimeSettings:
     min_region_area: int
     max_regions: int
     drop_warn_fraction: float
+    depth: DepthSettings
+    publish_points: bool
+    publish_markers: bool
+    depth_sync_tolerance_ns: int
 
 
 @dataclass(frozen=True)
@@ -276,7 +337,75 @@ def runtime_settings(values: dict[str, Any], checkpoint_threshold: float | None)
         min_region_area=int(values["min_region_area"]),
         max_regions=int(values["max_regions"]),
         drop_warn_fraction=float(values["drop_warn_fraction"]),
+        depth=depth_settings(values),
+        publish_points=bool(values["publish_points"]),
+        publish_markers=bool(values["publish_markers"]),
+        depth_sync_tolerance_ns=int(round(float(values["depth_sync_tolerance"]) * 1e9)),
     )
+
+
+def depth_settings(values: dict[str, Any]) -> DepthSettings:
+    """The depth parameters as :class:`DepthSettings` (its checks are the cross-field validation).
+
+    Raises:
+        ValueError: E.g. ``min_range >= max_range``; the message names the parameters.
+    """
+    from flowclas_ros.runtime.geometry3d import DepthSettings
+
+    return DepthSettings(
+        depth_scale=float(values["depth_scale"]),
+        min_range=float(values["min_range"]),
+        max_range=float(values["max_range"]),
+        voxel_size=float(values["voxel_size"]),
+    )
+
+
+@dataclass(frozen=True)
+class DepthInput:
+    """The depth and CameraInfo topics of one camera."""
+
+    depth_topic: str
+    info_topic: str
+
+
+def depth_inputs(
+    depth_topics: list[str] | None, info_topics: list[str] | None, image_topics: list[str]
+) -> list[DepthInput | None]:
+    """Per camera: its depth inputs, or None (no 3D for that camera).
+
+    Args:
+        depth_topics: ``depth_topics`` (one per image topic, '' = none), or empty/None: no 3D at all.
+        info_topics: ``camera_info_topics`` (one per image topic).
+        image_topics: ``image_topics``.
+
+    Raises:
+        ValueError: Wrong list lengths, or a depth topic without a CameraInfo topic.
+    """
+    if not depth_topics or not any(str(t).strip("/") for t in depth_topics):
+        return [None] * len(image_topics)
+    if len(depth_topics) != len(image_topics):
+        raise ValueError(
+            f"depth_topics has {len(depth_topics)} entries but image_topics has {len(image_topics)}; "
+            "give one per image topic ('' for a camera without depth) or leave it empty"
+        )
+    infos = list(info_topics or [])
+    if len(infos) != len(image_topics):
+        raise ValueError(
+            f"camera_info_topics has {len(infos)} entries but image_topics has {len(image_topics)}; "
+            "give one per image topic (the colour camera's CameraInfo, '' where there is no depth)"
+        )
+    out: list[DepthInput | None] = []
+    for image, depth, info in zip(image_topics, depth_topics, infos):
+        if not str(depth).strip("/"):
+            out.append(None)
+        elif not str(info).strip("/"):
+            raise ValueError(
+                f"camera_info_topics: empty for {image!r}, which has depth topic {depth!r}; "
+                "3D points need the colour camera's CameraInfo"
+            )
+        else:
+            out.append(DepthInput(str(depth), str(info)))
+    return out
 
 
 def camera_inputs(topics: list[str], compressed: list[bool] | None, names: list[str]) -> list[CameraInput]:
