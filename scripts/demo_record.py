@@ -8,8 +8,8 @@ Used by ``make demo`` to record what ``anomaly_node`` publishes during the live 
         --topic /ns/anomaly_node/camera/overlay=sensor_msgs/msg/Image ...
 
 Messages are written as received (their CDR bytes, stamped with the receive time);
-subscriptions are reliable, like RViz's default. ``--ready FILE`` is created once the
-subscriptions exist. SIGINT or SIGTERM stops the recording and closes the bag; the
+subscriptions are reliable, like RViz's default. ``--ready FILE`` is created once every
+topic has a matched publisher. SIGINT or SIGTERM stops the recording and closes the bag; the
 message counts per topic are printed as one JSON line. Types that the rosbags typestore
 does not know are registered from this repository's ``msg/*.msg``.
 """
@@ -103,6 +103,11 @@ def record(out: Path, topics: list[tuple[str, str]], ready: Path | None, storage
 
                 node.create_subscription(classes[msgtype], topic, on_message, QOS, raw=True)
             if ready is not None:
+                # Only once every topic has a matched publisher: DDS discovery can take seconds
+                # under load, and whatever is published before it completes is not recorded.
+                subscriptions = list(node.subscriptions)
+                while not stop and not all(sub.get_publisher_count() > 0 for sub in subscriptions):
+                    executor.spin_once(timeout_sec=0.1)
                 ready.write_text("ready\n")
             while not stop:
                 executor.spin_once(timeout_sec=0.1)
@@ -123,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--topic", action="append", required=True, metavar="TOPIC=TYPE", help="topic and type (repeatable)"
     )
-    parser.add_argument("--ready", type=Path, help="file created once the subscriptions exist")
+    parser.add_argument("--ready", type=Path, help="file created once every topic has a matched publisher")
     parser.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
     args = parser.parse_args(argv)
     try:

@@ -95,3 +95,35 @@ def test_warmup_then_cosine():
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     lam = torch.optim.lr_scheduler.LambdaLR(opt, sched)
     assert lam.state_dict()["lr_lambdas"][0] == {"warmup": 10, "total": 110, "min_ratio": 0.1}
+
+
+def _png(path, value, shape=(8, 8, 3)):
+    import cv2
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full(shape, value, np.uint8))
+
+
+def test_mvtec_layout_and_held_out_validation(tmp_path):
+    from flowclas_ros.config_io import from_dict
+    from flowclas_ros.training.config import DataConfig
+    from flowclas_ros.training.datasets import open_folder
+
+    cat = tmp_path / "mvtec" / "bottle"
+    for i in range(10):
+        _png(cat / "train" / "good" / f"{i:03d}.png", i)
+    _png(cat / "test" / "good" / "000.png", 1)
+    _png(cat / "test" / "broken" / "000.png", 2)
+    _png(cat / "ground_truth" / "broken" / "000_mask.png", 255, (8, 8))
+    cfg = from_dict(DataConfig, {"root": str(tmp_path / "mvtec"), "layout": "mvtec", "train": "bottle"})
+    data = prepare_data(cfg, DistContext(), progress=False)
+    assert data.val_held_out and len(data.train) == 9 and len(data.val) == 1
+    assert set(data.train.stems).isdisjoint(data.val.stems)
+    test = open_folder(cfg, "bottle", "data.test", require_masks=True)
+    masks = {stem: test.load_mask(i) for i, stem in enumerate(test.stems)}
+    assert len(test) == 2 and test.has_masks
+    assert sorted(int(m.max()) for m in masks.values()) == [0, 1]  # 255 -> 1; good -> zeros
+    bad = from_dict(DataConfig, {"root": str(tmp_path / "mvtec"), "layout": "mvtec", "train": "cable"})
+    with pytest.raises(ConfigError, match="data.train.*train/good"):
+        prepare_data(bad, DistContext(), progress=False)

@@ -159,16 +159,14 @@ def gt_outline(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         contours, _ = cv2.findContours(
             (mask == 1).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
         )
-        cv2.drawContours(out, contours, -1, _GT_COLOUR, 1)
+        cv2.drawContours(out, contours, -1, _GT_COLOUR, max(1, round(max(out.shape[:2]) / 224)))
     return out
 
 
-def stream_frame(overlay: np.ndarray, reference: np.ndarray, caption: str, scale: int) -> np.ndarray:
-    """One GIF frame: the node's overlay (as RViz shows it) | input with ground truth, and a caption."""
-    left = cv2.resize(overlay, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-    right = cv2.resize(reference, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-    spacer = np.full((left.shape[0], 4, 3), 255, np.uint8)
-    frame = np.hstack([left, spacer, right])
+def stream_frame(overlay: np.ndarray, reference: np.ndarray, caption: str) -> np.ndarray:
+    """One GIF frame: the overlay (as RViz shows it) | the input with ground truth, and a caption bar."""
+    spacer = np.full((overlay.shape[0], 4, 3), 255, np.uint8)
+    frame = np.hstack([overlay, spacer, reference])
     bar = np.full((24, frame.shape[1], 3), _BAR, np.uint8)
     cv2.putText(bar, caption, (4, 17), _FONT, 0.45, _TEXT, 1, cv2.LINE_AA)
     return np.vstack([frame, bar])

@@ -92,7 +92,7 @@ def read_recording(bag: Path, node: str, camera: str) -> Recording:
     topics = output_topics(node, camera)
     by_topic = {topic: name for name, topic in topics.items()}
     rec = Recording(counts=dict.fromkeys([*OUTPUTS, "diagnostics"], 0))
-    node_name = node.rstrip("/").rsplit("/", 1)[-1]
+    node_names = {node.strip("/"), node.rstrip("/").rsplit("/", 1)[-1]}  # full or bare name in status names
     with AnyReader([Path(bag)]) as reader:
         conns = [c for c in reader.connections if c.topic in by_topic or c.topic == DIAGNOSTICS_TOPIC]
         for conn, recv_ns, raw in reader.messages(connections=conns):
@@ -100,7 +100,7 @@ def read_recording(bag: Path, node: str, camera: str) -> Recording:
             if conn.topic == DIAGNOSTICS_TOPIC:
                 rec.counts["diagnostics"] += 1
                 for status in msg.status:
-                    if status.name.startswith(f"{node_name}:"):
+                    if status.name.split(": ", 1)[0].strip("/") in node_names:
                         values = {kv.key: kv.value for kv in status.values}
                         rec.diagnostics[status.name] = {
                             "level": int(status.level),

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from flowclas_ros.data.folder import FolderDataset
@@ -59,10 +60,31 @@ def answered_frames(rec: Recording, n_frames: int, rate_hz: float) -> dict[int, 
     return {i: by_index[i] for i in sorted(by_index) if 0 <= i < n_frames}
 
 
-def rviz_overlay(image: np.ndarray, score_map: np.ndarray, result: dict[str, Any], score_range) -> np.ndarray:
-    """The node's ``~/overlay`` for one result: its renderer, its regions, a fixed colour range."""
+def rviz_overlay(
+    image: np.ndarray,
+    score_map: np.ndarray,
+    result: dict[str, Any],
+    score_range: tuple[float, float],
+    scale: int = 1,
+) -> np.ndarray:
+    """The node's ``~/overlay`` for one result (its renderer and regions, a fixed colour range).
+
+    Drawn at ``scale`` times the input size (regions scaled along) so labels stay legible.
+    """
+    if scale > 1:
+        size = (image.shape[1] * scale, image.shape[0] * scale)
+        image = cv2.resize(image, size, interpolation=cv2.INTER_NEAREST)
+        score_map = cv2.resize(score_map, size, interpolation=cv2.INTER_LINEAR)
     regions = [
-        Region(g["x"], g["y"], g["width"], g["height"], g["peak_score"], g["mean_score"], g["area"])
+        Region(
+            g["x"] * scale,
+            g["y"] * scale,
+            g["width"] * scale,
+            g["height"] * scale,
+            g["peak_score"],
+            g["mean_score"],
+            g["area"],
+        )
         for g in result["regions"]
     ]
     return render_overlay(
@@ -92,10 +114,14 @@ def overlay_gif(
     for i, index in enumerate(indices):
         stamp = frames_by_index[index]
         image = dataset.load_image(index)
-        overlay = rviz_overlay(image, rec.score_maps[stamp], results[stamp], score_range)
-        reference = gt_outline(image, dataset.load_mask(index, image.shape[:2]))
+        scale = settings.gif_scale
+        overlay = rviz_overlay(image, rec.score_maps[stamp], results[stamp], score_range, scale)
+        big = cv2.resize(image, overlay.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+        truth = cv2.resize(
+            dataset.load_mask(index, image.shape[:2]), big.shape[1::-1], interpolation=cv2.INTER_NEAREST
+        )
         caption = f"frame {index + 1}/{len(dataset)}  model {results[stamp]['latency_ms']:.0f} ms"
-        frames.append(stream_frame(overlay, reference, caption, settings.gif_scale))
+        frames.append(stream_frame(overlay, gt_outline(big, truth), caption))
         shown_for = (indices[i + 1] - index) if i + 1 < len(indices) else 1  # until the next answered frame
         durations.append(shown_for * period_ms / settings.rate_factor)
     write_gif(frames, durations, path)

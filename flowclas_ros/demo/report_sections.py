@@ -74,7 +74,7 @@ def metrics_section(
     text = f"Calibrated pixel threshold (checkpoint): {fmt(threshold, 4)}"
     if val:
         text += "; validation split: " + ", ".join(
-            f"{k} {fmt(v)}" for k, v in val.items() if isinstance(v, float)
+            f"{k} {fmt(val[k])}" for k in ("auroc", "ap", "fpr95", "image_auroc") if k in val
         )
     doc.paragraph(text + ".")
 
@@ -169,7 +169,5 @@ def timing_section(
     doc.table(["stage", "this run", "wall time (s)", "when produced (s)"], rows)
     if threads_used:
         doc.paragraph(
-            "Torch threads per stage (picked from the cores other jobs left free): "
-            + ", ".join(f"{k} {v}" for k, v in threads_used.items())
-            + "."
+            "Torch threads per stage: " + ", ".join(f"{k} {v}" for k, v in threads_used.items()) + "."
         )

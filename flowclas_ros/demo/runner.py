@@ -100,6 +100,11 @@ class StageRunner:
         return result
 
 
+def threads_env(threads: int) -> dict[str, str]:
+    """The environment that caps torch / OpenMP threads of a process (and the processes it starts)."""
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
 def run_cli(cmd: Sequence[str | Path], *, threads: int, what: str, env: dict[str, str] | None = None) -> None:
     """Runs one of the project's CLIs, its output passed through; DemoError on failure.
 
@@ -111,7 +116,7 @@ def run_cli(cmd: Sequence[str | Path], *, threads: int, what: str, env: dict[str
         raise DemoError(
             f"{what}: {argv[0]} not found on PATH; run 'make bootstrap' and 'source scripts/env.sh'"
         )
-    full_env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    full_env = {**os.environ, **(env or {}), **threads_env(threads)}
     print(f"[demo]   $ {shlex.join(argv)}", flush=True)
     rc = subprocess.run([exe, *argv[1:]], env=full_env).returncode
     if rc != 0:

@@ -1,27 +1,23 @@
 """The demo's stages 2-6: dataset, training, offline evaluation, live replay, ONNX Runtime check.
 
 Each stage runs the project's own CLIs (``flowclas-make-dataset``, ``flowclas-train``,
-``flowclas-eval``, ``flowclas-bag``, ``flowclas-export``) as subprocesses, and the
-live replay's recorder (``scripts/demo_record.py``) as a process, so this module
-imports no ROS. Stage 7, the report, is in :mod:`flowclas_ros.demo.report`.
+``flowclas-eval``, ``flowclas-bag``, ``flowclas-export``) as subprocesses; the live
+stage also starts ``anomaly_node`` and the recorder as processes
+(:mod:`flowclas_ros.demo.live`), so this module imports no ROS. Stage 7, the report, is in :mod:`flowclas_ros.demo.report`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flowclas_ros.demo.recording import record_arguments
-from flowclas_ros.demo.runner import DemoError, Stage, run_cli
+from flowclas_ros.demo.live import RECORDER, NodeProcess, Recorder, write_node_params
+from flowclas_ros.demo.runner import DemoError, Stage, run_cli, threads_env
 from flowclas_ros.demo.settings import REPO_ROOT, DemoSettings, pick_threads
 from flowclas_ros.demo.stamps import StampStore, code_digest, digest_files, stage_key
 
@@ -31,7 +27,6 @@ MASK_TOPIC = "/camera/anomaly_mask"
 CAMERA = "camera"  # the node's output namespace for IMAGE_TOPIC (flowclas_ros.ros.naming)
 BAG_START_S = 1_700_000_000  # stamp of the bag's first frame
 AGREEMENT_FILE = "agreement.json"
-RECORDER = REPO_ROOT / "scripts" / "demo_record.py"
 COMPARED_METRICS = ("auroc", "ap")
 
 
@@ -199,25 +194,28 @@ class DemoStages:
             cmd = ["flowclas-bag", "--data", self.s.test_split, "--out", bag, "--rate", self.s.bag_rate_hz]
             cmd += ["--start-time", BAG_START_S, "--image-topic", IMAGE_TOPIC, "--mask-topic", MASK_TOPIC]
             run_cli(cmd, threads=1, what="writing the test bag")
-            node_params = [
-                "qos_reliability:=best_effort",  # sensor-data QoS, depth 1: the newest frame only
-                "qos_depth:=1",
-                "diagnostics_period_s:=1.0",
-            ]
-            cmd = ["flowclas-eval", "--live", "--checkpoint", self.s.checkpoint, "--bag", bag]
-            cmd += [
-                "--image-topic",
-                IMAGE_TOPIC,
-                "--mask-topic",
-                MASK_TOPIC,
-                "--rate-factor",
-                self.s.rate_factor,
-            ]
-            cmd += ["--node-name", NODE_NAME, "--out", self.s.live, *self._progress()]
-            for item in node_params:
-                cmd += ["--node-param", item]
-            with Recorder(recorded, self.s.live / "recorder.log"):
-                run_cli(cmd, threads=threads, what="live replay through anomaly_node")
+            params = write_node_params(self.s.live / "node_params.yaml", self.s.checkpoint, IMAGE_TOPIC)
+            node = NodeProcess(NODE_NAME, params, self.s.live / "node.log", threads_env(threads))
+            recorder = None
+            try:
+                recorder = Recorder(recorded, NODE_NAME, CAMERA, self.s.live / "recorder.log")
+                waited = recorder.wait_ready(node, timeout_s=300.0)
+                self.log(f"[demo]   anomaly_node up and recorded ({waited:.1f} s); replaying the bag")
+                cmd = ["flowclas-eval", "--live", "--attach", "--node-name", NODE_NAME, "--bag", bag]
+                cmd += ["--checkpoint", self.s.checkpoint, "--image-topic", IMAGE_TOPIC]
+                cmd += ["--mask-topic", MASK_TOPIC, "--rate-factor", self.s.rate_factor]
+                run_cli(cmd + ["--out", self.s.live, *self._progress()], threads=1, what="live replay")
+                node.check_alive()
+                time.sleep(1.5)  # one more /diagnostics period: the final counts get recorded
+            finally:
+                node_rc = node.stop()
+                recorder_rc = recorder.stop() if recorder is not None else 0
+            if node_rc != 0:
+                raise DemoError(f"anomaly_node exited with code {node_rc}; log: {self.s.live / 'node.log'}")
+            if recorder_rc != 0:
+                raise DemoError(
+                    f"the recorder exited with code {recorder_rc}; log: {self.s.live / 'recorder.log'}"
+                )
 
         return Stage(
             "live",
@@ -225,7 +223,12 @@ class DemoStages:
             f"({self.s.bag_rate_hz:g} Hz x {self.s.rate_factor:g}), recording its outputs",
             key=lambda: self.key(
                 "live",
-                ["flowclas_ros.evaluation.cli", "flowclas_ros.ros.node", "flowclas_ros.data.bag_cli"],
+                [
+                    "flowclas_ros.evaluation.cli",
+                    "flowclas_ros.ros.node",
+                    "flowclas_ros.data.bag_cli",
+                    "flowclas_ros.demo.live",
+                ],
                 ["train"],
                 recorder=digest_files([RECORDER], REPO_ROOT),
                 rate=self.s.bag_rate_hz,
@@ -275,49 +278,3 @@ class DemoStages:
             run=run,
             clean=[self.s.onnx_model.parent, self.s.eval_ort],
         )
-
-
-class Recorder:
-    """``scripts/demo_record.py`` recording the node's outputs while the ``with`` block runs."""
-
-    def __init__(self, bag: Path, log_path: Path, ready_timeout_s: float = 120.0) -> None:
-        self.bag, self.log_path, self.timeout = bag, log_path, ready_timeout_s
-        self.ready = bag.with_name(bag.name + ".ready")
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self) -> Recorder:
-        self.ready.unlink(missing_ok=True)
-        cmd = [sys.executable, str(RECORDER), "--out", str(self.bag), "--ready", str(self.ready)]
-        cmd += record_arguments(NODE_NAME, CAMERA)
-        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in __exit__
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + self.timeout
-        while not self.ready.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self._stop()
-                raise DemoError(f"the recorder did not start (log: {self.log_path}): {self._tail()}")
-            time.sleep(0.1)
-        return self
-
-    def _tail(self) -> str:
-        lines = self.log_path.read_text(errors="replace").strip().splitlines()
-        return lines[-1] if lines else "no output"
-
-    def _stop(self) -> int | None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        self.ready.unlink(missing_ok=True)
-        return self.proc.returncode if self.proc is not None else None
-
-    def __exit__(self, exc_type: object, *exc: object) -> None:
-        rc = self._stop()
-        if rc != 0 and exc_type is None:
-            raise DemoError(f"the recorder exited with code {rc} (log: {self.log_path}): {self._tail()}")
-        if not (self.bag / "metadata.yaml").exists():
-            shutil.rmtree(self.bag, ignore_errors=True)

@@ -37,6 +37,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from flowclas_ros.ros import diagnostics
 from flowclas_ros.ros.declare import declare_parameters
+from flowclas_ros.ros.depth_stage import DepthStage
 from flowclas_ros.ros.frame_buffer import Frame, FrameSlots
 from flowclas_ros.ros.naming import resolve_camera_names
 from flowclas_ros.ros.outputs import CameraOutputs
@@ -46,6 +47,8 @@ from flowclas_ros.ros.params import (
     RuntimeSettings,
     backend_options,
     camera_inputs,
+    depth_inputs,
+    depth_settings,
     runtime_settings,
     validate,
 )
@@ -56,6 +59,7 @@ from flowclas_ros.runtime.base import InferenceBackend, create_backend
 
 NODE_NAME = "anomaly_node"
 IMAGE_TYPE, COMPRESSED_TYPE = "sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"
+DEPTH_PARAMETERS = frozenset({"depth_scale", "min_range", "max_range", "voxel_size"})
 MODEL_ERROR_WINDOW_S = 10.0
 
 
@@ -69,6 +73,7 @@ class AnomalyNode(LifecycleNode):
             reason = validate(name, value)
             if reason:
                 raise ValueError(f"invalid parameter {reason}")
+        depth_settings(self._values)  # cross-field checks (min_range < max_range); ValueError
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self._state = "unconfigured"
@@ -76,6 +81,7 @@ class AnomalyNode(LifecycleNode):
         self._backend: InferenceBackend | None = None
         self._cameras: list[CameraInput] = []
         self._outputs: list[CameraOutputs] = []
+        self._depth: DepthStage | None = None
         self._settings: RuntimeSettings | None = None
         self._stats: list[CameraStats] = []
         self._slots: FrameSlots | None = None
@@ -118,6 +124,12 @@ class AnomalyNode(LifecycleNode):
                     reason = "threshold: NaN means the checkpoint's, but the checkpoint has none"
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
+        if any(param.name in DEPTH_PARAMETERS for param in params):
+            candidate = dict(self._values) | {p.name: p.value for p in params if p.name in SPECS}
+            try:
+                depth_settings(candidate)
+            except ValueError as err:
+                return SetParametersResult(successful=False, reason=str(err))
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, params: list[Parameter]) -> None:
@@ -139,6 +151,7 @@ class AnomalyNode(LifecycleNode):
             topics = list(values["image_topics"])
             names = resolve_camera_names(topics, values["camera_names"])
             cameras = camera_inputs(topics, values["compressed"], names)
+            depth = depth_inputs(values["depth_topics"], values["camera_info_topics"], topics)
             if not values["checkpoint"]:
                 raise ValueError("parameter 'checkpoint' is empty: set it to a checkpoint directory")
             options = backend_options(
@@ -157,6 +170,7 @@ class AnomalyNode(LifecycleNode):
         self._backend, self._cameras, self._settings = backend, cameras, settings
         self._diagnostics_timer.timer_period_ns = int(float(values["diagnostics_period_s"]) * 1e9)
         self._outputs = [CameraOutputs.create(self, camera.name) for camera in cameras]
+        self._depth = DepthStage(self, cameras, depth) if any(depth) else None
         self._configure_error = None
         self._state = "inactive"
         size = backend.config.preprocess.input_size
@@ -164,6 +178,9 @@ class AnomalyNode(LifecycleNode):
             f"configured: backend {backend.name} on {backend.device}, input {size[0]}x{size[1]}, "
             f"threshold {settings.threshold:.4g}, cameras: "
             + ", ".join(f"{c.topic} -> ~/{c.name}/" for c in cameras)
+            + "".join(
+                f"; 3D for {c.name}: {d.depth_topic} + {d.info_topic}" for c, d in zip(cameras, depth) if d
+            )
         )
         return TransitionCallbackReturn.SUCCESS
 
@@ -184,6 +201,8 @@ class AnomalyNode(LifecycleNode):
             self._subscriptions_in.append(
                 self.create_subscription(msg_type, camera.topic, self._frame_callback(index), qos)
             )
+        if self._depth is not None:
+            self._depth.subscribe(self)
         self._worker = InferenceWorker(
             WorkerContext(
                 backend=self._backend,
@@ -196,6 +215,7 @@ class AnomalyNode(LifecycleNode):
                 logger=self.get_logger(),
                 on_model_error=self._record_model_error,
                 result_hooks=self.result_hooks,
+                depth=self._depth,
             )
         )
         self._worker.start()
@@ -253,6 +273,8 @@ class AnomalyNode(LifecycleNode):
         if self._worker is not None:
             self._worker.stop()
             self._worker = None
+        if self._depth is not None:  # after the worker: it owns the marker tracker while running
+            self._depth.unsubscribe(self, clear_markers=self.context.ok())
         if self._no_frame_timer is not None:
             self.destroy_timer(self._no_frame_timer)
             self._no_frame_timer = None
@@ -261,6 +283,9 @@ class AnomalyNode(LifecycleNode):
         for outputs in self._outputs:
             outputs.destroy(self)
         self._outputs = []
+        if self._depth is not None:
+            self._depth.destroy(self)
+            self._depth = None
         if self._backend is not None:
             self._backend.close()
             self._backend = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +16,9 @@ from flowclas_ros.ros.conversions import float_image_msg, mono8_image_msg, resul
 from flowclas_ros.ros.naming import output_topic
 from flowclas_ros.ros.params import RuntimeSettings
 from flowclas_ros.ros.qos import IMAGE_OUTPUT_QOS, RESULT_QOS
+from flowclas_ros.ros.region_3d import fill_region_3d
 from flowclas_ros.runtime.base import Prediction
+from flowclas_ros.runtime.geometry3d import Region3D
 from flowclas_ros.runtime.postprocess import Region, anomaly_mask, find_regions, render_overlay
 
 
@@ -27,6 +30,13 @@ class FrameResult:
     regions: list[Region]
     anomalous_fraction: float
     threshold: float
+
+
+Stage3D = Callable[[Header, np.ndarray, np.ndarray, list[Region]], list[Region3D | None] | None]
+"""(header, score_map, mask, regions) -> one Region3D (or None) per region, or None without 3D.
+
+Runs before the result message is built, so its regions carry their 3D fields
+(``DepthStage.process`` for one camera, which also publishes the cloud and markers)."""
 
 
 @dataclass
@@ -58,9 +68,19 @@ class CameraOutputs:
             node.destroy_publisher(publisher)
 
     def publish(
-        self, header: Header, rgb: np.ndarray, prediction: Prediction, settings: RuntimeSettings, backend: str
+        self,
+        header: Header,
+        rgb: np.ndarray,
+        prediction: Prediction,
+        settings: RuntimeSettings,
+        backend: str,
+        stage_3d: Stage3D | None = None,
     ) -> FrameResult:
-        """Post-processes one finite prediction and publishes every wanted output with ``header``."""
+        """Post-processes one finite prediction and publishes every wanted output with ``header``.
+
+        ``stage_3d`` (cameras with depth) runs after the regions are found and before the result
+        goes out; its 3D regions fill the result's ``AnomalyRegion`` 3D fields.
+        """
         score = prediction.score_map
         threshold = settings.threshold
         mask = anomaly_mask(score, threshold)
@@ -88,16 +108,19 @@ class CameraOutputs:
                 image_score=prediction.image_score,
             )
             self.overlay.publish(rgb8_image_msg(header, overlay))
-        # The result goes last: a planner reacting to it finds the images already sent.
-        self.result.publish(
-            result_msg(
-                header,
-                image_score=prediction.image_score,
-                threshold=threshold,
-                anomalous_fraction=fraction,
-                regions=regions,
-                latency_ms=prediction.model_ms,
-                backend=backend,
-            )
+        regions_3d = stage_3d(header, score, mask, regions) if stage_3d is not None else None
+        message = result_msg(
+            header,
+            image_score=prediction.image_score,
+            threshold=threshold,
+            anomalous_fraction=fraction,
+            regions=regions,
+            latency_ms=prediction.model_ms,
+            backend=backend,
         )
+        if regions_3d is not None:
+            for region_msg, region_3d in zip(message.regions, regions_3d):
+                fill_region_3d(region_msg, region_3d)
+        # The result goes last: a planner reacting to it finds the images (and 3D) already sent.
+        self.result.publish(message)
         return FrameResult(mask, regions, fraction, threshold)

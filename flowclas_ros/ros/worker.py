@@ -7,10 +7,12 @@ Runtime release the GIL during the forward, so callbacks keep running.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +23,9 @@ from flowclas_ros.ros.outputs import CameraOutputs, FrameResult
 from flowclas_ros.ros.params import CameraInput, RuntimeSettings
 from flowclas_ros.ros.stats import CameraStats
 from flowclas_ros.runtime.base import InferenceBackend, Prediction
+
+if TYPE_CHECKING:  # depth_stage imports this module
+    from flowclas_ros.ros.depth_stage import DepthStage
 
 THROTTLE_S = 5.0
 
@@ -52,6 +57,7 @@ class WorkerContext:
     logger: object  # rclpy logger
     on_model_error: Callable[[str], None]
     result_hooks: list[ResultHook] = field(default_factory=list)
+    depth: DepthStage | None = None  # the 3D stage, when any camera has depth
 
 
 class InferenceWorker(threading.Thread):
@@ -137,8 +143,11 @@ class InferenceWorker(threading.Thread):
                     throttle_duration_sec=THROTTLE_S,
                 )
                 continue
+            stage_3d = None
+            if ctx.depth is not None and ctx.depth.has_depth(frame.camera):
+                stage_3d = functools.partial(ctx.depth.process, frame.camera, settings)
             result = ctx.outputs[frame.camera].publish(
-                frame.msg.header, rgb, prediction, settings, ctx.backend.name
+                frame.msg.header, rgb, prediction, settings, ctx.backend.name, stage_3d
             )
             for hook in ctx.result_hooks:
                 hook(frame, rgb, prediction, result)

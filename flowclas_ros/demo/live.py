@@ -1,0 +1,127 @@
+"""The live stage's processes: the real ``anomaly_node`` and the recorder of its outputs.
+
+The demo starts the node itself (``flowclas-node``, newest-frame QoS, /diagnostics on),
+then the recorder (``scripts/demo_record.py``), waits until the recorder has matched every
+output of the node, and only then lets ``flowclas-eval --live --attach`` replay the bag:
+DDS discovery can take seconds under load, and frames answered before the recorder is
+matched would be missing from the recording. No ROS import here: both are processes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import yaml
+
+from flowclas_ros.demo.recording import record_arguments
+from flowclas_ros.demo.runner import DemoError
+from flowclas_ros.demo.settings import REPO_ROOT
+
+RECORDER = REPO_ROOT / "scripts" / "demo_record.py"
+
+
+def split_node_name(name: str) -> tuple[str, str]:
+    """``/ns/node`` -> ``("/ns", "node")``."""
+    namespace, _, node = name.rstrip("/").rpartition("/")
+    return namespace or "/", node
+
+
+def write_node_params(path: Path, checkpoint: Path, image_topic: str) -> Path:
+    """The node's parameters: newest-frame policy (best effort, depth 1) and /diagnostics every second."""
+    params = {
+        "checkpoint": str(checkpoint.resolve()),
+        "backend": "torch",
+        "device": "cpu",
+        "image_topics": [image_topic],
+        "qos_reliability": "best_effort",  # sensor-data QoS, depth 1: always the newest frame, no queue
+        "qos_depth": 1,
+        "diagnostics_period_s": 1.0,
+    }
+    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}, sort_keys=False))
+    return path
+
+
+class _Process:
+    """A child process with its output in a log file; stopped with SIGINT (SIGKILL after a timeout)."""
+
+    what = "process"
+
+    def __init__(self, cmd: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.cmd, self.log_path = cmd, log_path
+        self._log: IO[str] = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+
+    def tail(self) -> str:
+        """The last line of the log."""
+        self._log.flush()
+        lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        return lines[-1] if lines else "no output"
+
+    def check_alive(self) -> None:
+        """DemoError if the process has exited."""
+        if self.proc.poll() is not None:
+            raise DemoError(
+                f"{self.what} exited with code {self.proc.returncode} ({self.tail()}); log: {self.log_path}"
+            )
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGINT, then SIGKILL after ``timeout_s``; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+class NodeProcess(_Process):
+    """``flowclas-node`` started as ``node_name`` with a parameter file."""
+
+    what = "anomaly_node"
+
+    def __init__(self, node_name: str, params_file: Path, log_path: Path, env: dict[str, str]) -> None:
+        exe = shutil.which("flowclas-node")
+        if exe is None:
+            raise DemoError(
+                "flowclas-node not found on PATH; run 'make bootstrap' and 'source scripts/env.sh'"
+            )
+        namespace, name = split_node_name(node_name)
+        cmd = [exe, "--ros-args", "--params-file", str(params_file), "-r", f"__node:={name}"]
+        super().__init__(cmd + ["-r", f"__ns:={namespace}"], log_path, env)
+
+
+class Recorder(_Process):
+    """``scripts/demo_record.py`` recording the node's outputs and /diagnostics into a rosbag2."""
+
+    what = "the recorder"
+
+    def __init__(self, bag: Path, node_name: str, camera: str, log_path: Path) -> None:
+        self.bag = bag
+        self.ready = bag.with_name(bag.name + ".ready")
+        self.ready.unlink(missing_ok=True)
+        cmd = [sys.executable, str(RECORDER), "--out", str(bag), "--ready", str(self.ready)]
+        super().__init__(cmd + record_arguments(node_name, camera), log_path)
+
+    def wait_ready(self, node: NodeProcess, timeout_s: float) -> float:
+        """Waits until the recorder matched every output of the node; returns the seconds waited."""
+        start = time.monotonic()
+        while not self.ready.exists():
+            node.check_alive()
+            self.check_alive()
+            if time.monotonic() - start > timeout_s:
+                raise DemoError(
+                    f"the recorder did not match the node's outputs within {timeout_s:g} s "
+                    f"(node log: {node.log_path}, last line: {node.tail()})"
+                )
+            time.sleep(0.1)
+        time.sleep(0.5)  # the node's side of the match settles too
+        return time.monotonic() - start

@@ -1,0 +1,219 @@
+"""The optional 3D stage of ``anomaly_node``: depth + CameraInfo -> anomaly points, markers, region boxes.
+
+Per camera with a depth topic (``depth_topics``):
+
+* callbacks only push the raw depth / CameraInfo messages into small
+  :class:`~flowclas_ros.runtime.stamp_sync.StampBuffer` rings (O(1));
+* the inference worker, after the colour frame's regions are found and before
+  its ``AnomalyResult`` goes out, calls :meth:`DepthStage.process`: the depth
+  image nearest the colour stamp within ``depth_sync_tolerance`` (never
+  waiting: no match = no 3D for this frame, the 2D outputs go out as usual) and
+  the nearest CameraInfo (else the latest, intrinsics rarely change) give the
+  cloud ``~/<camera>/anomaly_points`` and the boxes ``~/<camera>/anomaly_markers``;
+* every 3D output carries the colour image's header (stamp and optical frame).
+
+Cameras without depth get no 3D publishers at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from rclpy.node import Node
+from rclpy.publisher import Publisher
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header
+from visualization_msgs.msg import MarkerArray
+
+from flowclas_ros.data.image_codec import decode_float
+from flowclas_ros.ros.markers import MarkerTracker
+from flowclas_ros.ros.naming import output_topic
+from flowclas_ros.ros.params import CameraInput, DepthInput, RuntimeSettings
+from flowclas_ros.ros.pointcloud import anomaly_cloud_msg
+from flowclas_ros.ros.qos import IMAGE_OUTPUT_QOS, RESULT_QOS
+from flowclas_ros.ros.worker import one_line
+from flowclas_ros.runtime.geometry3d import (
+    POINT_DTYPE,
+    Anomalies3D,
+    PinholeIntrinsics,
+    Region3D,
+    anomalies_3d,
+    depth_to_metres,
+)
+from flowclas_ros.runtime.postprocess import Region
+from flowclas_ros.runtime.stamp_sync import StampBuffer, stamp_to_ns
+
+THROTTLE_S = 5.0
+DEPTH_BUFFER = 30  # >= depth rate x (model latency + one frame period); 1 s at 30 Hz
+INFO_BUFFER = 5  # nearest, else latest: CameraInfo only needs to be roughly current
+# Sensor data: best effort (also receives from reliable publishers), a little history.
+DEPTH_INPUT_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.BEST_EFFORT
+)
+POINTS_QOS = IMAGE_OUTPUT_QOS  # reliable, newest only (like the image outputs)
+MARKERS_QOS = RESULT_QOS  # reliable, depth 10: a lost DELETE would leave a stale box in RViz
+
+
+@dataclass
+class CameraDepth:
+    """One camera's depth inputs (buffers, subscriptions) and 3D publishers."""
+
+    camera: str
+    inputs: DepthInput
+    points: Publisher
+    markers: Publisher
+    depth: StampBuffer[Image] = field(default_factory=lambda: StampBuffer(DEPTH_BUFFER))
+    info: StampBuffer[CameraInfo] = field(default_factory=lambda: StampBuffer(INFO_BUFFER))
+    subscriptions: list = field(default_factory=list)
+    last_header: Header | None = None  # of the last frame with markers (for clearing them)
+
+
+class DepthStage:
+    """The 3D stage of all cameras; ``None`` entries are cameras without depth."""
+
+    def __init__(self, node: Node, cameras: list[CameraInput], inputs: list[DepthInput | None]):
+        """Creates the 3D publishers (configure time).
+
+        Args:
+            node: The anomaly node.
+            cameras: The node's cameras.
+            inputs: One per camera (:func:`flowclas_ros.ros.params.depth_inputs`).
+        """
+        self._logger = node.get_logger()
+        self.tracker = MarkerTracker()
+        self.cameras: list[CameraDepth | None] = [
+            None
+            if depth is None
+            else CameraDepth(
+                camera=camera.name,
+                inputs=depth,
+                points=node.create_publisher(
+                    PointCloud2, output_topic(camera.name, "anomaly_points"), POINTS_QOS
+                ),
+                markers=node.create_publisher(
+                    MarkerArray, output_topic(camera.name, "anomaly_markers"), MARKERS_QOS
+                ),
+            )
+            for camera, depth in zip(cameras, inputs)
+        ]
+
+    def has_depth(self, index: int) -> bool:
+        """Whether camera ``index`` has depth inputs."""
+        return self.cameras[index] is not None
+
+    # ------------------------------------------------------------ lifecycle
+    def subscribe(self, node: Node) -> None:
+        """Subscribes to each camera's depth and CameraInfo (activate)."""
+        for cam in self.cameras:
+            if cam is None:
+                continue
+            cam.subscriptions = [
+                node.create_subscription(Image, cam.inputs.depth_topic, _pusher(cam.depth), DEPTH_INPUT_QOS),
+                node.create_subscription(
+                    CameraInfo, cam.inputs.info_topic, _pusher(cam.info), DEPTH_INPUT_QOS
+                ),
+            ]
+
+    def unsubscribe(self, node: Node, *, clear_markers: bool = True) -> None:
+        """Unsubscribes, drops the buffered messages and deletes shown markers (deactivate).
+
+        Call after the worker has stopped (the tracker is not thread-safe).
+        """
+        for cam in self.cameras:
+            if cam is None:
+                continue
+            for subscription in cam.subscriptions:
+                node.destroy_subscription(subscription)
+            cam.subscriptions = []
+            cam.depth.clear()
+            cam.info.clear()
+            if cam.last_header is not None:
+                cleared = self.tracker.clear(cam.camera, cam.last_header)
+                if clear_markers and cleared.markers:
+                    cam.markers.publish(cleared)
+                cam.last_header = None
+
+    def destroy(self, node: Node) -> None:
+        """Destroys the publishers (cleanup)."""
+        for cam in self.cameras:
+            if cam is not None:
+                node.destroy_publisher(cam.points)
+                node.destroy_publisher(cam.markers)
+        self.cameras = []
+
+    # ------------------------------------------------------------ per frame (worker thread)
+    def process(
+        self,
+        index: int,
+        settings: RuntimeSettings,
+        header: Header,
+        score_map: np.ndarray,
+        mask: np.ndarray,
+        regions: list[Region],
+    ) -> list[Region3D | None] | None:
+        """Publishes the frame's cloud and markers; returns its 3D regions, or None without 3D.
+
+        None (and nothing published) when the camera has no depth, no depth image lies within
+        the tolerance, no CameraInfo arrived yet, or the depth cannot be used (logged, throttled).
+        """
+        cam = self.cameras[index]
+        if cam is None:
+            return None
+        stamp = stamp_to_ns(header.stamp.sec, header.stamp.nanosec)
+        depth_msg = cam.depth.nearest(stamp, settings.depth_sync_tolerance_ns)
+        info = cam.info.nearest(stamp, settings.depth_sync_tolerance_ns)
+        if info is None:
+            latest = cam.info.latest()
+            info = latest[1] if latest is not None else None
+        if depth_msg is None or info is None:
+            return None
+        try:
+            result = self._anomalies_3d(depth_msg, info, settings, score_map, mask, regions)
+        except ValueError as err:  # includes ImageDecodeError: malformed depth, bad intrinsics, size
+            self._logger.warning(
+                f"no 3D for camera {cam.camera}: {one_line(err)}", throttle_duration_sec=THROTTLE_S
+            )
+            return None
+        if settings.publish_points and cam.points.get_subscription_count():
+            # An empty cloud is published too: it tells planners nothing is anomalous now.
+            cam.points.publish(anomaly_cloud_msg(header, result.points))
+        # With publish_markers off, the tracker deletes what it had shown.
+        markers = self.tracker.update(cam.camera, header, result.regions if settings.publish_markers else [])
+        cam.last_header = header
+        if markers.markers:
+            cam.markers.publish(markers)
+        return result.regions
+
+    @staticmethod
+    def _anomalies_3d(
+        depth_msg: Image,
+        info: CameraInfo,
+        settings: RuntimeSettings,
+        score_map: np.ndarray,
+        mask: np.ndarray,
+        regions: list[Region],
+    ) -> Anomalies3D:
+        if not regions and not mask.any():  # nothing anomalous: skip decoding the depth
+            return Anomalies3D(points=np.empty(0, POINT_DTYPE), regions=[], valid_pixels=0)
+        raw = decode_float(
+            depth_msg.encoding,
+            depth_msg.height,
+            depth_msg.width,
+            depth_msg.step,
+            depth_msg.data,
+            depth_msg.is_bigendian,
+            allow_nan=True,
+        )
+        depth_m = depth_to_metres(raw, depth_msg.encoding, settings.depth.depth_scale)
+        intrinsics = PinholeIntrinsics.from_camera_info(info.k, info.p, info.width, info.height)
+        return anomalies_3d(score_map, mask, regions, depth_m, intrinsics, settings.depth)
+
+
+def _pusher(buffer: StampBuffer):
+    def push(msg: Image | CameraInfo) -> None:
+        # O(1): decoding happens in the worker, only for frames that need it.
+        buffer.push(stamp_to_ns(msg.header.stamp.sec, msg.header.stamp.nanosec), msg)
+
+    return push
