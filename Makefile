@@ -27,8 +27,9 @@ lint: bootstrap  ## ruff check + format check
 format: bootstrap  ## apply ruff fixes and formatting
 	@$(ENV) ruff check --fix . scripts/anomaly_node && ruff format . scripts/anomaly_node
 
-demo: bootstrap  ## run the demo on embedded defaults
-	@$(ENV) python scripts/demo.py
+demo:  ## the whole mission end to end: data, training, eval, live replay through the node, ONNX, report (runs/demo)
+	@start=$$(date +%s); scripts/bootstrap; boot=$$(( $$(date +%s) - start )); \
+	$(ENV) python scripts/demo.py --bootstrap-seconds "$$boot" $(DEMO_ARGS)
 
 shell: bootstrap  ## open a shell inside the environment
 	@bash --rcfile <(printf '%s\n' '[ -f ~/.bashrc ] && source ~/.bashrc' 'source scripts/env.sh') -i

@@ -9,7 +9,6 @@ matched would be missing from the recording. No ROS import here: both are proces
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from typing import IO
 import yaml
 
 from flowclas_ros.demo.recording import record_arguments
-from flowclas_ros.demo.runner import DemoError
+from flowclas_ros.demo.runner import DemoError, find_executable
 from flowclas_ros.demo.settings import REPO_ROOT
 
 RECORDER = REPO_ROOT / "scripts" / "demo_record.py"
@@ -42,6 +41,7 @@ def write_node_params(path: Path, checkpoint: Path, image_topic: str) -> Path:
         "qos_reliability": "best_effort",  # sensor-data QoS, depth 1: always the newest frame, no queue
         "qos_depth": 1,
         "diagnostics_period_s": 1.0,
+        "no_frame_warning_s": 120.0,  # the replay starts only once the recorder is matched
     }
     path.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}, sort_keys=False))
     return path
@@ -89,7 +89,7 @@ class NodeProcess(_Process):
     what = "anomaly_node"
 
     def __init__(self, node_name: str, params_file: Path, log_path: Path, env: dict[str, str]) -> None:
-        exe = shutil.which("flowclas-node")
+        exe = find_executable("flowclas-node")
         if exe is None:
             raise DemoError(
                 "flowclas-node not found on PATH; run 'make bootstrap' and 'source scripts/env.sh'"

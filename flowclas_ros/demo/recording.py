@@ -47,14 +47,14 @@ class Recording:
         results: One dict per ``AnomalyResult`` in receive order (stamp, scores, regions, latency).
         score_maps: Stamp -> (H, W) float32 score map.
         masks: Stamp -> (H, W) uint8 mask (0/255).
-        diagnostics: The node's last status per name: ``{name: {"level", "message", key: value}}``.
+        diagnostics: The node's statuses per name, in order: ``{name: [{"level", "message", key: value}]}``.
         counts: Messages per output name (``diagnostics`` included).
     """
 
     results: list[dict[str, Any]] = field(default_factory=list)
     score_maps: dict[int, np.ndarray] = field(default_factory=dict)
     masks: dict[int, np.ndarray] = field(default_factory=dict)
-    diagnostics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    diagnostics: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -102,11 +102,9 @@ def read_recording(bag: Path, node: str, camera: str) -> Recording:
                 for status in msg.status:
                     if status.name.split(": ", 1)[0].strip("/") in node_names:
                         values = {kv.key: kv.value for kv in status.values}
-                        rec.diagnostics[status.name] = {
-                            "level": int(status.level),
-                            "message": status.message,
-                            **values,
-                        }
+                        rec.diagnostics.setdefault(status.name, []).append(
+                            {"level": int(status.level), "message": status.message, **values}
+                        )
                 continue
             name = by_topic[conn.topic]
             rec.counts[name] += 1

@@ -28,12 +28,38 @@ def latency(m: dict[str, Any]) -> str:
     return " / ".join(fmt(lat[k], 1) for k in ("p50", "p90", "p99"))
 
 
-def node_diagnostics(rec: Recording) -> dict[str, Any]:
-    """The node's last camera status from /diagnostics (empty if none was recorded)."""
-    for name, status in rec.diagnostics.items():
+def camera_statuses(rec: Recording) -> list[dict[str, Any]]:
+    """The node's /diagnostics statuses of the camera, in order (empty if none was recorded)."""
+    for name, statuses in rec.diagnostics.items():
         if name.endswith(CAMERA_STATUS_SUFFIX):
-            return status
-    return {}
+            return statuses
+    return []
+
+
+def diagnostics_text(statuses: list[dict[str, Any]]) -> str:
+    """Totals from the last status, rates and latency from the busiest one during the replay."""
+    last = statuses[-1]
+    busiest = max(statuses, key=lambda st: _number(st.get("processed_rate_hz")))
+    totals = ", ".join(
+        f"{k} {last[k]}" for k in ("frames_received", "frames_processed", "frames_dropped") if k in last
+    )
+    during = ", ".join(
+        f"{k} {busiest[k]}"
+        for k in ("input_rate_hz", "processed_rate_hz", "latency_p50_ms", "model_p50_ms")
+        if k in busiest
+    )
+    return (
+        f"/diagnostics from the node ({len(statuses)} camera statuses): totals {totals}; "
+        f"while frames arrived: {during}, level {busiest['level']} (0 OK, 1 WARN, 2 ERROR): "
+        f"{busiest.get('message', '')}."
+    )
+
+
+def _number(text: Any) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return -1.0
 
 
 def metrics_section(
@@ -87,7 +113,7 @@ def live_section(
 ) -> None:
     """Live replay: counts, latency, the node's last /diagnostics status, what was recorded."""
     live = live_m.get("live") or {}
-    diag = node_diagnostics(rec)
+    statuses = camera_statuses(rec)
     doc.heading("Live replay through anomaly_node")
     doc.paragraph(
         f"The test split was written to a rosbag (`flowclas-bag`, {settings.bag_rate_hz:g} Hz) and played "
@@ -113,19 +139,8 @@ def live_section(
             ]
         ],
     )
-    if diag:
-        keys = (
-            "frames_received",
-            "frames_processed",
-            "frames_dropped",
-            "processed_rate_hz",
-            "latency_p50_ms",
-        )
-        doc.paragraph(
-            "Last /diagnostics status of the node: "
-            + ", ".join(f"{k} {diag[k]}" for k in keys if k in diag)
-            + f" (level {diag.get('level')}: {diag.get('message', '')})."
-        )
+    if statuses:
+        doc.paragraph(diagnostics_text(statuses))
     counts = ", ".join(f"{k} {v}" for k, v in rec.counts.items())
     doc.paragraph(f"Recorded from the node (`live/recorded/`): {counts} messages.")
 

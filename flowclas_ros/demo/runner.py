@@ -6,6 +6,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -100,6 +101,12 @@ class StageRunner:
         return result
 
 
+def find_executable(name: str) -> str | None:
+    """A console script of this environment (beside the running Python first, then on PATH)."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.is_file() else shutil.which(name)
+
+
 def threads_env(threads: int) -> dict[str, str]:
     """The environment that caps torch / OpenMP threads of a process (and the processes it starts)."""
     return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -111,7 +118,7 @@ def run_cli(cmd: Sequence[str | Path], *, threads: int, what: str, env: dict[str
     ``threads`` caps torch / OpenMP threads of the process (and of the processes it starts).
     """
     argv = [str(c) for c in cmd]
-    exe = shutil.which(argv[0])
+    exe = find_executable(argv[0])
     if exe is None:
         raise DemoError(
             f"{what}: {argv[0]} not found on PATH; run 'make bootstrap' and 'source scripts/env.sh'"

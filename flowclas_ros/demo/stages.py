@@ -3,7 +3,8 @@
 Each stage runs the project's own CLIs (``flowclas-make-dataset``, ``flowclas-train``,
 ``flowclas-eval``, ``flowclas-bag``, ``flowclas-export``) as subprocesses; the live
 stage also starts ``anomaly_node`` and the recorder as processes
-(:mod:`flowclas_ros.demo.live`), so this module imports no ROS. Stage 7, the report, is in :mod:`flowclas_ros.demo.report`.
+(:mod:`flowclas_ros.demo.live`), so this module imports no ROS. Stage 7, the report,
+is in :mod:`flowclas_ros.demo.report`.
 """
 
 from __future__ import annotations
@@ -84,6 +85,13 @@ def compare_backends(
     return {"tolerance": tolerance, "metrics": rows, "agree": not bad, "disagreeing": bad}
 
 
+def thread_override(threads: int) -> list[str]:
+    """``threads=N`` for flowclas-train when its config has that key (it sets torch's threads itself)."""
+    from flowclas_ros.training.config import TrainConfig
+
+    return [f"threads={threads}"] if "threads" in TrainConfig.__dataclass_fields__ else []
+
+
 class DemoStages:
     """Builds the stages of one demo run; ``threads`` is picked before each stage unless fixed."""
 
@@ -145,10 +153,11 @@ class DemoStages:
         ]
 
         def run() -> None:
+            threads = self._threads("train")
             cmd = ["flowclas-train", "--config", self.s.config, "--out", self.s.train_dir]
-            for item in overrides:
+            for item in overrides + (thread_override(threads) if self.s.threads == 0 else []):
                 cmd += ["--set", item]
-            run_cli(cmd + self._progress(), threads=self._threads("train"), what="training")
+            run_cli(cmd + self._progress(), threads=threads, what="training")
 
         return Stage(
             "train",
