@@ -62,6 +62,7 @@ def test_cli_names_missing_train_folder(tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "data.train" in err and "images/" in err
+    assert not (tmp_path / "run").exists()  # nothing written on bad input
 
 
 def test_cli_rejects_bad_values(tmp_path, capsys):

@@ -35,6 +35,7 @@ class FileListDataset(FolderDataset):
         label_map: Raw mask id -> {0, 1, 255}.
         zero_mask_if_missing: ``load_mask`` returns an all-normal mask for
             images without a mask file (MVTec ``good`` test images).
+        stems: Item names (default: the image file stems); must be unique.
     """
 
     def __init__(
@@ -45,12 +46,13 @@ class FileListDataset(FolderDataset):
         label_map: dict[int, int] | None = None,
         default_label: int | None = None,
         zero_mask_if_missing: bool = False,
+        stems: Sequence[str] | None = None,
     ):
         # Fills the attributes FolderDataset's loaders use, without its folder scan.
         self.root = Path(root)
         self.image_paths = list(image_paths)
         self.mask_paths = list(mask_paths)
-        self.stems = [p.stem for p in self.image_paths]
+        self.stems = list(stems) if stems is not None else [p.stem for p in self.image_paths]
         self.label_map = {int(k): int(v) for k, v in (label_map or {}).items()}
         self.default_label = default_label
         self.zero_mask_if_missing = zero_mask_if_missing
@@ -77,6 +79,7 @@ def subset(data: FolderDataset, indices: Sequence[int]) -> FileListDataset:
         data.label_map,
         data.default_label,
         getattr(data, "zero_mask_if_missing", False),
+        [data.stems[i] for i in indices],
     )
 
 
@@ -88,6 +91,7 @@ def mvtec_split(category: Path, split: str, key: str) -> FileListDataset:
     defects = ["good"] if split == "train" else sorted(p.name for p in split_dir.iterdir() if p.is_dir())
     images: list[Path] = []
     masks: list[Path | None] = []
+    stems: list[str] = []
     for defect in defects:
         folder = split_dir / defect
         if not folder.is_dir():
@@ -96,9 +100,10 @@ def mvtec_split(category: Path, split: str, key: str) -> FileListDataset:
             mask = category / "ground_truth" / defect / f"{stem}_mask.png"
             images.append(path)
             masks.append(mask if mask.is_file() else None)
+            stems.append(f"{defect}_{stem}")  # MVTec numbers files per defect folder
     if not images:
         raise ConfigError(f"{key}: no images under {str(split_dir)!r}; {MVTEC_LAYOUT}")
-    return FileListDataset(category, images, masks, {255: 1}, None, zero_mask_if_missing=(split == "test"))
+    return FileListDataset(category, images, masks, {255: 1}, None, split == "test", stems)
 
 
 def resolve(cfg: DataConfig, value: str) -> Path:

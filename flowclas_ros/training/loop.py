@@ -150,8 +150,8 @@ class Trainer:
 
     # -- setup ---------------------------------------------------------------
 
-    def _check_run_dir(self, ctx: DistContext) -> bool:
-        """Creates the run dir, checks a previous run's config; returns True if a state exists."""
+    def _check_run_dir(self) -> bool:
+        """Checks a previous run's model config (read only); returns True if a training state exists."""
         cfg_path = self.run_dir / CONFIG_FILE
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise ConfigError(f"--out {self.run_dir}: exists and is not a directory")
@@ -163,12 +163,16 @@ class Trainer:
                     f"--out {self.run_dir}: holds a run with a different model config ({cfg_path}); "
                     "resume with the same model settings or use a new --out"
                 )
-        barrier(ctx)  # everyone has looked before rank 0 writes
+        return resuming
+
+    def _open_run_dir(self, ctx: DistContext) -> None:
+        """Creates the run dir and writes ``config.yaml`` (after the inputs were checked)."""
+        barrier(ctx)  # everyone has read the previous state before rank 0 writes
         if ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             recover_best(self.run_dir)
-            save(self.cfg, cfg_path)
-        return resuming
+            save(self.cfg, self.run_dir / CONFIG_FILE)
+        barrier(ctx)
 
     def _setup_process(self) -> None:
         """Thread count and global seeds (data, OE and sampling use their own seeded streams)."""
@@ -179,12 +183,9 @@ class Trainer:
         torch.manual_seed(self.cfg.seed)
 
     def _batches(
-        self, data: TrainData, model: FlowCLAS, ctx: DistContext, amp_dtype
+        self, dataset: OETrainDataset, model: FlowCLAS, ctx: DistContext, amp_dtype
     ) -> LiveBatches | PoolBatches:
         cfg = self.cfg
-        dataset = OETrainDataset(
-            data.train, cfg.oe, cfg.model.preprocess, seed=cfg.seed, hflip=cfg.data.hflip
-        )
         if cfg.cache.mode == "pool":
             dtype = torch.float16 if cfg.cache.dtype == "float16" else torch.float32
             return PoolBatches(
@@ -235,10 +236,15 @@ class Trainer:
     def _run(self, ctx: DistContext, stop_after: int | None) -> TrainSummary:
         cfg, main = self.cfg, ctx.is_main
         wall_start = time.perf_counter()
-        resuming = self._check_run_dir(ctx)
+        resuming = self._check_run_dir()
         self._setup_process()
+        # Inputs first (data folders, OE source): a bad path fails before the model is built.
         data = prepare_data(cfg.data, ctx, progress=self.progress and main)
+        train_set = OETrainDataset(
+            data.train, cfg.oe, cfg.model.preprocess, seed=cfg.seed, hflip=cfg.data.hflip
+        )
         model = FlowCLAS(cfg.model).to(ctx.device).train()
+        self._open_run_dir(ctx)
         amp_dtype = resolve_amp(cfg.amp, ctx.device)
         valset = ValidationSet(
             data.val,
@@ -277,7 +283,7 @@ class Trainer:
         train_module: torch.nn.Module = objective
         if ctx.enabled and not needs_init:
             train_module = self._wrap_ddp(objective, ctx)
-        source = self._batches(data, model, ctx, amp_dtype) if step < end else None
+        source = self._batches(train_set, model, ctx, amp_dtype) if step < end else None
         history: list[dict[str, Any]] = []
         train_time, train_samples = 0.0, 0
         bar = tqdm(
