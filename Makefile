@@ -28,8 +28,8 @@ format: bootstrap  ## apply ruff fixes and formatting
 	@$(ENV) ruff check --fix . scripts/anomaly_node && ruff format . scripts/anomaly_node
 
 demo:  ## the whole mission end to end: data, training, eval, live replay through the node, ONNX, report (runs/demo)
-	@start=$$(date +%s); scripts/bootstrap; boot=$$(( $$(date +%s) - start )); \
-	$(ENV) python scripts/demo.py --bootstrap-seconds "$$boot" $(DEMO_ARGS)
+	@start=$$(date +%s%N); scripts/bootstrap; ms=$$(( ($$(date +%s%N) - start) / 1000000 )); \
+	$(ENV) python scripts/demo.py --bootstrap-seconds "$$((ms / 1000)).$$(printf %03d $$((ms % 1000)))" $(DEMO_ARGS)
 
 shell: bootstrap  ## open a shell inside the environment
 	@bash --rcfile <(printf '%s\n' '[ -f ~/.bashrc ] && source ~/.bashrc' 'source scripts/env.sh') -i

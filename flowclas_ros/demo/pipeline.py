@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"torch threads per stage (default: the free cores before each stage; or ${THREADS_ENV})",
     )
     p.add_argument(
-        "--bag-rate", type=float, default=None, help="camera rate of the test bag in Hz (default 5)"
+        "--bag-rate", type=float, default=None, help="camera rate of the test bag in Hz (default 10)"
     )
     p.add_argument(
         "--rate-factor", type=float, default=None, help="live replay speed (default 1 = real time)"
@@ -178,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         run(settings, force=args.force)
-    except DemoError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+    except (DemoError, ValueError, OSError) as err:  # ValueError: bad config, unusable recording
+        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; rerun to continue (finished stages are kept)", file=sys.stderr)

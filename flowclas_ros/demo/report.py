@@ -46,6 +46,7 @@ STRIP_FILE = "overlay_strip.png"
 GIF_FILE = "overlay_stream.gif"
 SUMMARY_FILE = "summary.json"
 OVERLAY_ALPHA = 0.5  # the node's default overlay_alpha
+GIF_DISPLAY_WIDTH = 900  # px in report.html: the GIF is drawn at the input's size, shown enlarged
 
 
 def frame_index(stamp_ns: int, rate_hz: float) -> int:
@@ -114,7 +115,7 @@ def overlay_gif(
     for i, index in enumerate(indices):
         stamp = frames_by_index[index]
         image = dataset.load_image(index)
-        scale = settings.gif_scale
+        scale = max(1, round(settings.gif_side / max(image.shape[:2])))
         overlay = rviz_overlay(image, rec.score_maps[stamp], results[stamp], score_range, scale)
         big = cv2.resize(image, overlay.shape[1::-1], interpolation=cv2.INTER_NEAREST)
         truth = cv2.resize(
@@ -241,7 +242,7 @@ def write_report(
         "replay's pace, dropped frames missing as they would be in RViz. Right: the input with the "
         "ground-truth anomalies outlined in green."
     )
-    doc.images([("overlay stream", f"{FIGURES}/{GIF_FILE}")])
+    doc.images([("overlay stream", f"{FIGURES}/{GIF_FILE}")], width=GIF_DISPLAY_WIDTH)
     results_section(doc, rec, lambda stamp: frame_index(stamp, settings.bag_rate_hz) + 1)
     timing_section(doc, stage_results, threads_used, settings.bootstrap_s)
     doc.heading("Files")

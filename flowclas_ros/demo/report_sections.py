@@ -116,10 +116,12 @@ def live_section(
     statuses = camera_statuses(rec)
     doc.heading("Live replay through anomaly_node")
     doc.paragraph(
-        f"The test split was written to a rosbag (`flowclas-bag`, {settings.bag_rate_hz:g} Hz) and played "
-        f"into the real node (`flowclas-eval --live`, rate factor {settings.rate_factor:g}) with "
-        "sensor-data QoS (best effort, depth 1: the node always takes the newest frame and never queues) "
-        "and /diagnostics on."
+        f"The test split was written to a rosbag (`flowclas-bag`, a {settings.bag_rate_hz:g} Hz camera). The "
+        "demo started the real `anomaly_node` (`flowclas-node`, torch backend) with sensor-data QoS (best "
+        "effort, depth 1: it always takes the newest frame and never queues) and /diagnostics every second, "
+        "recorded its outputs, and `flowclas-eval --live --attach` played the bag into it at "
+        f"{settings.rate_factor:g}x the recorded rate. Frames that arrive while the model is busy are "
+        "dropped, so latency stays bounded when the camera is faster than the model."
     )
     doc.table(
         [
@@ -142,7 +144,14 @@ def live_section(
     if statuses:
         doc.paragraph(diagnostics_text(statuses))
     counts = ", ".join(f"{k} {v}" for k, v in rec.counts.items())
-    doc.paragraph(f"Recorded from the node (`live/recorded/`): {counts} messages.")
+    text = f"Recorded from the node (`live/recorded/`): {counts} messages."
+    answered = live.get("n_answered")
+    if answered is not None and min(rec.counts[k] for k in ("result", "score_map", "mask")) < answered:
+        text += (
+            f" The node answered {answered} frames; its image outputs keep only the newest message "
+            "(depth 1), so the recorder, busy writing, can miss one; the figures use the frames it has."
+        )
+    doc.paragraph(text)
 
 
 def results_section(doc: Document, rec: Recording, frame_number: Callable[[int], int]) -> None:

@@ -55,7 +55,8 @@ class DemoSettings:
         rate_factor: Live replay speed relative to the bag (1 = real time).
         ort_tolerance: Largest allowed |torch - onnxruntime| difference of AUROC and AP.
         strip_frames: Frames in the overlay strip.
-        gif_scale: Upscaling of the GIF frames (small inputs stay legible).
+        gif_side: Smaller inputs are drawn this many pixels wide (integer upscaling) in the GIF so labels
+            stay legible; larger ones at their own size, as RViz shows them (the HTML enlarges it).
         progress: Show the CLIs' progress bars.
         bootstrap_s: Wall time of the bootstrap (measured by ``make demo``), for the summary.
     """
@@ -65,11 +66,11 @@ class DemoSettings:
     dataset: DatasetSize = field(default_factory=DatasetSize)
     train_overrides: tuple[str, ...] = ()
     threads: int = 0
-    bag_rate_hz: float = 5.0
+    bag_rate_hz: float = 10.0
     rate_factor: float = 1.0
     ort_tolerance: float = 1e-3
     strip_frames: int = 6
-    gif_scale: int = 2
+    gif_side: int = 224
     progress: bool = True
     bootstrap_s: float | None = None
 
@@ -127,7 +128,6 @@ def tiny_settings(out: Path) -> DemoSettings:
         train_overrides=TINY_TRAIN_OVERRIDES,
         threads=1,
         strip_frames=4,
-        gif_scale=4,
         progress=False,
     )
 

@@ -289,7 +289,7 @@ def run_live_replay(
     result_topic, score_topic = output_topics(opts.node_name, frames.image_topic)
     node_proc: _NodeProcess | None = None
     context = rclpy.Context()
-    rclpy.init(context=context, signal_handler_options=SignalHandlerOptions.NO)
+    rclpy.init(args=[], context=context, signal_handler_options=SignalHandlerOptions.NO)  # not our argv
     node = rclpy.create_node("flowclas_live_replay", context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
