@@ -72,3 +72,15 @@ def test_fused_model_exports_to_onnx_with_parity(tmp_path, batch):
     with torch.no_grad():
         torch_out = model(batch[:1]).numpy()
     assert abs(ort_out - torch_out).max() < 1e-4
+
+
+def test_torch_backend_applies_the_same_fusion_as_the_model(batch):
+    from flowclas_ros.runtime.torch_backend import TorchBackend
+
+    model = FlowCLAS(_config("weighted")).eval()
+    with torch.no_grad():
+        expected = model(batch).numpy()
+        flow_only, _ = model.score_components(batch)
+    got = TorchBackend(model)._forward(batch.numpy())
+    assert abs(got - expected).max() < 1e-6
+    assert abs(got - flow_only.numpy()).max() > 1e-4  # the text score really contributes

@@ -154,10 +154,19 @@ class FlowCLAS(nn.Module):
         """
         padded, image_hw = self.pad_input(x)
         flow_score = self.score_features(self.extract_features(padded), image_hw)
+        return flow_score, self.text_score(x)
+
+    def text_score(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The VL4AD text score map (B, H, W) of the unpadded batch, or None when fusion is off."""
         if self.text_scorer is None or self.cfg.fusion.mode == "off":
-            return flow_score, None
+            return None
         with torch.no_grad():
-            return flow_score, self.text_scorer(x)
+            return self.text_scorer(x)
+
+    def fuse_text(self, flow_score: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Combines a flow score map with the text score of ``x`` per ``cfg.fusion`` (identity when off)."""
+        text_score = self.text_score(x)
+        return flow_score if text_score is None else fuse(flow_score, text_score, self.cfg.fusion)
 
     def score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns the anomaly map (B, H, W) and image scores (B,) per ``cfg.score.image_score``."""

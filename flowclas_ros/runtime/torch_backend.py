@@ -75,6 +75,7 @@ class TorchBackend(InferenceBackend):
             with self._autocast():
                 feats = self._features(padded)
             scores = self._score(feats.float(), image_hw)
+            scores = self.model.fuse_text(scores.float(), x)  # VL4AD fusion; identity when off
         return scores.float().cpu().numpy()
 
     def close(self) -> None:
