@@ -84,3 +84,16 @@ def test_torch_backend_applies_the_same_fusion_as_the_model(batch):
     got = TorchBackend(model)._forward(batch.numpy())
     assert abs(got - expected).max() < 1e-6
     assert abs(got - flow_only.numpy()).max() > 1e-4  # the text score really contributes
+
+
+def test_backend_prompt_switching_is_refused_without_a_text_scorer():
+    from flowclas_ros.runtime.torch_backend import TorchBackend
+
+    plain = TorchBackend(FlowCLAS(dataclasses.replace(_config("off"), text=None)))
+    assert not plain.supports_prompts
+    with pytest.raises(ValueError, match="no VL4AD text scorer"):
+        plain.set_prompts("road")
+    fused = TorchBackend(FlowCLAS(_config("weighted")))
+    assert fused.supports_prompts
+    assert fused.set_prompts("road") is True  # encoded once
+    assert fused.set_prompts("road") is False  # same set: nothing re-encoded

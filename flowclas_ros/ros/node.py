@@ -63,6 +63,22 @@ DEPTH_PARAMETERS = frozenset({"depth_scale", "min_range", "max_range", "voxel_si
 MODEL_ERROR_WINDOW_S = 10.0
 
 
+def _check_prompt_set(backend: InferenceBackend, prompt_set: str) -> str | None:
+    """Why ``prompt_set`` cannot be used with ``backend`` (one line), or None."""
+    if not backend.supports_prompts:
+        return (
+            f"prompt_set: the {backend.name} backend with this checkpoint cannot switch prompts "
+            "(needs a checkpoint with a VL4AD text scorer and the torch backend)"
+        )
+    from flowclas_ros.model.prompts import load_prompt_set  # light: no torch / open_clip
+
+    try:
+        load_prompt_set(prompt_set)
+    except Exception as err:  # noqa: BLE001 - reported as the rejection reason
+        return f"prompt_set: {one_line(err)}"
+    return None
+
+
 class AnomalyNode(LifecycleNode):
     """The anomaly detection node; parameters are listed in :mod:`flowclas_ros.ros.params`."""
 
@@ -119,6 +135,8 @@ class AnomalyNode(LifecycleNode):
                     f"{param.name} is read at configure; deactivate and clean up the node first "
                     f"(it is {self._state})"
                 )
+            if reason is None and param.name == "prompt_set" and param.value and self._backend is not None:
+                reason = _check_prompt_set(self._backend, param.value)
             if reason is None and param.name == "threshold" and self._backend is not None:
                 if math.isnan(param.value) and self._backend.threshold is None:
                     reason = "threshold: NaN means the checkpoint's, but the checkpoint has none"
@@ -138,6 +156,18 @@ class AnomalyNode(LifecycleNode):
                 self._values[param.name] = param.value
         if self._backend is not None:
             self._settings = runtime_settings(self._values, self._backend.threshold)
+            prompts = [p.value for p in params if p.name == "prompt_set" and p.value]
+            if prompts:
+                self._switch_prompts(prompts[-1])
+
+    def _switch_prompts(self, prompt_set: str) -> None:
+        """Re-encodes the VL4AD prompts once (between two forwards); never per frame."""
+        try:
+            encoded = self._backend.set_prompts(prompt_set)
+        except Exception as err:  # noqa: BLE001 - the node keeps serving with the old prompts
+            self.get_logger().error(f"prompt_set {prompt_set!r} not applied: {one_line(err)}")
+            return
+        self.get_logger().info(f"prompt set {prompt_set!r} active ({'encoded' if encoded else 'cached'})")
 
     def _current_settings(self) -> RuntimeSettings:
         assert self._settings is not None
@@ -164,6 +194,11 @@ class AnomalyNode(LifecycleNode):
             if values["backend"] == "torch" and list(values["input_size"]) != [0, 0]:
                 backend.config.preprocess.input_size = tuple(int(v) for v in values["input_size"])
             settings = runtime_settings(values, backend.threshold)
+            if values["prompt_set"]:
+                reason = _check_prompt_set(backend, values["prompt_set"])
+                if reason:
+                    raise ValueError(reason)
+                backend.set_prompts(values["prompt_set"])
         except Exception as err:  # noqa: BLE001
             backend.close()
             return self._fail_configure(err)

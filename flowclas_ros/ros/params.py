@@ -127,6 +127,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         runtime=True,
     ),
     ParamSpec(
+        "prompt_set",
+        "string",
+        "",
+        "VL4AD prompt set (a name in config/prompts or a YAML path) for a checkpoint with a text scorer, "
+        "torch backend; empty keeps the checkpoint's. The text is re-encoded once per change.",
+        runtime=True,
+    ),
+    ParamSpec(
         "max_batch",
         "integer",
         4,

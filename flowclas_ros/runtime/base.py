@@ -70,6 +70,22 @@ class InferenceBackend(abc.ABC):
             predictions.append(Prediction(score_map, image_score_np(score_map, kind), model_ms))
         return predictions
 
+    @property
+    def supports_prompts(self) -> bool:
+        """Whether :meth:`set_prompts` can switch the VL4AD prompt set live."""
+        return False
+
+    def set_prompts(self, prompts: str) -> bool:
+        """Switches the VL4AD prompt set (name or YAML path); True when the text was re-encoded.
+
+        Raises:
+            ValueError: This backend baked the prompts in at export (ONNX / TensorRT),
+                or the model has no text scorer.
+        """
+        raise ValueError(
+            f"the {self.name} backend bakes the prompt set in at export: re-export, or use the torch backend"
+        )
+
     def close(self) -> None:
         """Releases the model / session memory. The backend is unusable afterwards."""
         return None  # nothing to free in the base class; subclasses override

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from pathlib import Path
 from typing import Literal
 
@@ -58,6 +59,7 @@ class TorchBackend(InferenceBackend):
         self.precision = precision
         self.model: FlowCLAS | None = model.to(torch_device).eval()
         self._torch_device = torch_device
+        self._lock = threading.Lock()  # set_prompts (any thread) must not race a forward
         self._features = torch.compile(model.extract_features) if compile else model.extract_features
         self._score = torch.compile(model.score_features) if compile else model.score_features
 
@@ -70,13 +72,25 @@ class TorchBackend(InferenceBackend):
         if self.model is None:
             raise RuntimeError("TorchBackend is closed")
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self._torch_device)
-        with torch.inference_mode():
+        with self._lock, torch.inference_mode():
             padded, image_hw = self.model.pad_input(x)
             with self._autocast():
                 feats = self._features(padded)
             scores = self._score(feats.float(), image_hw)
             scores = self.model.fuse_text(scores.float(), x)  # VL4AD fusion; identity when off
         return scores.float().cpu().numpy()
+
+    @property
+    def supports_prompts(self) -> bool:
+        """True when the checkpoint has a VL4AD text scorer."""
+        return self.model is not None and self.model.text_scorer is not None
+
+    def set_prompts(self, prompts: str) -> bool:
+        """Switches the VL4AD prompt set between two forwards; the text is encoded once here."""
+        if not self.supports_prompts:
+            raise ValueError("this checkpoint has no VL4AD text scorer (model.text is not set)")
+        with self._lock:
+            return self.model.text_scorer.set_prompts(prompts)
 
     def close(self) -> None:
         """Drops the model and frees cached CUDA memory."""
