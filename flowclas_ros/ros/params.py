@@ -131,7 +131,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "string",
         "",
         "VL4AD prompt set (a name in config/prompts or a YAML path) for a checkpoint with a text scorer, "
-        "torch backend; empty keeps the checkpoint's. The text is re-encoded once per change.",
+        "torch backend; empty leaves the current set (at start: the checkpoint's). "
+        "The text is re-encoded once per change.",
         runtime=True,
     ),
     ParamSpec(
