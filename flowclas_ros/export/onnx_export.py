@@ -279,3 +279,33 @@ def ensure_onnx(
         logger.info("exporting %s to %s (first use; verified against torch)", identity.path, target)
         export_onnx(checkpoint, target, input_size=size, dynamic_batch=dynamic_batch)
     return target
+
+
+def resolve_onnx_source(
+    checkpoint: str | Path | LoadedCheckpoint,
+    onnx_path: str | Path | None,
+    *,
+    input_size: tuple[int, int] | None,
+    dynamic_batch: bool,
+    cache_dir: str | Path | None,
+) -> tuple[Path, CheckpointIdentity | None]:
+    """The ONNX file a backend runs, and the checkpoint identity it must match (None for a bare .onnx).
+
+    ``checkpoint`` may be a checkpoint (exported on first use via :func:`ensure_onnx`
+    unless ``onnx_path`` names the file) or an ``.onnx`` file itself.
+    """
+    source = Path(checkpoint.path if isinstance(checkpoint, LoadedCheckpoint) else checkpoint)
+    if source.suffix == ".onnx":
+        if onnx_path is not None and Path(onnx_path) != source:
+            raise ValueError(f"two ONNX files given: {source} and onnx_path={onnx_path}")
+        return source, None
+    identity = read_checkpoint_identity(source)
+    if onnx_path is None:
+        onnx_path = ensure_onnx(
+            checkpoint,
+            identity=identity,
+            input_size=input_size,
+            dynamic_batch=dynamic_batch,
+            cache_dir=cache_dir,
+        )
+    return Path(onnx_path), identity

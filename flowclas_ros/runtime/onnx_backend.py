@@ -10,12 +10,10 @@ import numpy as np
 
 from flowclas_ros.export.metadata import (
     INPUT_NAME,
-    CheckpointIdentity,
     ModelMismatchError,
     check_matches,
     format_size,
     parse_metadata,
-    read_checkpoint_identity,
 )
 from flowclas_ros.model.checkpoint import LoadedCheckpoint
 from flowclas_ros.runtime.base import InferenceBackend
@@ -134,24 +132,11 @@ class OnnxRuntimeBackend(InferenceBackend):
     ):
         import onnxruntime as ort
 
-        source = Path(checkpoint.path if isinstance(checkpoint, LoadedCheckpoint) else checkpoint)
-        identity: CheckpointIdentity | None = None
-        if source.suffix == ".onnx":
-            if onnx_path is not None and Path(onnx_path) != source:
-                raise ValueError(f"two ONNX files given: {source} and onnx_path={onnx_path}")
-            onnx_path = source
-        else:
-            identity = read_checkpoint_identity(source)
-            if onnx_path is None:
-                from flowclas_ros.export.onnx_export import ensure_onnx
+        from flowclas_ros.export.onnx_export import resolve_onnx_source
 
-                onnx_path = ensure_onnx(
-                    checkpoint,
-                    identity=identity,
-                    input_size=input_size,
-                    dynamic_batch=dynamic_batch,
-                    cache_dir=cache_dir,
-                )
+        onnx_path, identity = resolve_onnx_source(
+            checkpoint, onnx_path, input_size=input_size, dynamic_batch=dynamic_batch, cache_dir=cache_dir
+        )
         if providers is None:
             providers, device = execution_providers(device)
         options = session_options(intra_op_threads, inter_op_threads, graph_optimization, allow_spinning)

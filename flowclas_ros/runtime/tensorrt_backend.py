@@ -17,10 +17,8 @@ import numpy as np
 import torch
 
 from flowclas_ros.export.metadata import (
-    CheckpointIdentity,
     check_matches,
     parse_metadata,
-    read_checkpoint_identity,
     read_onnx_props,
 )
 from flowclas_ros.model.checkpoint import LoadedCheckpoint
@@ -158,23 +156,15 @@ class TensorRTBackend(InferenceBackend):
         cache_dir: str | Path | None,
     ) -> tuple[bytes, EngineRecord]:
         """Checkpoint / ONNX source: engine from the cache, built when missing or stale."""
-        identity: CheckpointIdentity | None = None
-        if source.suffix == ".onnx":
-            if onnx_path is not None and Path(onnx_path) != source:
-                raise ValueError(f"two ONNX files given: {source} and onnx_path={onnx_path}")
-            onnx_path = source
-        else:
-            identity = read_checkpoint_identity(source)
-        if onnx_path is None:
-            from flowclas_ros.export.onnx_export import ensure_onnx
+        from flowclas_ros.export.onnx_export import resolve_onnx_source
 
-            onnx_path = ensure_onnx(
-                checkpoint,
-                identity=identity,
-                input_size=input_size,
-                dynamic_batch=build_options["max_batch"] > 1,
-                cache_dir=cache_dir,
-            )
+        onnx_path, identity = resolve_onnx_source(
+            checkpoint,
+            onnx_path,
+            input_size=input_size,
+            dynamic_batch=build_options["max_batch"] > 1,
+            cache_dir=cache_dir,
+        )
         props = read_onnx_props(onnx_path)
         meta = parse_metadata(props, onnx_path)
         check_matches(meta, identity, input_size)
