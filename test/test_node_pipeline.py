@@ -262,7 +262,8 @@ def test_two_cameras_batched_and_routed(calibrated):
         time.sleep(0.03)
         got_a = [m for m in res_a.snapshot() if m.header.frame_id.startswith("route_")]
         got_b = [m for m in res_b.snapshot() if m.header.frame_id.startswith("route_")]
-        if len(got_a) >= 5 and len(got_b) >= 5:
+        # many rounds: a 56x56 forward leaves only a short batching window
+        if len(got_a) >= 20 and len(got_b) >= 20:
             break
     assert len(got_a) >= 5 and len(got_b) >= 5, (len(got_a), len(got_b))
     assert all(m.header.frame_id.startswith("route_a_") for m in got_a)
