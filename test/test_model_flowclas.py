@@ -194,3 +194,36 @@ def test_image_score_torch_and_numpy_agree(kind):
     got = image_score(maps, kind)
     for i in range(2):
         assert abs(float(got[i]) - image_score_np(maps[i].numpy(), kind)) < 1e-6
+
+
+def test_raw_vit_features_without_input_norm(tmp_path):
+    """backbone.norm=false + flow.input_norm=none: the patch scale reaches the flow; round-trips."""
+    from flowclas_ros.model import load_checkpoint, save_checkpoint
+
+    cfg = tiny_cfg()
+    cfg.backbone.norm = False
+    cfg.flow.input_norm = "none"
+    raw_net = FlowCLAS(cfg).eval()
+    normed_net = FlowCLAS(tiny_cfg()).eval()
+    assert isinstance(raw_net.norm, torch.nn.Identity)
+    assert not any(k.startswith("norm.") for k in raw_net.state_dict())
+    x = torch.randn(2, 3, 56, 56)
+    with torch.no_grad():
+        expected = raw_net.backbone.vit.forward_intermediates(
+            x, indices=[-1], norm=False, output_fmt="NCHW", intermediates_only=True
+        )[0]
+        torch.testing.assert_close(raw_net.extract_features(x), expected)
+
+        # A per-token LayerNorm hides a contrast change; the raw stream keeps it.
+        def contrast_gain(net: FlowCLAS) -> torch.Tensor:
+            return net.extract_features(3 * x).std(dim=1) / net.extract_features(x).std(dim=1)
+
+        raw_ratio, normed_ratio = contrast_gain(raw_net), contrast_gain(normed_net)
+    assert float(raw_ratio.mean()) > 2.0
+    assert float((normed_ratio - 1).abs().max()) < 0.05
+    perturb_trainable(raw_net)
+    path = save_checkpoint(raw_net, tmp_path / "raw")
+    loaded = load_checkpoint(path)
+    assert loaded.config.backbone.norm is False and loaded.config.flow.input_norm == "none"
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), raw_net(x))

@@ -64,15 +64,17 @@ class FrozenBackbone(nn.Module):
 class ViTFeatures(FrozenBackbone):
     """Patch tokens of selected blocks of a timm ViT (e.g. DINOv2), as a NCHW map.
 
-    Each selected block's tokens pass through the ViT's final LayerNorm (as
-    DINOv2's ``get_intermediate_layers(norm=True)`` does); class and register
-    tokens are dropped; several blocks are concatenated along channels.
+    With ``norm`` each selected block's tokens pass through the ViT's final
+    LayerNorm (as DINOv2's ``get_intermediate_layers(norm=True)`` does);
+    class and register tokens are dropped; several blocks are concatenated
+    along channels.
     """
 
-    def __init__(self, vit: nn.Module, layers: list[int]):
+    def __init__(self, vit: nn.Module, layers: list[int], norm: bool = True):
         super().__init__()
         self.vit = vit
         self.layers = list(layers)
+        self.norm = norm
         self.patch_size = int(vit.patch_embed.patch_size[0])
         self.pad_multiple = self.patch_size
         self.feature_dim = int(vit.embed_dim) * len(self.layers)
@@ -81,7 +83,7 @@ class ViTFeatures(FrozenBackbone):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Returns (B, C, H / 14, W / 14) features for a normalised (B, 3, H, W) batch."""
         feats = self.vit.forward_intermediates(
-            x, indices=self.layers, norm=True, output_fmt="NCHW", intermediates_only=True
+            x, indices=self.layers, norm=self.norm, output_fmt="NCHW", intermediates_only=True
         )
         return feats[0] if len(feats) == 1 else torch.cat(feats, dim=1)
 
@@ -195,7 +197,7 @@ def create_backbone(cfg: BackboneConfig, *, warn_random: bool = True) -> FrozenB
         load_weights_file(net, cfg.weights_file, cfg.weights_sha256)
     elif cfg.weights == "none" and warn_random:
         _warn_random(cfg.name)
-    backbone = ViTFeatures(net, cfg.layers) if is_vit(cfg.name) else CNNFeatures(net)
+    backbone = ViTFeatures(net, cfg.layers, cfg.norm) if is_vit(cfg.name) else CNNFeatures(net)
     backbone.freeze()
     return backbone
 

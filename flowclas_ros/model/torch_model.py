@@ -23,7 +23,8 @@ from flowclas_ros.model.text_scorer import create_text_scorer
 class FlowCLAS(nn.Module):
     """Pixel-wise anomaly detector (FlowCLAS, arXiv 2411.19888).
 
-    Trainable parts: ``norm`` (LayerNorm over channels), ``flow`` (FrEIA
+    Trainable parts: ``norm`` (LayerNorm over channels, unless
+    ``flow.input_norm`` is ``none``), ``flow`` (FrEIA
     SequenceINN), ``base`` (per-channel Gaussian mean / log-sigma) and
     ``proj_head`` (1x1 conv for the contrastive loss). The backbone is frozen.
 
@@ -48,7 +49,7 @@ class FlowCLAS(nn.Module):
             torch.manual_seed(cfg.seed)
             self.backbone: FrozenBackbone = create_backbone(cfg.backbone, warn_random=warn_random_backbone)
             channels = self.backbone.feature_dim
-            self.norm = nn.LayerNorm(channels)
+            self.norm = nn.LayerNorm(channels) if cfg.flow.input_norm == "layernorm" else nn.Identity()
             self.flow = build_flow(channels, cfg.flow, seed=cfg.seed)
             self.base = DiagonalGaussian(channels)
             self.proj_head = nn.Conv2d(channels, cfg.flow.proj_dim, kernel_size=1)
@@ -100,7 +101,7 @@ class FlowCLAS(nn.Module):
             return self.backbone(x)
 
     def flow_forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """LayerNorm over channels, then the flow. Differentiable.
+        """Input norm (LayerNorm over channels or none), then the flow. Differentiable.
 
         Returns:
             ``z`` (B, C, h, w) and the flow's total log|det J| per sample (B,).

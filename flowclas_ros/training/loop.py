@@ -212,6 +212,7 @@ class Trainer:
                 "weights_file": backbone.weights_file,
                 "weights_sha256": backbone.weights_sha256,
                 "layers": list(backbone.layers),
+                "norm": backbone.norm,
             },
             "training_data": {
                 "train": str(data.train.root.resolve()),
