@@ -69,7 +69,9 @@ class GaussianModel:
             flat = x.reshape(-1, channels)
             self.mean = flat.mean(dim=0)
             cov = torch.cov(flat.T) + RIDGE * eye
-        self.precision = torch.linalg.inv(cov)
+        # Cholesky: the ridged covariance is SPD, and MKL's batched LU inverse (torch.linalg.inv) errors
+        # out ("DLASWP parameter 6") and stalls on the per-position covariances of raw ViT features.
+        self.precision = torch.cholesky_inverse(torch.linalg.cholesky(cov))
         self.per_position = per_position
 
     def distance(self, feats: torch.Tensor) -> torch.Tensor:
