@@ -9,18 +9,16 @@ matched would be missing from the recording. No ROS import here: both are proces
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO
 
 import yaml
 
 from flowclas_ros.demo.recording import record_arguments
 from flowclas_ros.demo.runner import DemoError, find_executable
 from flowclas_ros.demo.settings import REPO_ROOT
+from flowclas_ros.logged_process import LoggedProcess
 
 RECORDER = REPO_ROOT / "scripts" / "demo_record.py"
 
@@ -47,40 +45,10 @@ def write_node_params(path: Path, checkpoint: Path, image_topic: str) -> Path:
     return path
 
 
-class _Process:
-    """A child process with its output in a log file; stopped with SIGINT (SIGKILL after a timeout)."""
+class _Process(LoggedProcess):
+    """A demo child process: failures are :class:`DemoError`."""
 
-    what = "process"
-
-    def __init__(self, cmd: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
-        self.cmd, self.log_path = cmd, log_path
-        self._log: IO[str] = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-
-    def tail(self) -> str:
-        """The last line of the log."""
-        self._log.flush()
-        lines = self.log_path.read_text(errors="replace").strip().splitlines()
-        return lines[-1] if lines else "no output"
-
-    def check_alive(self) -> None:
-        """DemoError if the process has exited."""
-        if self.proc.poll() is not None:
-            raise DemoError(
-                f"{self.what} exited with code {self.proc.returncode} ({self.tail()}); log: {self.log_path}"
-            )
-
-    def stop(self, timeout_s: float = 30.0) -> int:
-        """SIGINT, then SIGKILL after ``timeout_s``; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
+    error = DemoError
 
 
 class NodeProcess(_Process):

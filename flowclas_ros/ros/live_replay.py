@@ -22,11 +22,8 @@ on the calling thread, so a slow metric update never delays a receive time.
 from __future__ import annotations
 
 import math
-import os
 import queue
 import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -46,6 +43,7 @@ from flowclas_ros.data.image_codec import ImageDecodeError, decode_float, encode
 from flowclas_ros.evaluation.accumulator import EvalAccumulator
 from flowclas_ros.evaluation.frames import BagFrames, EvalFrame
 from flowclas_ros.evaluation.replay_tracker import ReplayTracker
+from flowclas_ros.logged_process import LoggedProcess
 from flowclas_ros.ros.naming import camera_name
 
 NODE_LOG = "node.log"
@@ -209,42 +207,12 @@ def _reencode(frame: EvalFrame, msgtype: str) -> bytes:
 # ----------------------------------------------------------------- node side
 
 
-class _NodeProcess:
+class _NodeProcess(LoggedProcess):
     """``flowclas-node`` as a child process, its output in ``node.log``."""
 
-    def __init__(self, cmd: list[str], log_path: Path) -> None:
-        self.cmd = cmd
-        self.log_path = log_path
-        self._log = open(log_path, "w")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=os.environ.copy())
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise LiveReplayError(
-                f"flowclas-node exited with code {self.proc.returncode} ({self.tail()}); log: {self.log_path}"
-            )
-
-    def tail(self, n: int = 3) -> str:
-        self._log.flush()
-        try:
-            lines = [
-                ln.strip() for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()
-            ]
-        except OSError:
-            return "no log"
-        return " | ".join(lines[-n:]) or "no output"
-
-    def stop(self, timeout_s: float = 20.0) -> int | None:
-        """SIGINT, then SIGKILL after ``timeout_s``; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
+    what = "flowclas-node"
+    error = LiveReplayError
+    tail_lines = 3
 
 
 def _stamp_ns(header: Any) -> int:
@@ -439,7 +407,7 @@ def run_live_replay(
         if spin_thread.is_alive():
             spin_thread.join(timeout=5.0)
         raw.close()
-        exit_code = node_proc.stop() if node_proc is not None else None
+        exit_code = node_proc.stop(timeout_s=20.0) if node_proc is not None else None
 
     return {
         **tracker.as_dict(),
