@@ -8,16 +8,13 @@ Every stage is skipped when its stamp matches its inputs (see
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
-import random
 import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import IO
 
+from flowclas_ros.dds_isolation import isolate_ros_traffic
 from flowclas_ros.demo.report import write_report
 from flowclas_ros.demo.runner import DemoError, Stage, StageRunner
 from flowclas_ros.demo.settings import DEFAULT_CONFIG, DEFAULT_OUT, THREADS_ENV, DemoSettings, tiny_settings
@@ -25,28 +22,6 @@ from flowclas_ros.demo.stages import DemoStages, dataset_params
 from flowclas_ros.model.backbone import ALLOW_RANDOM_ENV
 
 PROG = "demo"
-_domain_lock: IO[str] | None = None
-
-
-def claim_ros_domain_id() -> int:
-    """A ROS domain id in 1..100 that no other demo or test session on this machine holds.
-
-    The same lock files as ``test/conftest.py``, held until the process exits, so the
-    demo's node never talks to another session's node (or a robot's camera on domain 0).
-    """
-    global _domain_lock
-    candidates = list(range(1, 101))
-    random.shuffle(candidates)
-    for domain_id in candidates:
-        lock = open(Path(tempfile.gettempdir()) / f"flowclas_ros_test_domain_{domain_id}.lock", "w")  # noqa: SIM115
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            continue
-        _domain_lock = lock
-        return domain_id
-    raise DemoError("all ROS domain ids 1..100 are held by other flowclas_ros sessions")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,10 +89,10 @@ def run(settings: DemoSettings, force: bool = False) -> list[str]:
     if force:
         for stamp in settings.stamps.glob("*.json"):
             stamp.unlink()
-    if _domain_lock is None:
-        os.environ["ROS_DOMAIN_ID"] = str(claim_ros_domain_id())
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # the demo's DDS traffic stays on this machine
-    os.environ.pop("ROS_LOCALHOST_ONLY", None)  # deprecated in Jazzy; conflicts with the above
+    try:
+        isolate_ros_traffic()  # the demo's node never meets another session's (or a robot's) traffic
+    except RuntimeError as exc:
+        raise DemoError(str(exc)) from exc
     print(f"[demo] run folder {settings.out}; ROS_DOMAIN_ID {os.environ['ROS_DOMAIN_ID']}", flush=True)
     if random_backbone(settings):
         os.environ[ALLOW_RANDOM_ENV] = "1"  # said once here and in the report, not by every process
