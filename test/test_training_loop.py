@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_support import make_tiny_data, tiny_train_dict
 
 from flowclas_ros.config_io import from_dict, to_dict
 from flowclas_ros.data.folder import FolderDataset
-from flowclas_ros.data.synthetic_scenes import SceneConfig, generate_dataset
 from flowclas_ros.model import FlowCLAS, load_checkpoint
 from flowclas_ros.model.loss import nll_loss
 from flowclas_ros.runtime.torch_backend import TorchBackend
@@ -28,22 +28,7 @@ torch.set_num_threads(1)
 
 
 def tiny_config(root, **overrides) -> TrainConfig:
-    data = {
-        "model": {
-            "backbone": {"name": "vit_small_patch14_dinov2", "weights": "none"},
-            "flow": {"steps": 2, "proj_dim": 16, "hidden_ratio": 0.25},
-            "preprocess": {"input_size": [56, 56]},
-        },
-        "data": {"root": str(root), "train": "train", "val": "val"},
-        "oe": {"area_range": [0.05, 0.2]},
-        "optim": {"lr": 1e-3, "warmup_steps": 2},
-        "batch_size": 2,
-        "steps": 4,
-        "checkpoint_every": 2,
-        "val_every": 2,
-        "num_workers": 0,
-        "log_every": 1,
-    }
+    data = {**tiny_train_dict(root), "steps": 4, "checkpoint_every": 2, "val_every": 2}
     for key, value in overrides.items():
         node = data
         *parents, leaf = key.split(".")
@@ -55,11 +40,7 @@ def tiny_config(root, **overrides) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_data")
-    generate_dataset(
-        root, seed=3, counts={"train": 6, "val": 3, "test": 0}, cfg=SceneConfig(size=(56, 56)), progress=False
-    )
-    return root
+    return make_tiny_data(tmp_path_factory.mktemp("tiny_data"), seed=3)
 
 
 def test_objective_finite_and_decreasing_on_a_fixed_batch():

@@ -14,9 +14,9 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from train_support import make_tiny_data, tiny_train_dict
 
 from flowclas_ros.config_io import load
-from flowclas_ros.data.synthetic_scenes import SceneConfig, generate_dataset
 from flowclas_ros.model import load_checkpoint
 from flowclas_ros.training.checkpointing import find_latest_state
 from flowclas_ros.training.config import TrainConfig
@@ -28,28 +28,11 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARN
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_data")
-    generate_dataset(
-        root, seed=5, counts={"train": 6, "val": 3, "test": 0}, cfg=SceneConfig(size=(56, 56)), progress=False
-    )
-    return root
+    return make_tiny_data(tmp_path_factory.mktemp("tiny_data"), seed=5)
 
 
 def write_config(path, root, **top) -> str:
-    cfg = {
-        "model": {
-            "backbone": {"name": "vit_small_patch14_dinov2", "weights": "none"},
-            "flow": {"steps": 2, "proj_dim": 16, "hidden_ratio": 0.25},
-            "preprocess": {"input_size": [56, 56]},
-        },
-        "data": {"root": str(root), "train": "train", "val": "val"},
-        "oe": {"area_range": [0.05, 0.2]},
-        "optim": {"lr": 1e-3, "warmup_steps": 2},
-        "batch_size": 2,
-        "num_workers": 0,
-        "log_every": 1,
-        **top,
-    }
+    cfg = {**tiny_train_dict(root), **top}
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
 
