@@ -9,17 +9,9 @@ from flowclas_ros.demo.document import Document
 from flowclas_ros.demo.recording import Recording
 from flowclas_ros.demo.runner import StageResult
 from flowclas_ros.demo.settings import DemoSettings
+from flowclas_ros.evaluation.report import fmt
 
 CAMERA_STATUS_SUFFIX = ": camera"
-
-
-def fmt(value: Any, digits: int = 4) -> str:
-    """A number for the report (``n/a`` for None)."""
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 def latency(m: dict[str, Any]) -> str:

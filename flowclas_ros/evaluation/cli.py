@@ -18,7 +18,7 @@ from flowclas_ros.data.bag import BagReadWarning
 from flowclas_ros.evaluation.accumulator import EvalAccumulator
 from flowclas_ros.evaluation.frames import BagFrames, EvalInputError, FolderFrames
 from flowclas_ros.evaluation.metrics import DEFAULT_NUM_BINS
-from flowclas_ros.evaluation.report import build_metrics, write_metrics, write_report
+from flowclas_ros.evaluation.report import build_metrics, fmt, write_metrics, write_report
 
 PROG = "flowclas-eval"
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
@@ -325,9 +325,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     for text in metrics["warnings"]:
         print(f"{PROG}: warning: {text}", file=sys.stderr)
-
-    def fmt(v: Any) -> str:
-        return "n/a" if v is None else f"{v:.4f}"
 
     lat = metrics["latency_ms"]["p50"]
     print(

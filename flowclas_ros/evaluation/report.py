@@ -245,7 +245,8 @@ def _plot_examples(
 # --------------------------------------------------------------------- markdown
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
+def fmt(value: Any, digits: int = 4) -> str:
+    """A number for a report (``n/a`` for None, floats with ``digits`` decimals)."""
     if value is None:
         return "n/a"
     if isinstance(value, float):
@@ -278,20 +279,20 @@ def _markdown(metrics: dict[str, Any], figures: dict[str, str], ranking: str) ->
         "",
         "| metric | value |",
         "|---|---|",
-        f"| pixel AUROC | {_fmt(m['auroc'])} |",
-        f"| pixel AP | {_fmt(m['ap'])} |",
-        f"| pixel FPR at 95% TPR | {_fmt(m['fpr95'])} |",
-        f"| image AUROC | {_fmt(m['image_auroc'])} |",
+        f"| pixel AUROC | {fmt(m['auroc'])} |",
+        f"| pixel AP | {fmt(m['ap'])} |",
+        f"| pixel FPR at 95% TPR | {fmt(m['fpr95'])} |",
+        f"| image AUROC | {fmt(m['image_auroc'])} |",
         f"| images evaluated | {m['n_images']} |",
-        f"| {lat_label} p50 / p90 / p99 (ms) | {_fmt(lat['p50'], 1)} / {_fmt(lat['p90'], 1)} / "
-        f"{_fmt(lat['p99'], 1)} |",
-        f"| {model_label} p50 / mean (ms) | {_fmt(mod['p50'], 1)} / {_fmt(mod['mean'], 1)} |",
+        f"| {lat_label} p50 / p90 / p99 (ms) | {fmt(lat['p50'], 1)} / {fmt(lat['p90'], 1)} / "
+        f"{fmt(lat['p99'], 1)} |",
+        f"| {model_label} p50 / mean (ms) | {fmt(mod['p50'], 1)} / {fmt(mod['mean'], 1)} |",
     ]
     tp = m.get("throughput")
     if tp and tp.get("images_per_s") is not None:
         lines.append(
-            f"| throughput (images/s, whole loop) | {_fmt(tp['images_per_s'], 2)} "
-            f"(model {_fmt(100 * tp['model_fraction'], 1)} % of the time) |"
+            f"| throughput (images/s, whole loop) | {fmt(tp['images_per_s'], 2)} "
+            f"(model {fmt(100 * tp['model_fraction'], 1)} % of the time) |"
         )
     px = m["pixel"]
     lines += [
@@ -299,7 +300,7 @@ def _markdown(metrics: dict[str, Any], figures: dict[str, str], ranking: str) ->
         "",
         "The ignore label (255) is excluded from every pixel metric. Pixel metrics come from a "
         f"fine histogram over scores {px['score_range']} (AUROC binning error bound "
-        f"{_fmt(px['auroc_error_bound'], 6)}; {px['n_clipped']} scores clipped into the end bins).",
+        f"{fmt(px['auroc_error_bound'], 6)}; {px['n_clipped']} scores clipped into the end bins).",
         "",
     ]
     thr = m.get("threshold")
@@ -309,8 +310,8 @@ def _markdown(metrics: dict[str, Any], figures: dict[str, str], ranking: str) ->
             "",
             "| threshold | from | precision | recall | IoU | FPR |",
             "|---|---|---|---|---|---|",
-            f"| {thr['threshold']:.6g} | {thr['source']} | {_fmt(thr['precision'])} | "
-            f"{_fmt(thr['recall'])} | {_fmt(thr['iou'])} | {_fmt(thr['fpr'])} |",
+            f"| {thr['threshold']:.6g} | {thr['source']} | {fmt(thr['precision'])} | "
+            f"{fmt(thr['recall'])} | {fmt(thr['iou'])} | {fmt(thr['fpr'])} |",
             "",
         ]
     fr = m["frames"]
@@ -342,7 +343,7 @@ def _markdown(metrics: dict[str, Any], figures: dict[str, str], ranking: str) ->
             f"{live['n_score_map_missing']} | {live['rate_factor']} |",
             "",
             f"Node: `{live['node']}`, results on `{live['result_topic']}`. Node-reported inference "
-            f"latency p50 {_fmt(m['model_ms']['p50'], 1)} ms.",
+            f"latency p50 {fmt(m['model_ms']['p50'], 1)} ms.",
         ]
     lines.append("")
     if ROC_FILE in figures.values():
