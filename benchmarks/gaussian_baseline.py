@@ -35,7 +35,7 @@ from flowclas_ros.data.folder import FolderDataset
 from flowclas_ros.data.transforms import resize_score_map, to_model_input
 from flowclas_ros.evaluation.metrics import ImageMetrics, PixelMetrics
 from flowclas_ros.model import FlowCLAS, load_checkpoint
-from flowclas_ros.model.anomaly_map import upsample_crop
+from flowclas_ros.model.flowclas.anomaly_map import upsample_crop
 from flowclas_ros.runtime.torch_backend import TorchBackend
 from flowclas_ros.training.config import TrainConfig
 from flowclas_ros.training.datasets import open_folder

@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 import torch
 
-from flowclas_ros.model.prompts import load_prompt_set, resolve_classes
-from flowclas_ros.model.text_scorer import TextScorer, TextScorerConfig
+from flowclas_ros.model.vl4ad.prompts import load_prompt_set, resolve_classes
+from flowclas_ros.model.vl4ad.text_scorer import TextScorer, TextScorerConfig
 
 
 def _sync(device: str) -> None:

@@ -5,7 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from flowclas_ros.model.loss import nll_loss, supcon_loss
+from flowclas_ros.model.flowclas.loss import nll_loss, supcon_loss
 
 
 def _base():

@@ -17,8 +17,8 @@ from ros_harness import (
 
 from flowclas_ros.model import FlowCLAS, save_checkpoint
 from flowclas_ros.model.config import BackboneConfig, FlowConfig, ModelConfig, PreprocessConfig
-from flowclas_ros.model.fusion import FusionConfig
-from flowclas_ros.model.text_scorer import TextScorerConfig
+from flowclas_ros.model.vl4ad.fusion import FusionConfig
+from flowclas_ros.model.vl4ad.text_scorer import TextScorerConfig
 
 pytestmark = pytest.mark.ros
 

@@ -9,8 +9,8 @@ import torch
 
 from flowclas_ros.model import FlowCLAS, ModelConfig, load_checkpoint, save_checkpoint
 from flowclas_ros.model.config import BackboneConfig, FlowConfig, PreprocessConfig
-from flowclas_ros.model.fusion import FusionConfig
-from flowclas_ros.model.text_scorer import TextScorerConfig
+from flowclas_ros.model.vl4ad.fusion import FusionConfig
+from flowclas_ros.model.vl4ad.text_scorer import TextScorerConfig
 
 TINY_CLIP = {
     "embed_dim": 32,

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from flowclas_ros.config_io import ConfigError, from_dict, to_dict
-from flowclas_ros.model.prompts import (
+from flowclas_ros.model.vl4ad.prompts import (
     PromptSet,
     available_prompt_sets,
     bundled_prompt_dir,

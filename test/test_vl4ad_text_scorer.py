@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from flowclas_ros.config_io import from_dict, to_dict
-from flowclas_ros.model.prompts import PromptSet, load_prompt_set
-from flowclas_ros.model.text_scorer import (
+from flowclas_ros.model.vl4ad.prompts import PromptSet, load_prompt_set
+from flowclas_ros.model.vl4ad.text_scorer import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     TextScorer,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flowclas_ros.data.synthetic_scenes import SceneConfig, generate_dataset
+from flowclas_ros.synthetic.synthetic_scenes import SceneConfig, generate_dataset
 
 
 def make_tiny_data(root: Path, seed: int) -> Path:

@@ -138,7 +138,9 @@ class DemoStages:
             "data",
             f"generate the synthetic rover-scene dataset ({params.n_train} train / {params.n_val} val / "
             f"{params.n_test} test frames, {params.size[0]}x{params.size[1]})",
-            key=lambda: self.key("data", ["flowclas_ros.data.make_dataset_cli"], [], params=params.__dict__),
+            key=lambda: self.key(
+                "data", ["flowclas_ros.synthetic.make_dataset_cli"], [], params=params.__dict__
+            ),
             outputs=[self.s.data / split / "images" for split in ("train", "val", "test")],
             run=run,
             clean=[tmp, self.s.data],

@@ -34,7 +34,7 @@ from flowclas_ros.export.metadata import (
 )
 from flowclas_ros.export.verify import VerificationResult, verify_onnx
 from flowclas_ros.model.checkpoint import LoadedCheckpoint, load_checkpoint
-from flowclas_ros.model.torch_model import FlowCLAS
+from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import torch
 from flowclas_ros.data.transforms import to_model_input
 from flowclas_ros.export.metadata import INPUT_NAME
 from flowclas_ros.model.config import PreprocessConfig
-from flowclas_ros.model.torch_model import FlowCLAS
+from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 
 RELATIVE_TOLERANCE = 1e-3
 """Allowed max abs difference, as a fraction of the torch score range over all verification inputs."""

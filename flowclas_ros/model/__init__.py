@@ -9,7 +9,7 @@ from flowclas_ros.model.config import (
     PreprocessConfig,
     ScoreConfig,
 )
-from flowclas_ros.model.torch_model import FlowCLAS
+from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 
 __all__ = [
     "CONFIG_VERSION",

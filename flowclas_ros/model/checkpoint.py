@@ -19,8 +19,8 @@ from safetensors.torch import load_file, save_file
 from flowclas_ros.config_io import ConfigError, from_dict, to_dict
 from flowclas_ros.model.backbone import BackboneError
 from flowclas_ros.model.config import CONFIG_VERSION, ModelConfig
-from flowclas_ros.model.text_scorer import TextScorerError
-from flowclas_ros.model.torch_model import FlowCLAS
+from flowclas_ros.model.flowclas.torch_model import FlowCLAS
+from flowclas_ros.model.vl4ad.text_scorer import TextScorerError
 
 CONFIG_FILE = "config.json"
 FLOW_FILE = "flow.safetensors"

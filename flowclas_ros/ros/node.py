@@ -70,7 +70,7 @@ def _check_prompt_set(backend: InferenceBackend, prompt_set: str) -> str | None:
             f"prompt_set: the {backend.name} backend with this checkpoint cannot switch prompts "
             "(needs a checkpoint with a VL4AD text scorer and the torch backend)"
         )
-    from flowclas_ros.model.prompts import load_prompt_set  # light: no torch / open_clip
+    from flowclas_ros.model.vl4ad.prompts import load_prompt_set  # light: no torch / open_clip
 
     try:
         load_prompt_set(prompt_set)

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from flowclas_ros.data.transforms import resize_score_map, to_model_input
-from flowclas_ros.model.anomaly_map import image_score_np
 from flowclas_ros.model.config import ModelConfig
+from flowclas_ros.model.flowclas.anomaly_map import image_score_np
 
 
 @dataclass

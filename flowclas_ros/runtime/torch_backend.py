@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from flowclas_ros.model.checkpoint import LoadedCheckpoint, load_checkpoint
-from flowclas_ros.model.torch_model import FlowCLAS
+from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 from flowclas_ros.runtime.base import InferenceBackend
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]

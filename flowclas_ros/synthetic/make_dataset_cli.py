@@ -2,7 +2,7 @@
 
 Example::
 
-    python -m flowclas_ros.data.make_dataset_cli --out data/synth --n-train 200 --n-val 40 --n-test 60
+    python -m flowclas_ros.synthetic.make_dataset_cli --out data/synth --n-train 200 --n-val 40 --n-test 60
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-from flowclas_ros.data.synthetic_scenes import SPLITS, SceneConfig, generate_dataset
+from flowclas_ros.synthetic.synthetic_scenes import SPLITS, SceneConfig, generate_dataset
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Argument parser of the dataset generator CLI."""
     parser = argparse.ArgumentParser(
-        prog="python -m flowclas_ros.data.make_dataset_cli",
+        prog="python -m flowclas_ros.synthetic.make_dataset_cli",
         description="Generate the synthetic robot-scene dataset (train: normal only; val/test: with "
         "foreign-object anomalies and masks) in the DESIGN.md folder layout.",
     )

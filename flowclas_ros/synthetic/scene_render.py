@@ -1,6 +1,6 @@
 """Rendering of one synthetic robot-camera frame: terrain, sky, rocks, foreign objects, camera effects.
 
-See :mod:`flowclas_ros.data.synthetic_scenes` for what the frames show and how
+See :mod:`flowclas_ros.synthetic.synthetic_scenes` for what the frames show and how
 datasets are written.
 """
 
@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from flowclas_ros.data.perlin import fractal_noise, perlin_mask
-from flowclas_ros.data.scene_objects import ANOMALY_RENDERERS, Sprite, jitter_color, render_rock
-from flowclas_ros.data.scene_textures import TEX_SIZE, TextureBank, wrap_coords
+from flowclas_ros.synthetic.perlin import fractal_noise, perlin_mask
+from flowclas_ros.synthetic.scene_objects import ANOMALY_RENDERERS, Sprite, jitter_color, render_rock
+from flowclas_ros.synthetic.scene_textures import TEX_SIZE, TextureBank, wrap_coords
 
 
 @dataclass

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from flowclas_ros.data.oe_dataset import OETrainDataset
-from flowclas_ros.model.torch_model import FlowCLAS
+from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 from flowclas_ros.training.distributed import DistContext
 
 IGNORE = 255

@@ -32,7 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from flowclas_ros.model.checkpoint import save_checkpoint
-from flowclas_ros.model.torch_model import FlowCLAS
+from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 
 STATE_DIR = "state"
 BEST_DIR = "checkpoint"

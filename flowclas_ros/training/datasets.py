@@ -15,7 +15,7 @@ import numpy as np
 
 from flowclas_ros.config_io import ConfigError
 from flowclas_ros.data.folder import LAYOUT_HINT, DatasetError, FolderDataset, list_images
-from flowclas_ros.data.synthetic_scenes import SceneConfig, generate_dataset
+from flowclas_ros.synthetic.synthetic_scenes import SceneConfig, generate_dataset
 from flowclas_ros.training.config import DataConfig
 from flowclas_ros.training.distributed import DistContext, barrier
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from flowclas_ros.model.loss import nll_loss, supcon_loss
-from flowclas_ros.model.torch_model import FlowCLAS
+from flowclas_ros.model.flowclas.loss import nll_loss, supcon_loss
+from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 from flowclas_ros.training.batches import FeatureBatch, autocast_context
 from flowclas_ros.training.config import LossConfig
 

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from flowclas_ros.model.torch_model import FlowCLAS
+from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 from flowclas_ros.training.config import OptimConfig
 
 

@@ -25,8 +25,8 @@ from flowclas_ros.data.oe_dataset import OETrainDataset
 from flowclas_ros.data.outlier_exposure import OEConfig
 from flowclas_ros.data.transforms import to_model_input
 from flowclas_ros.evaluation.metrics import ImageMetrics, PixelMetrics
-from flowclas_ros.model.anomaly_map import image_score, likelihood_score, nll_score, upsample_crop
-from flowclas_ros.model.torch_model import FlowCLAS
+from flowclas_ros.model.flowclas.anomaly_map import image_score, likelihood_score, nll_score, upsample_crop
+from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 from flowclas_ros.training.batches import images_to_features
 from flowclas_ros.training.distributed import DistContext, all_gather_rows, all_reduce_minmax, all_reduce_sum_
 

@@ -6,18 +6,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowclas_ros.model.anomaly_map import (
+from flowclas_ros.model.backbone import FrozenBackbone, create_backbone
+from flowclas_ros.model.config import ModelConfig
+from flowclas_ros.model.flow import DiagonalGaussian, build_flow
+from flowclas_ros.model.flowclas.anomaly_map import (
     GaussianBlur,
     image_score,
     likelihood_score,
     nll_score,
     upsample_crop,
 )
-from flowclas_ros.model.backbone import FrozenBackbone, create_backbone
-from flowclas_ros.model.config import ModelConfig
-from flowclas_ros.model.flow import DiagonalGaussian, build_flow
-from flowclas_ros.model.fusion import fuse
-from flowclas_ros.model.text_scorer import create_text_scorer
+from flowclas_ros.model.vl4ad.fusion import fuse
+from flowclas_ros.model.vl4ad.text_scorer import create_text_scorer
 
 
 class FlowCLAS(nn.Module):

@@ -151,7 +151,7 @@ def text_cache_key(ps: PromptSet) -> str:
 
 def bundled_prompt_dir() -> Path:
     """The ``config/prompts`` folder shipped with the package (source tree layout)."""
-    return Path(__file__).resolve().parents[2] / "config" / "prompts"
+    return Path(__file__).resolve().parents[3] / "config" / "prompts"
 
 
 def _search_dirs() -> list[Path]:

@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowclas_ros.model.clip_dense import DenseClipEncoder
-from flowclas_ros.model.prompts import PromptSet, load_prompt_set, resolve_classes, text_cache_key
+from flowclas_ros.model.vl4ad.clip_dense import DenseClipEncoder
+from flowclas_ros.model.vl4ad.prompts import PromptSet, load_prompt_set, resolve_classes, text_cache_key
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class TextScorerConfig:
         arch: Overrides of the open_clip model config (``embed_dim``,
             ``vision_cfg``, ``text_cfg``, ...), e.g. a tiny model for tests.
         dense: Last-block variant of the dense image path (see
-            :mod:`flowclas_ros.model.clip_dense`): ``maskclip`` or ``value_only``.
+            :mod:`flowclas_ros.model.vl4ad.clip_dense`): ``maskclip`` or ``value_only``.
         input_size: (height, width) the image is resized to for CLIP (multiples
             of the patch size). ``None``: the model input size rounded to the
             nearest multiple of the patch size.

@@ -1,0 +1,1 @@
+"""VL4AD: text-prompted CLIP outlier scoring, prompt sets and score fusion."""
