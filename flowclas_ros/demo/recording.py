@@ -83,6 +83,7 @@ def _result(msg: Any, recv_ns: int) -> dict[str, Any]:
             for r in msg.regions
         ],
         "latency_ms": float(msg.latency_ms),
+        "model_ms": float(msg.model_ms),
         "backend": str(msg.backend),
     }
 

@@ -121,7 +121,7 @@ def overlay_gif(
         truth = cv2.resize(
             dataset.load_mask(index, image.shape[:2]), big.shape[1::-1], interpolation=cv2.INTER_NEAREST
         )
-        caption = f"frame {index + 1}/{len(dataset)}  model {results[stamp]['latency_ms']:.0f} ms"
+        caption = f"frame {index + 1}/{len(dataset)}  model {results[stamp]['model_ms']:.0f} ms"
         frames.append(stream_frame(overlay, gt_outline(big, truth), caption))
         shown_for = (indices[i + 1] - index) if i + 1 < len(indices) else 1  # until the next answered frame
         durations.append(shown_for * period_ms / settings.rate_factor)

@@ -162,7 +162,7 @@ def results_section(doc: Document, rec: Recording, frame_number: Callable[[int],
                 "yes" if r["is_anomalous"] else "no",
                 f"{r['anomalous_fraction']:.4f}",
                 f"{len(r['regions'])}" + (f": {regions}" if regions else ""),
-                f"{r['latency_ms']:.1f}",
+                f"{r['model_ms']:.1f}",
             ]
         )
     doc.table(["frame", "image score", "anomalous", "anomalous fraction", "regions", "model ms"], rows)

@@ -40,7 +40,7 @@ class AnsweredFrame:
         image_score: ``AnomalyResult.image_score``.
         threshold: ``AnomalyResult.threshold``.
         end_to_end_ms: Publish time to result receive time.
-        node_latency_ms: ``AnomalyResult.latency_ms`` (the node's own inference latency).
+        node_latency_ms: ``AnomalyResult.model_ms`` (the node's share of the batch forward).
     """
 
     frame: EvalFrame

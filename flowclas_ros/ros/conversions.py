@@ -103,8 +103,13 @@ def result_msg(
     regions: list[Region],
     latency_ms: float,
     backend: str,
+    model_ms: float = float("nan"),
 ) -> AnomalyResult:
-    """AnomalyResult; ``is_anomalous`` is ``image_score >= threshold``."""
+    """AnomalyResult; ``is_anomalous`` is ``image_score >= threshold``.
+
+    ``latency_ms`` is receive -> publish of the frame in the node, ``model_ms`` its share of the
+    batch forward (NaN when unknown).
+    """
     return AnomalyResult(
         header=header,
         image_score=float(image_score),
@@ -114,4 +119,5 @@ def result_msg(
         regions=[region_msg(region) for region in regions],
         latency_ms=float(latency_ms),
         backend=backend,
+        model_ms=float(model_ms),
     )

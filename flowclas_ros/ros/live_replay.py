@@ -324,7 +324,7 @@ def run_live_replay(
             stamp = _stamp_ns(msg.header)
             if kind == "result":
                 done = tracker.on_result(
-                    stamp, t_recv, float(msg.image_score), float(msg.threshold), float(msg.latency_ms)
+                    stamp, t_recv, float(msg.image_score), float(msg.threshold), float(msg.model_ms)
                 )
             else:
                 try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,6 +39,9 @@ Stage3D = Callable[[Header, np.ndarray, np.ndarray, list[Region]], list[Region3D
 
 Runs before the result message is built, so its regions carry their 3D fields
 (``DepthStage.process`` for one camera, which also publishes the cloud and markers)."""
+
+ImageSink = Callable[[Callable[[], None]], None]
+"""Takes a frame's deferred image-output publishing (a no-argument callable) to run elsewhere."""
 
 
 @dataclass
@@ -75,11 +80,21 @@ class CameraOutputs:
         settings: RuntimeSettings,
         backend: str,
         stage_3d: Stage3D | None = None,
+        *,
+        received_ns: int | None = None,
+        image_sink: ImageSink | None = None,
     ) -> FrameResult:
         """Post-processes one finite prediction and publishes every wanted output with ``header``.
 
         ``stage_3d`` (cameras with depth) runs after the regions are found and before the result
-        goes out; its 3D regions fill the result's ``AnomalyRegion`` 3D fields.
+        goes out; its 3D regions fill the result's ``AnomalyRegion`` 3D fields. ``latency_ms`` in
+        the result is ``received_ns`` (the frame's ``time.monotonic_ns()`` at the callback) ->
+        just before the result is published; ``model_ms`` its share of the batch forward.
+
+        Without ``image_sink`` the image outputs go out first and the result last. With one, the
+        result goes out first and the image outputs are handed to ``image_sink`` as a callable
+        (the worker's image thread publishes them while the next forward runs), so a planner
+        waiting for the result does not wait for the overlay.
         """
         score = prediction.score_map
         threshold = settings.threshold
@@ -93,6 +108,40 @@ class CameraOutputs:
             if fraction > 0.0
             else []
         )
+        images = functools.partial(self._publish_images, header, rgb, prediction, settings, mask, regions)
+        if image_sink is None:
+            images()
+        regions_3d = stage_3d(header, score, mask, regions) if stage_3d is not None else None
+        start_ns = time.monotonic_ns() if received_ns is None else received_ns
+        message = result_msg(
+            header,
+            image_score=prediction.image_score,
+            threshold=threshold,
+            anomalous_fraction=fraction,
+            regions=regions,
+            latency_ms=(time.monotonic_ns() - start_ns) / 1e6,
+            model_ms=prediction.model_ms,
+            backend=backend,
+        )
+        if regions_3d is not None:
+            for region_msg, region_3d in zip(message.regions, regions_3d):
+                fill_region_3d(region_msg, region_3d)
+        self.result.publish(message)
+        if image_sink is not None:
+            image_sink(images)
+        return FrameResult(mask, regions, fraction, threshold)
+
+    def _publish_images(
+        self,
+        header: Header,
+        rgb: np.ndarray,
+        prediction: Prediction,
+        settings: RuntimeSettings,
+        mask: np.ndarray,
+        regions: list[Region],
+    ) -> None:
+        """score_map / mask / overlay, each only while subscribed and enabled."""
+        score, threshold = prediction.score_map, settings.threshold
         if settings.publish_score_map and self.score_map.get_subscription_count():
             self.score_map.publish(float_image_msg(header, score))
         if settings.publish_mask and self.mask.get_subscription_count():
@@ -108,19 +157,3 @@ class CameraOutputs:
                 image_score=prediction.image_score,
             )
             self.overlay.publish(rgb8_image_msg(header, overlay))
-        regions_3d = stage_3d(header, score, mask, regions) if stage_3d is not None else None
-        message = result_msg(
-            header,
-            image_score=prediction.image_score,
-            threshold=threshold,
-            anomalous_fraction=fraction,
-            regions=regions,
-            latency_ms=prediction.model_ms,
-            backend=backend,
-        )
-        if regions_3d is not None:
-            for region_msg, region_3d in zip(message.regions, regions_3d):
-                fill_region_3d(region_msg, region_3d)
-        # The result goes last: a planner reacting to it finds the images (and 3D) already sent.
-        self.result.publish(message)
-        return FrameResult(mask, regions, fraction, threshold)

@@ -3,11 +3,23 @@
 Callbacks only store frames (:class:`~flowclas_ros.ros.frame_buffer.FrameSlots`);
 everything costly happens here, off the executor thread. PyTorch / ONNX
 Runtime release the GIL during the forward, so callbacks keep running.
+
+Each frame's result goes out as soon as its mask and regions are known; the image
+outputs (score map, mask, overlay) are built and sent by a second thread
+(:class:`ImageOutputThread`) while the next forward runs, so they add neither to the
+result's latency nor to the next frame's wait. That thread keeps one pending frame
+per camera (newest wins), like the input side: it never queues.
+
+The model's Python objects (~400k for ViT-S + flow) are frozen out of the garbage
+collector at start (:func:`gc.freeze`): a full collection over them took ~0.75 s on
+a loaded 2-core machine and stalled every thread, which showed up as multi-second
+latency spikes with two cameras.
 """
 
 from __future__ import annotations
 
 import functools
+import gc
 import threading
 import time
 from collections.abc import Callable
@@ -60,6 +72,73 @@ class WorkerContext:
     depth: DepthStage | None = None  # the 3D stage, when any camera has depth
 
 
+class ImageOutputThread(threading.Thread):
+    """Runs each camera's deferred image publishing; one pending job per camera, the newest.
+
+    Args:
+        num_cameras: Number of cameras (one slot each).
+        logger: rclpy logger for failures (one line, throttled).
+    """
+
+    def __init__(self, num_cameras: int, logger: object):
+        super().__init__(name="flowclas_image_outputs", daemon=True)
+        self._cond = threading.Condition()
+        self._jobs: list[Callable[[], None] | None] = [None] * num_cameras
+        self._next = 0
+        self._closed = False
+        self._logger = logger
+        self.replaced = 0  # image outputs of a frame dropped because a newer one came first
+
+    def submit(self, camera: int, job: Callable[[], None]) -> None:
+        """Stores ``job`` as ``camera``'s pending image publishing (replacing an older one)."""
+        with self._cond:
+            if self._closed:
+                return
+            if self._jobs[camera] is not None:
+                self.replaced += 1
+            self._jobs[camera] = job
+            self._cond.notify()
+
+    def sink(self, camera: int) -> Callable[[Callable[[], None]], None]:
+        """``image_sink`` for :meth:`CameraOutputs.publish` of one camera."""
+        return functools.partial(self.submit, camera)
+
+    def _take(self) -> Callable[[], None] | None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._closed or any(j is not None for j in self._jobs))
+            if self._closed:
+                return None
+            count = len(self._jobs)
+            for offset in range(count):  # round robin: no camera's images starve
+                index = (self._next + offset) % count
+                job = self._jobs[index]
+                if job is not None:
+                    self._jobs[index] = None
+                    self._next = (index + 1) % count
+                    return job
+            return None
+
+    def run(self) -> None:  # noqa: D102 - threading.Thread API
+        while (job := self._take()) is not None:
+            try:
+                job()
+            except Exception as err:  # noqa: BLE001 - keep serving; one line, not a traceback
+                if self._closed:
+                    break
+                self._logger.error(
+                    f"publishing image outputs failed: {one_line(err)}", throttle_duration_sec=THROTTLE_S
+                )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Drops pending jobs, lets the running one finish and ends the thread."""
+        with self._cond:
+            self._closed = True
+            self._jobs = [None] * len(self._jobs)
+            self._cond.notify_all()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout)
+
+
 class InferenceWorker(threading.Thread):
     """Runs until :meth:`stop`; one iteration = one batched forward over the cameras with a frame."""
 
@@ -72,6 +151,16 @@ class InferenceWorker(threading.Thread):
         self.batched_frames = 0
         self.largest_batch = 0
         self._last_forward_s: float | None = None
+        self.images = ImageOutputThread(len(ctx.cameras), ctx.logger)
+        self._frozen = False
+
+    def start(self) -> None:
+        """Freezes the model's objects out of the garbage collector, then starts both threads."""
+        gc.collect()  # what is garbage now must not be frozen
+        gc.freeze()
+        self._frozen = True
+        self.images.start()
+        super().start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Asks the loop to end, wakes it and waits for the current batch to finish."""
@@ -79,6 +168,10 @@ class InferenceWorker(threading.Thread):
         self.ctx.slots.close()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(timeout)
+        self.images.stop()
+        if self._frozen:  # so that releasing the model can collect it again
+            gc.unfreeze()
+            self._frozen = False
 
     def run(self) -> None:  # noqa: D102 - threading.Thread API
         while not self._stop_event.is_set():
@@ -147,9 +240,16 @@ class InferenceWorker(threading.Thread):
             if ctx.depth is not None and ctx.depth.has_depth(frame.camera):
                 stage_3d = functools.partial(ctx.depth.process, frame.camera, settings)
             result = ctx.outputs[frame.camera].publish(
-                frame.msg.header, rgb, prediction, settings, ctx.backend.name, stage_3d
+                frame.msg.header,
+                rgb,
+                prediction,
+                settings,
+                ctx.backend.name,
+                stage_3d,
+                received_ns=frame.received_ns,
+                image_sink=self.images.sink(frame.camera),
             )
-            for hook in ctx.result_hooks:
-                hook(frame, rgb, prediction, result)
             latency_ms = (time.monotonic_ns() - frame.received_ns) / 1e6
             ctx.stats[frame.camera].record_result(latency_ms, prediction.model_ms)
+            for hook in ctx.result_hooks:
+                hook(frame, rgb, prediction, result)
