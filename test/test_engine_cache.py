@@ -3,6 +3,8 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import multiprocessing
+import time
 
 import pytest
 
@@ -13,6 +15,7 @@ from flowclas_ros.runtime.engine_cache import (
     EngineRecord,
     default_cache_dir,
     engine_cache_path,
+    engine_lock,
     environment_key,
     key_mismatches,
     load_checked_engine,
@@ -27,8 +30,8 @@ from flowclas_ros.runtime.engine_cache import (
 BASE = {
     "input_size": (448, 448),
     "precision": "fp16",
-    "max_batch": 1,
-    "fp32_flow": True,
+    "max_batch": 4,
+    "opt_batch": 1,
     "version_compatible": False,
     "tensorrt_version": "10.3.0",
     "compute_capability": "8.7",
@@ -36,8 +39,8 @@ BASE = {
 CHANGED = {
     "input_size": (448, 644),
     "precision": "fp32",
-    "max_batch": 4,
-    "fp32_flow": False,
+    "max_batch": 8,
+    "opt_batch": 2,
     "version_compatible": True,
     "tensorrt_version": "10.3.1",
     "compute_capability": "8.6",
@@ -57,8 +60,6 @@ def test_key_changes_when_any_input_changes(onnx_file):
     digests = {base.digest()}
     for name, value in CHANGED.items():
         options = {**BASE, name: value}
-        if name == "fp32_flow":
-            options["precision"] = "fp16"  # only meaningful with fp16
         key = make_engine_key(onnx_file, **options)
         assert key.digest() not in digests, name
         digests.add(key.digest())
@@ -75,7 +76,8 @@ def test_key_fields_and_round_trip(onnx_file):
     key = make_engine_key(onnx_file, **BASE)
     assert key.input_shape == (1, 3, 448, 448)
     assert EngineKey.from_dict(json.loads(json.dumps(key.to_dict()))) == key
-    assert not make_engine_key(onnx_file, **{**BASE, "precision": "fp32"}).fp32_flow
+    assert make_engine_key(onnx_file, **{**BASE, "opt_batch": 9}).opt_batch == 4  # clamped to max_batch
+    assert make_engine_key(onnx_file, **{**BASE, "precision": "fp16-all"}).precision == "fp16-all"
     with pytest.raises(ValueError, match="precision"):
         make_engine_key(onnx_file, **{**BASE, "precision": "int8"})
     with pytest.raises(ValueError):
@@ -175,3 +177,70 @@ def test_builder_reports_missing_tensorrt(onnx_file):
 
     with pytest.raises(TensorRTUnavailableError, match="JetPack 6"):
         build_serialized_engine(onnx_file, input_size=(448, 448))
+
+
+def _resolve_in_child(engine_path, onnx_file, log_path, results) -> None:
+    """A second process asking for the same engine: builds only if nobody else did."""
+
+    def build() -> bytes:
+        with open(log_path, "a") as log:  # noqa: PTH123
+            log.write(f"{multiprocessing.current_process().pid}\n")
+        time.sleep(1.0)  # a slow build: the other process must wait, not build too
+        return f"engine-of-{multiprocessing.current_process().pid}".encode()
+
+    data, _ = resolve_engine(engine_path, make_engine_key(onnx_file, **BASE), build, {})
+    results.put(data)
+
+
+def test_engine_cache_lock_builds_once_across_processes(tmp_path, onnx_file):
+    engine_path, log_path = tmp_path / "shared.engine", tmp_path / "builds.log"
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=_resolve_in_child, args=(engine_path, onnx_file, log_path, results))
+        for _ in range(3)
+    ]
+    for proc in procs:
+        proc.start()
+    got = [results.get(timeout=60) for _ in procs]
+    for proc in procs:
+        proc.join(30)
+        assert proc.exitcode == 0
+    assert len(log_path.read_text().split()) == 1, "exactly one process built the engine"
+    assert len(set(got)) == 1 and got[0].startswith(b"engine-of-")  # the others loaded that build
+
+
+def test_engine_lock_times_out_with_one_line(tmp_path):
+    target = tmp_path / "held.engine"
+    ctx = multiprocessing.get_context("fork")
+    held, release = ctx.Event(), ctx.Event()
+
+    def hold() -> None:
+        with engine_lock(target):
+            held.set()
+            release.wait(30)
+
+    holder = ctx.Process(target=hold)
+    holder.start()
+    try:
+        assert held.wait(30)
+        with pytest.raises(EngineCacheError, match="still locked by another process"):
+            with engine_lock(target, timeout_s=0.5):
+                pass
+    finally:
+        release.set()
+        holder.join(30)
+    with engine_lock(target, timeout_s=5):  # free again once the holder is gone
+        pass
+
+
+def test_old_sidecar_format_is_rebuilt_with_a_reason(tmp_path, onnx_file):
+    key = make_engine_key(onnx_file, **BASE)
+    engine_path = tmp_path / "old.engine"
+    write_engine(engine_path, b"engine", EngineRecord(key=key, engine_sha256="", metadata={}))
+    body = json.loads(sidecar_path(engine_path).read_text())
+    body["format"] = 1
+    sidecar_path(engine_path).write_text(json.dumps(body))
+    with pytest.raises(EngineCacheError, match="sidecar format 1 .an older flowclas_ros."):
+        resolve_engine(engine_path, key, None, {})
+    assert resolve_engine(engine_path, key, Builder(), {})[0] == b"engine-1"

@@ -12,6 +12,7 @@ TensorRT, and checked against torch before it is moved into place.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -26,6 +27,7 @@ from tqdm import tqdm
 
 from flowclas_ros.export.metadata import (
     INPUT_NAME,
+    KEY_VERIFY,
     OUTPUT_NAME,
     CheckpointIdentity,
     build_metadata,
@@ -39,6 +41,7 @@ from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 logger = logging.getLogger(__name__)
 
 OPSET = 17
+PRECISIONS = ("fp32", "fp16", "fp16-all")
 _PROTOBUF_LIMIT = 2**31 - 64 * 2**20  # single-file ONNX limit, with room for the graph itself
 
 
@@ -169,6 +172,7 @@ def export_onnx(
     input_size: tuple[int, int] | None = None,
     dynamic_batch: bool = False,
     progress: bool = False,
+    precision: str = "fp32",
 ) -> ExportReport:
     """Exports a checkpoint to a verified ONNX file.
 
@@ -178,6 +182,9 @@ def export_onnx(
         input_size: (height, width) the graph takes; default the checkpoint's ``preprocess.input_size``.
         dynamic_batch: Make the batch axis dynamic (else fixed to 1).
         progress: Show a tqdm bar of the export steps on stderr.
+        precision: ``fp32``; ``fp16`` casts the backbone to float16 in the graph (norm, flow and
+            scoring stay float32: what a strongly typed TensorRT build runs); ``fp16-all`` casts
+            everything. See :mod:`flowclas_ros.export.fp16`.
 
     Returns:
         The report (path, sizes, verification numbers).
@@ -199,8 +206,10 @@ def export_onnx(
             raise ExportError(
                 f"model has {param_bytes / 2**30:.1f} GiB of weights; one ONNX file holds < 2 GiB"
             )
+        if precision not in PRECISIONS:
+            raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         steps.update()
-        result = _export_verified(loaded, identity, size, Path(out), dynamic_batch, steps)
+        result = _export_verified(loaded, identity, size, Path(out), dynamic_batch, steps, precision)
     return ExportReport(
         Path(out),
         size,
@@ -219,6 +228,7 @@ def _export_verified(
     out: Path,
     dynamic_batch: bool,
     steps: tqdm,
+    precision: str = "fp32",
 ) -> VerificationResult:
     """Trace, fold, check and verify in a temporary file; move it to ``out`` only when it passed."""
     model = loaded.model
@@ -246,6 +256,9 @@ def _export_verified(
                 verification=result.to_dict(),
                 exporter=_exporter_versions(),
             )
+            if precision != "fp32":
+                proto, result = _to_fp16(proto, staged, loaded, preprocess, dynamic_batch, precision)
+                metadata |= _fp16_metadata(precision, result)
             onnx.helper.set_model_props(proto, metadata)
             onnx.save(proto, str(staged))
             os.replace(staged, out)
@@ -255,6 +268,21 @@ def _export_verified(
     return result
 
 
+def _to_fp16(proto, staged: Path, loaded, preprocess, dynamic_batch: bool, precision: str):
+    """The verified float32 graph -> float16 backbone (or all), checked against torch at fp16 tolerance."""
+    from flowclas_ros.export.fp16 import cast_backbone_fp16, verify_fp16
+
+    half = cast_backbone_fp16(proto, whole_graph=precision == "fp16-all")
+    onnx.save(half, str(staged))
+    return half, verify_fp16(str(staged), loaded.model, preprocess, dynamic_batch=dynamic_batch)
+
+
+def _fp16_metadata(precision: str, result: VerificationResult) -> dict[str, str]:
+    from flowclas_ros.export.fp16 import KEY_PRECISION
+
+    return {KEY_PRECISION: precision, KEY_VERIFY: json.dumps(result.to_dict(), sort_keys=True)}
+
+
 def ensure_onnx(
     checkpoint: str | Path | LoadedCheckpoint,
     *,
@@ -262,11 +290,12 @@ def ensure_onnx(
     input_size: tuple[int, int] | None = None,
     dynamic_batch: bool = False,
     cache_dir: str | Path | None = None,
+    precision: str = "fp32",
 ) -> Path:
     """The cached ONNX export of a checkpoint, exported (and verified) on first use.
 
-    The cache file is keyed by the checkpoint hash, the input size and the batch
-    mode (see :func:`flowclas_ros.runtime.engine_cache.onnx_cache_path`).
+    The cache file is keyed by the checkpoint hash, the input size, the batch mode and
+    the precision (see :func:`flowclas_ros.runtime.engine_cache.onnx_cache_path`).
     """
     from flowclas_ros.runtime.engine_cache import onnx_cache_path
 
@@ -274,10 +303,10 @@ def ensure_onnx(
         path = checkpoint.path if isinstance(checkpoint, LoadedCheckpoint) else checkpoint
         identity = read_checkpoint_identity(path)
     size = tuple(input_size or identity.config.preprocess.input_size)
-    target = onnx_cache_path(cache_dir, identity.sha256, size, dynamic_batch)
+    target = onnx_cache_path(cache_dir, identity.sha256, size, dynamic_batch, precision)
     if not target.is_file():
         logger.info("exporting %s to %s (first use; verified against torch)", identity.path, target)
-        export_onnx(checkpoint, target, input_size=size, dynamic_batch=dynamic_batch)
+        export_onnx(checkpoint, target, input_size=size, dynamic_batch=dynamic_batch, precision=precision)
     return target
 
 
@@ -288,6 +317,7 @@ def resolve_onnx_source(
     input_size: tuple[int, int] | None,
     dynamic_batch: bool,
     cache_dir: str | Path | None,
+    precision: str = "fp32",
 ) -> tuple[Path, CheckpointIdentity | None]:
     """The ONNX file a backend runs, and the checkpoint identity it must match (None for a bare .onnx).
 
@@ -307,5 +337,6 @@ def resolve_onnx_source(
             input_size=input_size,
             dynamic_batch=dynamic_batch,
             cache_dir=cache_dir,
+            precision=precision,
         )
     return Path(onnx_path), identity

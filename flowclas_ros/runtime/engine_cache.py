@@ -7,17 +7,23 @@ engine bytes' sha256 and the export metadata. An engine whose sidecar is
 missing, corrupt or names another key is rebuilt (when the ONNX is at hand) or
 refused with the differing fields; it is never deserialised blindly.
 
+Several processes (two nodes, a node and ``flowclas-export``) may want the same engine
+at once: :func:`resolve_engine` holds an exclusive ``fcntl`` lock on ``<engine>.lock``
+while it checks and builds, so one process builds and the others wait and then load it.
+
 This module is pure Python: it needs neither TensorRT nor a GPU.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -27,8 +33,8 @@ from flowclas_ros.model.backbone import sha256_file
 logger = logging.getLogger(__name__)
 
 CACHE_ENV = "FLOWCLAS_CACHE_DIR"
-SIDECAR_FORMAT = 1
-PRECISIONS = ("fp32", "fp16")
+SIDECAR_FORMAT = 2  # 2: strongly typed builds (precision from the ONNX), opt_batch; 1 had fp32_flow
+PRECISIONS = ("fp32", "fp16", "fp16-all")
 
 
 class EngineCacheError(RuntimeError):
@@ -44,12 +50,17 @@ def default_cache_dir() -> Path:
 
 
 def onnx_cache_path(
-    cache_dir: str | Path | None, checkpoint_sha256: str, input_size: tuple[int, int], dynamic_batch: bool
+    cache_dir: str | Path | None,
+    checkpoint_sha256: str,
+    input_size: tuple[int, int],
+    dynamic_batch: bool,
+    precision: str = "fp32",
 ) -> Path:
-    """Where the ONNX export of a checkpoint at an input size is cached (keyed by checkpoint hash + size)."""
+    """Where the ONNX export of a checkpoint is cached (keyed by checkpoint hash, size, batch, precision)."""
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     batch = "dynbatch" if dynamic_batch else "b1"
-    return root / "onnx" / f"{checkpoint_sha256[:16]}-{input_size[0]}x{input_size[1]}-{batch}.onnx"
+    suffix = "" if precision == "fp32" else f"-{precision}"
+    return root / "onnx" / f"{checkpoint_sha256[:16]}-{input_size[0]}x{input_size[1]}-{batch}{suffix}.onnx"
 
 
 @dataclass(frozen=True)
@@ -58,10 +69,11 @@ class EngineKey:
 
     Attributes:
         onnx_sha256: Hash of the ONNX file the engine was built from.
-        input_shape: (batch, 3, H, W) the engine is optimised for (batch 1).
+        input_shape: (1, 3, H, W): the image size the engine takes.
         max_batch: Largest batch the engine accepts (1 for a static engine).
-        precision: ``fp32`` or ``fp16`` (builder flag).
-        fp32_flow: With fp16, the flow and scoring layers are constrained to fp32.
+        opt_batch: The optimisation profile's ``opt`` batch (the number of cameras).
+        precision: What the (strongly typed) ONNX computes in: ``fp32``, ``fp16`` (backbone float16,
+            flow and scoring float32) or ``fp16-all``.
         version_compatible: Built with ``BuilderFlag.VERSION_COMPATIBLE``.
         tensorrt_version: ``tensorrt.__version__`` of the builder.
         compute_capability: GPU compute capability, e.g. ``8.7`` (Jetson Orin).
@@ -70,8 +82,8 @@ class EngineKey:
     onnx_sha256: str
     input_shape: tuple[int, int, int, int]
     max_batch: int
+    opt_batch: int
     precision: str
-    fp32_flow: bool
     version_compatible: bool
     tensorrt_version: str
     compute_capability: str
@@ -106,7 +118,7 @@ def make_engine_key(
     input_size: tuple[int, int],
     precision: str,
     max_batch: int,
-    fp32_flow: bool,
+    opt_batch: int,
     version_compatible: bool,
     tensorrt_version: str,
     compute_capability: str,
@@ -116,8 +128,8 @@ def make_engine_key(
         onnx_sha256=sha256_file(Path(onnx_path)),
         input_shape=(1, 3, int(input_size[0]), int(input_size[1])),
         max_batch=int(max_batch),
+        opt_batch=min(max(1, int(opt_batch)), max(1, int(max_batch))),
         precision=precision,
-        fp32_flow=bool(fp32_flow) and precision != "fp32",  # meaningless in fp32: keep one key
         version_compatible=bool(version_compatible),
         tensorrt_version=str(tensorrt_version),
         compute_capability=str(compute_capability),
@@ -194,8 +206,11 @@ def read_record(engine_path: str | Path) -> EngineRecord:
         )
     try:
         data = json.loads(path.read_text())
-        if data.pop("format") != SIDECAR_FORMAT:
-            raise ValueError("unsupported sidecar format")
+        found = data.pop("format")
+        if found != SIDECAR_FORMAT:
+            raise ValueError(
+                f"sidecar format {found} (an older flowclas_ros), this one reads {SIDECAR_FORMAT}"
+            )
         data["key"] = EngineKey.from_dict(data["key"])
         return EngineRecord(**data)
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -233,6 +248,41 @@ def load_checked_engine(engine_path: str | Path, expected: EngineKey) -> tuple[b
     return engine, record
 
 
+@contextlib.contextmanager
+def engine_lock(engine_path: str | Path, timeout_s: float = 3600.0) -> Iterator[None]:
+    """Exclusive inter-process lock for one engine path (``<engine>.lock``, ``fcntl.flock``).
+
+    An engine build takes minutes on a Jetson; a second process asking for the same engine
+    waits here (logging once) instead of building it again or reading a half-written file.
+    The lock is released when the holder exits, even if it crashes.
+
+    Raises:
+        EngineCacheError: Not acquired within ``timeout_s``.
+    """
+    lock_path = Path(engine_path).with_name(Path(engine_path).name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:  # noqa: PTH123 - the descriptor is what flock needs
+        deadline = time.monotonic() + timeout_s
+        logged = False
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not logged:
+                    logger.info("waiting for another process building %s", engine_path)
+                    logged = True
+                if time.monotonic() > deadline:
+                    raise EngineCacheError(
+                        f"{lock_path}: still locked by another process after {timeout_s:g} s"
+                    ) from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
 def resolve_engine(
     engine_path: str | Path,
     expected: EngineKey,
@@ -252,6 +302,17 @@ def resolve_engine(
     Raises:
         EngineCacheError: No usable engine and ``build`` is None (message lists why).
     """
+    with engine_lock(engine_path):
+        return _resolve_locked(engine_path, expected, build, metadata, onnx_path)
+
+
+def _resolve_locked(
+    engine_path: str | Path,
+    expected: EngineKey,
+    build: Callable[[], bytes] | None,
+    metadata: dict[str, str],
+    onnx_path: str | Path,
+) -> tuple[bytes, EngineRecord]:
     try:
         return load_checked_engine(engine_path, expected)
     except EngineCacheError as exc:

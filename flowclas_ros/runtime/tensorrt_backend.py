@@ -1,11 +1,14 @@
-"""TensorRT 10 inference backend: cached engine, torch CUDA tensors as I/O (no pycuda), one CUDA stream.
+"""TensorRT 10.x / 11.x inference backend: cached engine, torch CUDA tensors as I/O, one CUDA stream.
 
 Sources, in order of convenience:
-* a checkpoint directory: exported to ONNX (cached, verified) and built into an
-  engine (cached under its :class:`~flowclas_ros.runtime.engine_cache.EngineKey`);
+* a checkpoint directory: exported to ONNX (cached, verified; ``precision: fp16`` exports the
+  float16-backbone graph) and built into a strongly typed engine (cached under its
+  :class:`~flowclas_ros.runtime.engine_cache.EngineKey`, built once across processes);
 * an ``.onnx`` from ``flowclas-export``: built into a cached engine;
 * an ``.engine`` with its ``.json`` sidecar from ``flowclas-export --format engine``:
-  loaded only if the sidecar matches this TensorRT version and GPU.
+  loaded only if the sidecar matches this TensorRT version and GPU, else refused in one line.
+
+A fixed-batch engine with batch N > 1 gets its last, short chunk zero-padded.
 """
 
 from __future__ import annotations
@@ -71,11 +74,13 @@ class TensorRTBackend(InferenceBackend):
         engine_path: Engine file to use / create (default: the cache, named by the engine key).
         onnx_path: Exported ONNX to build from (default: exported into the cache on first use).
         input_size: (H, W) expected; default the checkpoint config's ``preprocess.input_size``.
-        precision: ``fp16`` (default; flow kept in fp32 unless ``fp32_flow=False``) or ``fp32``.
+        precision: ``fp16`` (default: float16 backbone, flow and scoring float32, written into the
+            ONNX), ``fp16-all`` or ``fp32``. A given ``.onnx`` must have been exported with it.
         workspace_mb: Builder workspace limit (MiB) when an engine is built.
         version_compatible: Build with ``BuilderFlag.VERSION_COMPATIBLE``.
         max_batch: Largest batch per engine call (> 1 exports / needs a dynamic-batch ONNX).
-        fp32_flow: With fp16, constrain flow / scoring layers to fp32.
+        opt_batch: The optimisation profile's ``opt`` batch (default ``max_batch``, which the node
+            sets to its number of cameras).
         rebuild: Rebuild a missing or mismatched engine; False refuses it instead.
         cache_dir: Cache root (default ``$FLOWCLAS_CACHE_DIR`` or ``~/.cache/flowclas_ros``).
     """
@@ -94,7 +99,7 @@ class TensorRTBackend(InferenceBackend):
         workspace_mb: int = 2048,
         version_compatible: bool = False,
         max_batch: int = 1,
-        fp32_flow: bool = True,
+        opt_batch: int | None = None,
         rebuild: bool = True,
         cache_dir: str | Path | None = None,
     ):
@@ -117,7 +122,7 @@ class TensorRTBackend(InferenceBackend):
                     "workspace_mb": workspace_mb,
                     "version_compatible": version_compatible,
                     "max_batch": max_batch,
-                    "fp32_flow": fp32_flow,
+                    "opt_batch": opt_batch or max_batch,
                 },
                 rebuild=rebuild,
                 cache_dir=cache_dir,
@@ -164,6 +169,7 @@ class TensorRTBackend(InferenceBackend):
             input_size=input_size,
             dynamic_batch=build_options["max_batch"] > 1,
             cache_dir=cache_dir,
+            precision=build_options["precision"],
         )
         props = read_onnx_props(onnx_path)
         meta = parse_metadata(props, onnx_path)
@@ -196,8 +202,9 @@ class TensorRTBackend(InferenceBackend):
         self._input, self._output = inputs[0], outputs[0]
         self._input_dtype = _torch_dtype(trt, self._engine.get_tensor_dtype(self._input))
         self._output_dtype = _torch_dtype(trt, self._engine.get_tensor_dtype(self._output))
-        self._dynamic = self._engine.get_tensor_shape(self._input)[0] == -1
-        self.max_batch = record.key.max_batch if self._dynamic else 1
+        fixed = int(self._engine.get_tensor_shape(self._input)[0])
+        self._dynamic = fixed == -1
+        self.max_batch = record.key.max_batch if self._dynamic else fixed
         self._buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _io_buffers(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -232,8 +239,15 @@ class TensorRTBackend(InferenceBackend):
         if getattr(self, "_context", None) is None:
             raise RuntimeError("TensorRTBackend is closed")
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        chunks = [batch[i : i + self.max_batch] for i in range(0, batch.shape[0], self.max_batch)]
-        return np.concatenate([self._run(chunk) for chunk in chunks], axis=0)
+        step = self.max_batch
+        parts = []
+        for i in range(0, batch.shape[0], step):
+            chunk = batch[i : i + step]
+            count = chunk.shape[0]
+            if not self._dynamic and count < step:  # fixed-batch engine: pad, then drop the padding
+                chunk = np.concatenate([chunk, np.zeros((step - count, *chunk.shape[1:]), np.float32)])
+            parts.append(self._run(chunk)[:count])
+        return np.concatenate(parts, axis=0)
 
     def close(self) -> None:
         """Releases the execution context, engine and device buffers."""
@@ -243,4 +257,4 @@ class TensorRTBackend(InferenceBackend):
 
 
 def _key_options(build_options: dict) -> dict:
-    return {k: build_options[k] for k in ("precision", "max_batch", "fp32_flow", "version_compatible")}
+    return {k: build_options[k] for k in ("precision", "max_batch", "opt_batch", "version_compatible")}
