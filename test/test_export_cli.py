@@ -45,7 +45,8 @@ def test_corrupt_checkpoint_is_one_line_error(capsys, tmp_path):
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["--fp16"], "only apply to --format engine"),
+        (["--version-compatible"], "only apply to --format engine"),
+        (["--fp16-flow"], "--fp16-flow needs --fp16"),
         (["--input-size", "0", "10"], "must be positive"),
         (["--out-suffix", ".engine"], "should end in .onnx"),
     ],
