@@ -41,6 +41,7 @@ from flowclas_ros.runtime.tensorrt_builder import (
     cuda_device,
     engine_key_here,
     import_tensorrt,
+    onnx_precision,
 )
 
 logger = logging.getLogger(__name__)
@@ -74,8 +75,9 @@ class TensorRTBackend(InferenceBackend):
         engine_path: Engine file to use / create (default: the cache, named by the engine key).
         onnx_path: Exported ONNX to build from (default: exported into the cache on first use).
         input_size: (H, W) expected; default the checkpoint config's ``preprocess.input_size``.
-        precision: ``fp16`` (default: float16 backbone, flow and scoring float32, written into the
-            ONNX), ``fp16-all`` or ``fp32``. A given ``.onnx`` must have been exported with it.
+        precision: ``fp16`` (float16 backbone, flow and scoring float32, written into the ONNX),
+            ``fp16-all`` or ``fp32``. Default: a given ``.onnx`` builds at the precision it was
+            exported with, a checkpoint is exported at ``fp16``.
         workspace_mb: Builder workspace limit (MiB) when an engine is built.
         version_compatible: Build with ``BuilderFlag.VERSION_COMPATIBLE``.
         max_batch: Largest batch per engine call (> 1 exports / needs a dynamic-batch ONNX).
@@ -95,7 +97,7 @@ class TensorRTBackend(InferenceBackend):
         engine_path: str | Path | None = None,
         onnx_path: str | Path | None = None,
         input_size: tuple[int, int] | None = None,
-        precision: str = "fp16",
+        precision: str | None = None,
         workspace_mb: int = 2048,
         version_compatible: bool = False,
         max_batch: int = 1,
@@ -107,6 +109,8 @@ class TensorRTBackend(InferenceBackend):
         self._trt = trt
         torch_device = cuda_device(device)
         source = Path(checkpoint.path if isinstance(checkpoint, LoadedCheckpoint) else checkpoint)
+        if precision is None:
+            precision = onnx_precision(source) if source.suffix == ".onnx" else "fp16"
         if source.suffix in ENGINE_SUFFIXES:
             engine, record = self._engine_only(source, torch_device)
         else:

@@ -1,0 +1,139 @@
+"""TensorRT smoke test: build and run strongly typed engines (fp32 and fp16 backbone) where a GPU is.
+
+Usage (a machine with a CUDA GPU, torch and `tensorrt` 10.x or 11.x installed):
+    python benchmarks/tensorrt_smoke.py [--input-size 224] [--steps 8] [--cameras 2] [--out DIR]
+
+Steps, each printed with its time:
+  1. a random-init ViT-S/14 + flow checkpoint (timing and parity only: weights do not matter);
+  2. `flowclas-export`-equivalent ONNX exports: fp32 and --fp16 (float16 backbone), dynamic batch;
+  3. engines built through TensorRTBackend (engine cache, lock, profile opt = --cameras);
+  4. parity against ONNX Runtime (CPU, fp32) on the same images: max abs diff / score range;
+  5. latency p50 of batch 1 and batch --cameras, and that a second backend loads from the cache.
+Exits 1 with one line if TensorRT or a GPU is missing, 2 if parity fails (fp32 > 1e-3, fp16 > 5e-2
+of the score range). Needs nothing from the internet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("FLOWCLAS_ALLOW_RANDOM_BACKBONE", "1")
+
+LIMITS = {"fp32": 1e-3, "fp16": 5e-2}
+
+
+def _checkpoint(path: Path, steps: int, size: int) -> Path:
+    import torch
+
+    from flowclas_ros.model import (
+        BackboneConfig,
+        FlowCLAS,
+        FlowConfig,
+        ModelConfig,
+        PreprocessConfig,
+        save_checkpoint,
+    )
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        backbone=BackboneConfig(weights="none"),
+        flow=FlowConfig(steps=steps),
+        preprocess=PreprocessConfig(input_size=(size, size)),
+    )
+    model = FlowCLAS(cfg, warn_random_backbone=False).eval()
+    with torch.no_grad():  # a non-constant score map, so parity means something
+        for param in model.trainable_parameters():
+            param.add_(0.02 * torch.randn(param.shape))
+    return save_checkpoint(model, path, threshold=0.5, provenance={})
+
+
+def _timed(label: str, fn):
+    start = time.perf_counter()
+    value = fn()
+    print(f"{label}: {time.perf_counter() - start:.1f} s", flush=True)
+    return value
+
+
+def _latency_ms(backend, images, repeats: int = 20) -> float:
+    backend.predict(images)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        backend.predict(images)
+        times.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--steps", type=int, default=8, help="flow steps")
+    parser.add_argument("--cameras", type=int, default=2, help="max batch and profile opt batch")
+    parser.add_argument("--out", type=Path, default=None, help="keep the files here (default: a temp dir)")
+    args = parser.parse_args()
+
+    from flowclas_ros.runtime.tensorrt_builder import TensorRTUnavailableError, cuda_device, import_tensorrt
+
+    try:
+        trt = import_tensorrt()
+        device = cuda_device("cuda")
+    except (TensorRTUnavailableError, ValueError) as exc:
+        print(f"tensorrt_smoke: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    import torch
+
+    print(f"TensorRT {trt.__version__}, GPU {torch.cuda.get_device_name(device)}, torch {torch.__version__}")
+    from flowclas_ros.export.onnx_export import export_onnx
+    from flowclas_ros.runtime.onnx_backend import OnnxRuntimeBackend
+    from flowclas_ros.runtime.tensorrt_backend import TensorRTBackend
+
+    with tempfile.TemporaryDirectory(prefix="trt_smoke_") as tmp_dir:
+        root = args.out or Path(tmp_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        checkpoint = _checkpoint(root / "ckpt", args.steps, args.input_size)
+        rng = np.random.default_rng(0)
+        images = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(args.cameras)]
+        failed = False
+        for precision in ("fp32", "fp16"):
+            onnx_path = root / f"model_{precision}.onnx"
+            _timed(
+                f"export {precision} ONNX",
+                lambda p=precision, o=onnx_path: export_onnx(checkpoint, o, dynamic_batch=True, precision=p),
+            )
+            with OnnxRuntimeBackend(root / "model_fp32.onnx") as reference:
+                want = np.stack([p.score_map for p in reference.predict(images)])
+            options = {"precision": precision, "max_batch": args.cameras, "cache_dir": root / "cache"}
+            backend = _timed(
+                f"build {precision} engine", lambda o=onnx_path, kw=options: TensorRTBackend(o, **kw)
+            )
+            got = np.stack([p.score_map for p in backend.predict(images)])
+            relative = float(np.abs(got - want).max()) / max(float(want.max() - want.min()), 1e-12)
+            one = _latency_ms(backend, images[:1])
+            batch = _latency_ms(backend, images)
+            backend.close()
+            again = _timed(
+                f"load cached {precision} engine", lambda o=onnx_path, kw=options: TensorRTBackend(o, **kw)
+            )
+            cached = again.record.key
+            again.close()
+            verdict = "ok" if relative <= LIMITS[precision] else f"FAIL (limit {LIMITS[precision]:g})"
+            failed |= relative > LIMITS[precision]
+            print(
+                f"{precision}: parity vs ONNX Runtime fp32 {relative:.3g} of the score range ({verdict}); "
+                f"predict p50 batch 1 {one:.2f} ms, batch {args.cameras} {batch:.2f} ms; "
+                f"engine key opt/max batch {cached.opt_batch}/{cached.max_batch}, "
+                f"precision {cached.precision}"
+            )
+    return 2 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
