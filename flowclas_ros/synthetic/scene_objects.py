@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from flowclas_ros.synthetic.shapes import random_polygon
+from flowclas_ros.data.shapes import random_polygon
 
 SUPERSAMPLE = 2
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from flowclas_ros.synthetic.perlin import fractal_noise, perlin_mask
+from flowclas_ros.data.perlin import fractal_noise, perlin_mask
 from flowclas_ros.synthetic.scene_objects import ANOMALY_RENDERERS, Sprite, jitter_color, render_rock
 from flowclas_ros.synthetic.scene_textures import TEX_SIZE, TextureBank, wrap_coords
 
