@@ -99,13 +99,14 @@ def result_msg(
     *,
     image_score: float,
     threshold: float,
+    image_threshold: float,
     anomalous_fraction: float,
     regions: list[Region],
     latency_ms: float,
     backend: str,
     model_ms: float = float("nan"),
 ) -> AnomalyResult:
-    """AnomalyResult; ``is_anomalous`` is ``image_score >= threshold``.
+    """AnomalyResult; ``is_anomalous`` is ``image_score >= image_threshold`` (the image-level one).
 
     ``latency_ms`` is receive -> publish of the frame in the node, ``model_ms`` its share of the
     batch forward (NaN when unknown).
@@ -114,10 +115,11 @@ def result_msg(
         header=header,
         image_score=float(image_score),
         threshold=float(threshold),
-        is_anomalous=bool(image_score >= threshold),
+        is_anomalous=bool(image_score >= image_threshold),
         anomalous_fraction=float(anomalous_fraction),
         regions=[region_msg(region) for region in regions],
         latency_ms=float(latency_ms),
         backend=backend,
+        image_threshold=float(image_threshold),
         model_ms=float(model_ms),
     )

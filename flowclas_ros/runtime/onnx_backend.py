@@ -147,7 +147,7 @@ class OnnxRuntimeBackend(InferenceBackend):
         meta = parse_metadata(self.session.get_modelmeta().custom_metadata_map, self.onnx_path)
         check_matches(meta, identity, input_size)
         self._check_graph_input(meta.input_size)
-        super().__init__(meta.identity.config, meta.identity.threshold, device)
+        super().__init__(meta.identity.config, meta.identity.threshold, device, meta.identity.image_threshold)
         self.providers = self.session.get_providers()
 
     def _check_graph_input(self, input_size: tuple[int, int]) -> None:
