@@ -83,9 +83,8 @@ class FrameSlots:
                 taken.append(frame)
                 self._slots[index] = None
                 if len(taken) >= max_count:
+                    self._next = (index + 1) % count
                     break
-            if taken:  # the next take starts after the last camera served: round robin in every case
-                self._next = (taken[-1].camera + 1) % count
             return taken
 
     def _filled(self) -> int:

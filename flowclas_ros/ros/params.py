@@ -90,7 +90,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "qos_reliability", "string", "best_effort", "Input subscription reliability.", choices=RELIABILITY
     ),
-    ParamSpec("qos_depth", "integer", 1, "Input subscription history depth.", low=1, high=100),
+    ParamSpec(
+        "qos_depth",
+        "integer",
+        3,
+        "Input subscription history depth. The node keeps only the newest frame per camera anyway; "
+        "with depth 1, cameras publishing at the same instant lost frames unevenly in DDS.",
+        low=1,
+        high=100,
+    ),
     ParamSpec(
         "max_image_side",
         "integer",
