@@ -226,7 +226,11 @@ def node_internal_latency(client: Client) -> str:
 def overload(
     client: Client, rgb: np.ndarray, seconds: float, rate_hz: float, pid: int, cameras: int = 1
 ) -> dict:
-    """Each camera at ``rate_hz``, camera c offset by c / cameras of a period (independent cameras)."""
+    """Each camera at ``rate_hz``, all published at the same instants (triggered together).
+
+    Together is the hard case for fairness: with input history depth 1, DDS dropped the frames
+    of two cameras published at the same instant unevenly.
+    """
     process = psutil.Process(pid)
     rss_start = process.memory_info().rss
     sent: dict[str, float] = {}
