@@ -44,7 +44,13 @@ def require_ros() -> None:
         pytest.fail(f"ROS environment not available ({err}); run tests with 'make test' (scripts/env.sh)")
 
 
-def make_tiny_checkpoint(path: Path, *, threshold: float | None = 100.0, nan_weights: bool = False) -> Path:
+def make_tiny_checkpoint(
+    path: Path,
+    *,
+    threshold: float | None = 100.0,
+    nan_weights: bool = False,
+    image_threshold: float | None = None,
+) -> Path:
     """A small random-init checkpoint (ViT-S, no weights, 2 flow steps, 56x56 input).
 
     The flow's parameters are perturbed and the score is the NLL, so scores vary with the
@@ -78,7 +84,9 @@ def make_tiny_checkpoint(path: Path, *, threshold: float | None = 100.0, nan_wei
                 param.add_(torch.randn(param.shape, generator=generator) * 0.1)
                 if nan_weights:
                     param.fill_(float("nan"))
-    return save_checkpoint(model, path, threshold=threshold, provenance={"test": "tiny"})
+    return save_checkpoint(
+        model, path, threshold=threshold, provenance={"test": "tiny"}, image_threshold=image_threshold
+    )
 
 
 def write_params(path: Path, params: dict[str, Any]) -> Path:
