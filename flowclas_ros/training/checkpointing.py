@@ -63,11 +63,15 @@ class ResumeState:
 
 
 def trainable_state(model: FlowCLAS) -> dict[str, torch.Tensor]:
-    """Every model tensor except the frozen backbone's, detached, on CPU."""
+    """Every model tensor except the frozen backbone's and VL4AD text scorer's, detached, on CPU.
+
+    The text scorer is frozen and rebuilt from the config (its CLIP shares tensors between
+    two module paths, which safetensors refuses to write twice).
+    """
     return {
         k: v.detach().cpu().contiguous()
         for k, v in model.state_dict().items()
-        if not k.startswith("backbone.")
+        if not k.startswith(("backbone.", "text_scorer."))
     }
 
 
@@ -228,7 +232,13 @@ def recover_best(run_dir: Path) -> None:
         shutil.rmtree(old)
 
 
-def save_best(run_dir: Path, model: FlowCLAS, threshold: float | None, provenance: dict[str, Any]) -> Path:
+def save_best(
+    run_dir: Path,
+    model: FlowCLAS,
+    threshold: float | None,
+    provenance: dict[str, Any],
+    image_threshold: float | None = None,
+) -> Path:
     """Writes ``RUN_DIR/checkpoint/`` (DESIGN.md format) via a temp directory and renames.
 
     Returns:
@@ -238,7 +248,7 @@ def save_best(run_dir: Path, model: FlowCLAS, threshold: float | None, provenanc
     best, tmp, old = run_dir / BEST_DIR, run_dir / f".{BEST_DIR}.tmp", run_dir / f".{BEST_DIR}.old"
     if tmp.exists():
         shutil.rmtree(tmp)
-    save_checkpoint(model, tmp, threshold=threshold, provenance=provenance)
+    save_checkpoint(model, tmp, threshold=threshold, provenance=provenance, image_threshold=image_threshold)
     if old.exists():
         shutil.rmtree(old)
     if best.exists():
