@@ -82,6 +82,7 @@ def test_install_tree_layout(colcon_install: Path) -> None:
     pkg = prefix / SITE / "flowclas_ros"
     assert (pkg / "ros" / "node.py").is_file() and (pkg / "model").is_dir()
     assert (pkg / "msg" / "_anomaly_result.py").is_file()
+    assert (pkg / "model" / "vl4ad" / "prompt_sets" / "road.yaml").is_file()  # prompt_set:=road
     # Our __init__.py replaced the empty one rosidl generates.
     assert "__version__" in (pkg / "__init__.py").read_text()
 

@@ -209,7 +209,9 @@ class AnomalyNode(NodeHealthMixin, LifecycleNode):
         self.get_logger().info(
             f"configured: backend {backend.name} on {backend.device}, input {size[0]}x{size[1]}, "
             f"threshold {self._settings.threshold:.4g}, "
-            f"image_threshold {self._settings.image_threshold:.4g}, cameras: "
+            f"image_threshold {self._settings.image_threshold:.4g}, "
+            + (f"prompt set {values['prompt_set']!r}, " if values["prompt_set"] else "")
+            + "cameras: "
             + ", ".join(f"{self.resolve_topic_name(c.topic)} -> ~/{c.name}/" for c in cameras)
             + "".join(
                 f"; 3D for {c.name}: {self.resolve_topic_name(d.depth_topic)} + "
