@@ -120,7 +120,7 @@ def test_tensor_key_and_shape_mismatches_are_reported(saved, tmp_path):
 
 @pytest.mark.parametrize("bad", ["../secret.safetensors", "/etc/passwd", "..", "sub/backbone.safetensors", 3])
 def test_embedded_backbone_outside_the_checkpoint_is_rejected(tmp_path, bad):
-    model = FlowCLAS(tiny_cfg(seed=1)).eval()
+    model = FlowCLAS(random_config(seed=1)).eval()
     path = save_checkpoint(model, tmp_path / "ckpt", embed_backbone=True)
     # A real safetensors file outside the directory: the loader must not even open it.
     (tmp_path / "secret.safetensors").write_bytes((path / "backbone.safetensors").read_bytes())
@@ -130,7 +130,7 @@ def test_embedded_backbone_outside_the_checkpoint_is_rejected(tmp_path, bad):
 
 
 def test_image_threshold_round_trip_and_old_checkpoints(tmp_path):
-    model = FlowCLAS(tiny_cfg()).eval()
+    model = FlowCLAS(random_config()).eval()
     path = save_checkpoint(model, tmp_path / "new", threshold=0.5, image_threshold=1.25)
     assert json.loads((path / "config.json").read_text())["image_threshold"] == 1.25
     loaded = load_checkpoint(path)
