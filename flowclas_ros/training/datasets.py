@@ -13,6 +13,7 @@ from pathlib import Path
 
 from flowclas_ros.config_io import ConfigError
 from flowclas_ros.data.benchmarks import MVTEC_LAYOUT, FileListDataset, open_mvtec
+from flowclas_ros.data.cityscapes import CityscapesDataset
 from flowclas_ros.data.folder import LAYOUT_HINT, DatasetError, FolderDataset
 from flowclas_ros.synthetic.synthetic_scenes import SceneConfig, generate_dataset
 from flowclas_ros.training.config import DataConfig
@@ -51,6 +52,11 @@ def open_folder(cfg: DataConfig, value: str, key: str, require_masks: bool = Fal
     path = resolve(cfg, value)
     if not value:
         raise ConfigError(f"{key}: required; {MVTEC_LAYOUT if cfg.layout == 'mvtec' else LAYOUT_HINT}")
+    if cfg.layout == "cityscapes" and key == "data.train":  # val / test sets stay in the folder layout
+        try:
+            return CityscapesDataset(path, cfg.train_split, key)
+        except DatasetError as exc:
+            raise ConfigError(str(exc)) from exc
     if cfg.layout == "mvtec":
         if not path.is_dir():
             raise ConfigError(f"{key}: folder {str(path)!r} not found; {MVTEC_LAYOUT}")

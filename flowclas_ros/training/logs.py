@@ -24,6 +24,9 @@ COLUMNS = (
     "val_fpr95",
     "val_image_auroc",
     "val_threshold",
+    "beta1",
+    "seg_ce",
+    "seg_lovasz",
 )
 
 
