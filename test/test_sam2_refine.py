@@ -155,6 +155,18 @@ def test_sam2_setup_errors_are_one_line(sam2_checkpoint, tmp_path, capsys):
         assert len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "o").exists()
 
+    from flowclas_ros.evaluation.cli import main as eval_main
+
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    eval_argv = ["--checkpoint", str(ckpt), "--data", str(tmp_path / "data"), "--out", str(tmp_path / "e")]
+    assert eval_main([*eval_argv, "--refine", "sam2", "--sam2-config", SAM2_CONFIG]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "flowclas-eval: error: --refine sam2 needs --sam2-checkpoint F (a SAM2 .pt) and --sam2-config NAME"
+    )
+    assert eval_main([*eval_argv, "--sam2-option", "points_per_side=4"]) == 1
+    assert "only apply to --refine sam2" in capsys.readouterr().err
+
 
 class _Boom:
     def __reduce__(self):
