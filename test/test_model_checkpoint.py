@@ -135,3 +135,28 @@ def test_tensor_key_and_shape_mismatches_are_reported(saved, tmp_path):
     _edit_config(path, lambda m: m["model"]["flow"].update(proj_dim=8))
     with pytest.raises(CheckpointError, match=r"shape/flow\.safetensors: tensor proj_head\.\w+ has shape"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("bad", ["../secret.safetensors", "/etc/passwd", "..", "sub/backbone.safetensors", 3])
+def test_embedded_backbone_outside_the_checkpoint_is_rejected(tmp_path, bad):
+    model = FlowCLAS(tiny_cfg(seed=1)).eval()
+    path = save_checkpoint(model, tmp_path / "ckpt", embed_backbone=True)
+    # A real safetensors file outside the directory: the loader must not even open it.
+    (tmp_path / "secret.safetensors").write_bytes((path / "backbone.safetensors").read_bytes())
+    _edit_config(path, lambda m: m.update(embedded_backbone=bad))
+    with pytest.raises(CheckpointError, match=r"config\.json: embedded_backbone must be a file name inside"):
+        load_checkpoint(path)
+
+
+def test_image_threshold_round_trip_and_old_checkpoints(tmp_path):
+    model = FlowCLAS(tiny_cfg()).eval()
+    path = save_checkpoint(model, tmp_path / "new", threshold=0.5, image_threshold=1.25)
+    assert json.loads((path / "config.json").read_text())["image_threshold"] == 1.25
+    loaded = load_checkpoint(path)
+    assert (loaded.threshold, loaded.image_threshold) == (0.5, 1.25)
+    old = save_checkpoint(model, tmp_path / "old", threshold=0.5)  # no key at all, like old checkpoints
+    assert "image_threshold" not in json.loads((old / "config.json").read_text())
+    assert load_checkpoint(old).image_threshold is None
+    _edit_config(old, lambda m: m.update(image_threshold="high"))
+    with pytest.raises(CheckpointError, match="image_threshold must be a number or null"):
+        load_checkpoint(old)

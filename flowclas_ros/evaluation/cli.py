@@ -118,47 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     met.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     met.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
 
-    live = p.add_argument_group(
-        "live replay through anomaly_node (--live, needs ROS 2 and the built messages)"
-    )
-    live.add_argument(
-        "--live", action="store_true", help="play --bag into the real node and evaluate its outputs"
-    )
-    live.add_argument(
-        "--rate-factor",
-        type=float,
-        default=1.0,
-        metavar="F",
-        help="playback speed x recorded rate (default: 1.0)",
-    )
-    live.add_argument("--attach", action="store_true", help="use a running node instead of starting one")
-    live.add_argument(
-        "--node-name",
-        default="anomaly_node",
-        metavar="NAME",
-        help="node name, optionally /namespace/name (default: %(default)s)",
-    )
-    live.add_argument(
-        "--node-param",
-        action="append",
-        default=[],
-        metavar="NAME:=VALUE",
-        help="extra parameter for the started node (repeatable)",
-    )
-    live.add_argument(
-        "--startup-timeout",
-        type=float,
-        default=180.0,
-        metavar="S",
-        help="wait for the node (default: %(default)s)",
-    )
-    live.add_argument(
-        "--drain-timeout",
-        type=float,
-        default=5.0,
-        metavar="S",
-        help="after the last frame, wait this long for answers (default: %(default)s)",
-    )
+    from flowclas_ros.ros import live_cli  # the ROS side owns --live (imports no rclpy)
+
+    live_cli.add_arguments(p)
     return p
 
 
@@ -170,11 +132,10 @@ def _check_args(args: argparse.Namespace) -> None:
         raise EvalInputError("--image-topic/--mask-topic/--mask-dir only apply to --bag")
     if args.bag and not args.image_topic:
         raise EvalInputError("--bag needs --image-topic")
-    if args.live and not args.bag:
-        raise EvalInputError("--live needs --bag and --image-topic")
-    if (args.attach or args.node_param) and not args.live:
-        raise EvalInputError("--attach/--node-param only apply to --live")
-    if not args.checkpoint and not (args.live and args.attach):
+    from flowclas_ros.ros import live_cli
+
+    live_cli.check_args(args)
+    if not args.checkpoint and live_cli.needs_checkpoint(args):
         raise EvalInputError("--checkpoint is required")
     if args.checkpoint and not Path(args.checkpoint).exists():
         raise EvalInputError(f"checkpoint {args.checkpoint} does not exist")
@@ -184,8 +145,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise EvalInputError(f"--threshold must be finite, got {args.threshold}")
     if args.stamp_tolerance < 0:
         raise EvalInputError(f"--stamp-tolerance must be >= 0, got {args.stamp_tolerance}")
-    if not (args.rate_factor > 0 and math.isfinite(args.rate_factor)):
-        raise EvalInputError(f"--rate-factor must be > 0, got {args.rate_factor}")
     if args.score_range is not None and not args.score_range[0] < args.score_range[1]:
         raise EvalInputError(f"--score-range needs LO < HI, got {args.score_range}")
     if args.threads is not None and args.threads < 1:
@@ -231,26 +190,13 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         )
 
     throughput = live = None
+    live_warnings: list[str] = []
     if args.live:
-        from flowclas_ros.ros.live_replay import LiveReplayOptions, run_live_replay
+        from flowclas_ros.ros import live_cli
 
         acc = accumulator(_checkpoint_score_kind(args.checkpoint))
-        opts = LiveReplayOptions(
-            out_dir=out_dir,
-            checkpoint=args.checkpoint,
-            backend=args.backend,
-            device=args.device,
-            threshold=args.threshold,
-            rate_factor=args.rate_factor,
-            attach=args.attach,
-            node_name=args.node_name,
-            node_params=list(args.node_param),
-            startup_timeout_s=args.startup_timeout,
-            drain_timeout_s=args.drain_timeout,
-            progress=progress,
-        )
         assert isinstance(frames, BagFrames)
-        live = run_live_replay(opts, frames, acc)
+        live, live_warnings = live_cli.run(args, frames, acc, out_dir)
         backend_name, latency_kind = args.backend, "end_to_end"
         threshold, threshold_source = args.threshold, "--threshold"
         if threshold is None and live["node_threshold"] is not None:
@@ -273,15 +219,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             if threshold is None and backend.threshold is not None:
                 threshold, threshold_source = backend.threshold, "checkpoint"
         throughput = timing.as_dict()
-    warn = frames.warnings()
-    if live:
-        if live["n_dropped"]:
-            warn.append(
-                f"{live['n_dropped']} of {live['n_published']} published frames were never answered "
-                "(dropped by the node's newest-frame policy or lost)"
-            )
-        if live["n_score_map_shape_mismatch"]:
-            warn.append(f"{live['n_score_map_shape_mismatch']} score maps did not match their image size")
+    warn = frames.warnings() + live_warnings
     metrics = build_metrics(
         acc,
         source=frames.describe(),
