@@ -41,14 +41,8 @@ from flowclas_ros.ros.outputs import Stage3D
 from flowclas_ros.ros.pointcloud import anomaly_cloud_msg
 from flowclas_ros.ros.qos import IMAGE_OUTPUT_QOS, RESULT_QOS
 from flowclas_ros.ros.settings import CameraInput, DepthInput, RuntimeSettings
-from flowclas_ros.runtime.geometry3d import (
-    POINT_DTYPE,
-    Anomalies3D,
-    PinholeIntrinsics,
-    Region3D,
-    anomalies_3d,
-    depth_to_metres,
-)
+from flowclas_ros.runtime.depth_camera import PinholeIntrinsics, depth_to_metres
+from flowclas_ros.runtime.geometry3d import POINT_DTYPE, Anomalies3D, Region3D, anomalies_3d
 from flowclas_ros.runtime.postprocess import Region
 from flowclas_ros.runtime.stamp_sync import StampBuffer, stamp_to_ns
 
