@@ -34,6 +34,8 @@ PIP_NAMES = {  # import name -> distribution in requirements/host.txt
     "onnxruntime": "onnxruntime",
     "open_clip": "open-clip-torch",
     "rosbags": "rosbags",
+    "mcap": "mcap",
+    "zstandard": "zstandard",
 }
 OPTIONAL = {"tensorrt", "openvino", "lz4", "apsw", "backports", "compression", "sam2"}
 """Imported lazily for optional backends / formats (README says how to add them), or not modules."""
