@@ -25,7 +25,7 @@ from flowclas_ros.model.vl4ad.text_scorer import TextScorerError
 CONFIG_FILE = "config.json"
 FLOW_FILE = "flow.safetensors"
 BACKBONE_FILE = "backbone.safetensors"
-_TOP_KEYS = {"version", "model", "threshold", "provenance", "embedded_backbone"}
+_TOP_KEYS = {"version", "model", "threshold", "image_threshold", "provenance", "embedded_backbone"}
 
 
 class CheckpointError(Exception):
@@ -40,6 +40,7 @@ class LoadedCheckpoint:
         model: The FlowCLAS model, in eval mode.
         config: Its model config.
         threshold: Calibrated pixel-score threshold, if any.
+        image_threshold: Image-level score threshold (config.json ``image_threshold``), if any.
         provenance: Free-form provenance (backbone, data, metrics, ...).
         path: The checkpoint directory.
         sha256: Hash of ``config.json`` bytes followed by ``flow.safetensors`` bytes.
@@ -51,6 +52,7 @@ class LoadedCheckpoint:
     provenance: dict[str, Any] = field(default_factory=dict)
     path: Path = Path(".")
     sha256: str = ""
+    image_threshold: float | None = None
 
 
 def _trainable_state(model: FlowCLAS) -> dict[str, torch.Tensor]:
@@ -68,6 +70,7 @@ def save_checkpoint(
     threshold: float | None = None,
     provenance: dict[str, Any] | None = None,
     embed_backbone: bool = False,
+    image_threshold: float | None = None,
 ) -> Path:
     """Writes a checkpoint directory (created if needed; existing files are replaced).
 
@@ -77,6 +80,7 @@ def save_checkpoint(
         threshold: Calibrated threshold to store, or None.
         provenance: JSON-serialisable provenance (training data, metrics, ...).
         embed_backbone: Also write the frozen backbone weights to ``backbone.safetensors``.
+        image_threshold: Image-level threshold to store (written only when given).
 
     Returns:
         The checkpoint directory.
@@ -90,6 +94,8 @@ def save_checkpoint(
         "provenance": provenance or {},
         "embedded_backbone": BACKBONE_FILE if embed_backbone else None,
     }
+    if image_threshold is not None:  # optional key: absent means none (older readers never see it)
+        meta["image_threshold"] = float(image_threshold)
     try:
         text = json.dumps(meta, indent=2) + "\n"  # key order kept: prompt class order matters
     except TypeError as exc:
@@ -186,8 +192,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     except ConfigError as exc:
         raise CheckpointError(f"{config_path}: {exc}") from exc
     threshold = meta.get("threshold")
-    if threshold is not None and not isinstance(threshold, (int, float)):
-        raise CheckpointError(f"{config_path}: threshold must be a number or null, got {threshold!r}")
+    image_threshold = meta.get("image_threshold")
+    for key, value in (("threshold", threshold), ("image_threshold", image_threshold)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise CheckpointError(f"{config_path}: {key} must be a number or null, got {value!r}")
     provenance = meta.get("provenance") or {}
     if not isinstance(provenance, dict):
         raise CheckpointError(f"{config_path}: provenance must be an object")
@@ -218,6 +226,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
         provenance=provenance,
         path=path,
         sha256=digest,
+        image_threshold=None if image_threshold is None else float(image_threshold),
     )
 
 

@@ -47,15 +47,21 @@ class FeatureBatch:
         return self.mixed.shape[0]
 
 
-def masks_to_cells(masks: torch.Tensor, grid_hw: tuple[int, int], pad_multiple: int) -> torch.Tensor:
+def masks_to_cells(
+    masks: torch.Tensor, grid_hw: tuple[int, int], pad_multiple: int, symmetric: bool = False
+) -> torch.Tensor:
     """Pixel masks (B, H, W) uint8 to feature cells (B, h, w) by nearest-neighbour (cell centres).
 
     The masks are first padded with 255 like ``FlowCLAS.pad_input`` pads the
-    image, so padding cells are ignored.
+    image (bottom / right, or split evenly when ``symmetric``), so padding
+    cells are ignored.
     """
     height, width = masks.shape[-2:]
     pad_h, pad_w = (-height) % pad_multiple, (-width) % pad_multiple
-    padded = F.pad(masks.float().unsqueeze(1), (0, pad_w, 0, pad_h), value=float(IGNORE))
+    pads = (0, pad_w, 0, pad_h)
+    if symmetric:
+        pads = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
+    padded = F.pad(masks.float().unsqueeze(1), pads, value=float(IGNORE))
     return F.interpolate(padded, size=grid_hw, mode="nearest-exact")[:, 0].to(torch.uint8)
 
 
@@ -82,7 +88,9 @@ def features_of_items(
     batch = items["mixed"].shape[0]
     feats = images_to_features(model, torch.cat([items["mixed"], items["outlier"]]), device, amp_dtype)
     grid = (feats.shape[-2], feats.shape[-1])
-    masks = masks_to_cells(torch.cat([items["mask"], items["outlier_mask"]]), grid, model.pad_multiple)
+    symmetric = model.cfg.preprocess.padding == "symmetric"
+    masks = torch.cat([items["mask"], items["outlier_mask"]])
+    masks = masks_to_cells(masks, grid, model.pad_multiple, symmetric)
     masks = masks.to(device)
     return FeatureBatch(feats[:batch], feats[batch:], masks[:batch], masks[batch:])
 

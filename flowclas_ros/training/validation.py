@@ -69,7 +69,7 @@ def cell_scores(model: FlowCLAS, feats: torch.Tensor) -> torch.Tensor:
 def cells_to_pixels(model: FlowCLAS, cells: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
     """Upsamples, crops and blurs cell scores exactly as ``FlowCLAS.score_features`` does."""
     padded_hw = (cells.shape[-2] * model.patch_size, cells.shape[-1] * model.patch_size)
-    return model.blur(upsample_crop(cells, padded_hw, image_hw))
+    return model.blur(upsample_crop(cells, padded_hw, image_hw, model.pad_offset(padded_hw, image_hw)))
 
 
 class ValidationSet:
