@@ -220,3 +220,47 @@ def test_safe_load_reads_tensors_and_keeps_foreign_objects_inert(tmp_path):
     with pytest.raises(UnsafeFileError, match="not a torch zip"):
         safe_torch_load(tmp_path / "legacy.pth")
     assert not Path(tmp_path / "pwned").exists()
+
+
+def test_official_variant_native_resolution_exports_at_a_fixed_size(tmp_path):
+    from flowclas_ros.export import main as export_main
+    from flowclas_ros.model import BackboneConfig, FlowCLAS, save_checkpoint
+    from flowclas_ros.runtime.base import create_backend
+
+    cfg = ModelConfig(
+        backbone=BackboneConfig(weights="none", norm=False),
+        flow=FlowConfig(variant="official", steps=2, proj_dim=16),
+        preprocess=PreprocessConfig(mean=(0.2083, 0.2124, 0.2146), std=(0.2669, 0.27, 0.2711), resize=False,
+                                    padding="symmetric"),
+    )  # fmt: skip
+    model = FlowCLAS(cfg).eval()
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for param in model.trainable_parameters():
+            param.add_(0.003 * torch.randn(param.shape, generator=gen))
+    ckpt = save_checkpoint(model, tmp_path / "ckpt", threshold=0.5, image_threshold=0.6)
+    rng = np.random.default_rng(0)
+    small, large = (rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((31, 45), (40, 29)))
+    native = create_backend("torch", ckpt)
+    assert [p.score_map.shape for p in native.predict([small, large])] == [(31, 45), (40, 29)]
+    onnx_path = tmp_path / "m.onnx"
+    assert (
+        export_main(
+            [
+                "--checkpoint",
+                str(ckpt),
+                "--format",
+                "onnx",
+                "--out",
+                str(onnx_path),
+                "--input-size",
+                "31",
+                "45",
+            ]
+        )
+        == 0
+    )
+    fixed = create_backend("onnxruntime", onnx_path)
+    ours, theirs = fixed.predict([small])[0].score_map, native.predict([small])[0].score_map
+    assert np.ptp(theirs) > 1e-3 and np.abs(ours - theirs).max() <= 1e-3 * float(np.ptp(theirs))
+    assert fixed.predict([large])[0].score_map.shape == (40, 29)  # resized to the export size and back

@@ -46,8 +46,10 @@ def to_model_input(images: list[np.ndarray], cfg: PreprocessConfig) -> torch.Ten
     batch = np.empty((len(images), 3, *size), dtype=np.float32)
     for i, image in enumerate(images):
         check_image(image, i)
-        if not cfg.resize and image.shape[:2] != size:
-            raise ValueError(f"image {i}: {image.shape[:2]} differs from image 0 {size} (native resolution batch)")
+        if not cfg.resize and image.shape[:2] != size:  # one native size per batch
+            raise ValueError(
+                f"image {i}: {image.shape[:2]} differs from image 0 {size} (native-resolution batch)"
+            )
         resized = resize_image(image, size).astype(np.float32)
         batch[i] = ((resized - offset) / scale).transpose(2, 0, 1)
     return torch.from_numpy(batch)

@@ -193,6 +193,7 @@ class AnomalyNode(LifecycleNode):
         try:
             if values["backend"] == "torch" and list(values["input_size"]) != [0, 0]:
                 backend.config.preprocess.input_size = tuple(int(v) for v in values["input_size"])
+                backend.config.preprocess.resize = True  # also for native-resolution (imported) checkpoints
             settings = runtime_settings(values, backend.threshold)
             if values["prompt_set"]:
                 reason = _check_prompt_set(backend, values["prompt_set"])
@@ -209,8 +210,9 @@ class AnomalyNode(LifecycleNode):
         self._configure_error = None
         self._state = "inactive"
         size = backend.config.preprocess.input_size
+        size_text = f"{size[0]}x{size[1]}" if backend.config.preprocess.resize else "native resolution"
         self.get_logger().info(
-            f"configured: backend {backend.name} on {backend.device}, input {size[0]}x{size[1]}, "
+            f"configured: backend {backend.name} on {backend.device}, input {size_text}, "
             f"threshold {settings.threshold:.4g}, cameras: "
             + ", ".join(f"{c.topic} -> ~/{c.name}/" for c in cameras)
             + "".join(
