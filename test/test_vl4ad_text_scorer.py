@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from flowclas_ros.config_io import from_dict, to_dict
+from flowclas_ros.model.vl4ad.anomaly_map import class_logits
 from flowclas_ros.model.vl4ad.prompts import PromptSet, load_prompt_set
 from flowclas_ros.model.vl4ad.text_scorer import (
     IMAGENET_MEAN,
@@ -17,7 +18,6 @@ from flowclas_ros.model.vl4ad.text_scorer import (
     TextScorer,
     TextScorerConfig,
     TextScorerError,
-    class_logits,
     create_text_scorer,
 )
 

@@ -54,6 +54,12 @@ class CheckpointIdentity:
     threshold: float | None
     sha256: str
 
+    @property
+    def image_threshold(self) -> float | None:
+        """``config.json``'s optional image-level threshold (None in older checkpoints)."""
+        value = json.loads(self.config_text).get("image_threshold")
+        return None if value is None else float(value)
+
 
 def checkpoint_sha256(config_bytes: bytes, flow_bytes: bytes) -> str:
     """The checkpoint hash: sha256 of ``config.json`` bytes then ``flow.safetensors`` bytes."""

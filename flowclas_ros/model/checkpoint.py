@@ -40,10 +40,11 @@ class LoadedCheckpoint:
         model: The FlowCLAS model, in eval mode.
         config: Its model config.
         threshold: Calibrated pixel-score threshold, if any.
-        image_threshold: Image-level score threshold (config.json ``image_threshold``), if any.
         provenance: Free-form provenance (backbone, data, metrics, ...).
         path: The checkpoint directory.
         sha256: Hash of ``config.json`` bytes followed by ``flow.safetensors`` bytes.
+        image_threshold: Calibrated image-score threshold (at a target image FPR), if any;
+            absent in older checkpoints.
     """
 
     model: FlowCLAS
@@ -77,10 +78,10 @@ def save_checkpoint(
     Args:
         model: The model to save.
         path: Target directory.
-        threshold: Calibrated threshold to store, or None.
+        threshold: Calibrated pixel threshold to store, or None.
         provenance: JSON-serialisable provenance (training data, metrics, ...).
         embed_backbone: Also write the frozen backbone weights to ``backbone.safetensors``.
-        image_threshold: Image-level threshold to store (written only when given).
+        image_threshold: Calibrated image-score threshold to store (key omitted when None).
 
     Returns:
         The checkpoint directory.
@@ -94,7 +95,7 @@ def save_checkpoint(
         "provenance": provenance or {},
         "embedded_backbone": BACKBONE_FILE if embed_backbone else None,
     }
-    if image_threshold is not None:  # optional key: absent means none (older readers never see it)
+    if image_threshold is not None:
         meta["image_threshold"] = float(image_threshold)
     try:
         text = json.dumps(meta, indent=2) + "\n"  # key order kept: prompt class order matters
@@ -127,6 +128,41 @@ def _read_meta(config_path: Path) -> dict[str, Any]:
             f"(this flowclas_ros reads version {CONFIG_VERSION})"
         )
     return meta
+
+
+THRESHOLD_KEYS = ("threshold", "image_threshold")
+
+
+def _optional_number(meta: dict[str, Any], key: str, config_path: Path) -> float | None:
+    """``meta[key]`` as a float, or None when absent / null (old checkpoints have no image_threshold)."""
+    value = meta.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CheckpointError(f"{config_path}: {key} must be a number or null, got {value!r}")
+    return float(value)
+
+
+def _embedded_backbone(value: Any, config_path: Path) -> str | None:
+    """The ``embedded_backbone`` file name, checked to be a plain name inside the checkpoint directory.
+
+    A config could otherwise make the loader read any file on the machine (``../../x`` or ``/x``).
+    """
+    if value is None:
+        return None
+    name = str(value)
+    if (
+        not isinstance(value, str)
+        or not name
+        or Path(name).name != name
+        or name in (".", "..")
+        or "\\" in name
+    ):
+        raise CheckpointError(
+            f"{config_path}: embedded_backbone must be a file name inside the checkpoint directory "
+            f"(no directories, '..' or absolute paths), got {value!r}"
+        )
+    return name
 
 
 def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
@@ -191,22 +227,18 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
         cfg = from_dict(ModelConfig, meta.get("model", {}), prefix="model.")
     except ConfigError as exc:
         raise CheckpointError(f"{config_path}: {exc}") from exc
-    threshold = meta.get("threshold")
-    image_threshold = meta.get("image_threshold")
-    for key, value in (("threshold", threshold), ("image_threshold", image_threshold)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise CheckpointError(f"{config_path}: {key} must be a number or null, got {value!r}")
+    threshold, image_threshold = (_optional_number(meta, key, config_path) for key in THRESHOLD_KEYS)
     provenance = meta.get("provenance") or {}
     if not isinstance(provenance, dict):
         raise CheckpointError(f"{config_path}: provenance must be an object")
     state = _read_tensors(flow_path)
-    embedded = meta.get("embedded_backbone")
+    embedded = _embedded_backbone(meta.get("embedded_backbone"), config_path)
     _resolve_weights_file(cfg, path)
     try:
         if embedded:
-            backbone_state = _read_tensors(path / str(embedded))
+            backbone_state = _read_tensors(path / embedded)
             model = FlowCLAS(_with_random_backbone(cfg), warn_random_backbone=False)
-            _check_state(path / str(embedded), backbone_state, model.backbone.state_dict())
+            _check_state(path / embedded, backbone_state, model.backbone.state_dict())
             model.backbone.load_state_dict(backbone_state)
             model.cfg = cfg
         else:
@@ -222,11 +254,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     return LoadedCheckpoint(
         model=model,
         config=cfg,
-        threshold=None if threshold is None else float(threshold),
+        threshold=threshold,
         provenance=provenance,
         path=path,
         sha256=digest,
-        image_threshold=None if image_threshold is None else float(image_threshold),
+        image_threshold=image_threshold,
     )
 
 

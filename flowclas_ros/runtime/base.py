@@ -39,14 +39,19 @@ class InferenceBackend(abc.ABC):
         name: Backend kind, e.g. ``torch``.
         config: The checkpoint's model config.
         threshold: Calibrated pixel threshold from the checkpoint, or None.
+        image_threshold: Calibrated image-score threshold from the checkpoint, or None
+            (checkpoints from before it was calibrated).
         device: Device string, e.g. ``cpu`` or ``cuda:0``.
     """
 
     name: str = "base"
 
-    def __init__(self, config: ModelConfig, threshold: float | None, device: str):
+    def __init__(
+        self, config: ModelConfig, threshold: float | None, device: str, image_threshold: float | None = None
+    ):
         self.config = config
         self.threshold = threshold
+        self.image_threshold = image_threshold
         self.device = device
 
     @abc.abstractmethod

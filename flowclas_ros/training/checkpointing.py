@@ -62,13 +62,22 @@ class ResumeState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def trainable_state(model: FlowCLAS) -> dict[str, torch.Tensor]:
-    """Every model tensor except the frozen backbone's, detached, on CPU."""
-    return {
+def trainable_state(
+    model: FlowCLAS, extra_modules: dict[str, torch.nn.Module] | None = None
+) -> dict[str, torch.Tensor]:
+    """Every model tensor except the frozen backbone's, detached, on CPU.
+
+    ``extra_modules`` (training-only modules such as the segmentation head) are
+    added under ``<name>.`` key prefixes.
+    """
+    state = {
         k: v.detach().cpu().contiguous()
         for k, v in model.state_dict().items()
         if not k.startswith("backbone.")
     }
+    for name, module in (extra_modules or {}).items():
+        state.update({f"{name}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
+    return state
 
 
 def _fsync_file(path: Path) -> None:
@@ -108,6 +117,7 @@ def save_training_state(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler | None = None,
     extra: dict[str, Any] | None = None,
+    extra_modules: dict[str, torch.nn.Module] | None = None,
 ) -> Path:
     """Atomically writes the resumable state after ``step`` optimiser steps.
 
@@ -119,6 +129,7 @@ def save_training_state(
         scheduler: Learning-rate scheduler.
         scaler: fp16 gradient scaler, if used.
         extra: JSON-serialisable extras (best metric, epoch, ...).
+        extra_modules: Training-only modules saved with the model tensors.
 
     Returns:
         The new state directory.
@@ -130,7 +141,7 @@ def save_training_state(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_file(trainable_state(model), str(tmp / MODEL_FILE))
+    save_file(trainable_state(model, extra_modules), str(tmp / MODEL_FILE))
     torch_state = {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -176,6 +187,7 @@ def load_training_state(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler | None = None,
     restore_rng: bool = True,
+    extra_modules: dict[str, torch.nn.Module] | None = None,
 ) -> ResumeState:
     """Restores a state directory written by :func:`save_training_state` into the given objects.
 
@@ -192,7 +204,7 @@ def load_training_state(
         tensors = load_file(str(path / MODEL_FILE))
     except (SafetensorError, OSError, ValueError) as exc:
         raise StateError(f"{path / MODEL_FILE}: corrupt or missing ({exc})") from exc
-    expected = trainable_state(model)
+    expected = trainable_state(model, extra_modules)
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     bad_shape = [k for k in tensors if k in expected and tensors[k].shape != expected[k].shape]
     if missing or unexpected or bad_shape:
@@ -201,6 +213,10 @@ def load_training_state(
             f"(missing {missing[:3]}, unexpected {unexpected[:3]}, shape mismatch {bad_shape[:3]}); "
             "was the run started with a different model config?"
         )
+    for name, module in (extra_modules or {}).items():
+        prefix = f"{name}."
+        module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(prefix)}
     model.load_state_dict(tensors, strict=False)  # backbone keys are not saved
     try:
         saved = torch.load(path / OPTIM_FILE, map_location="cpu", weights_only=True)
@@ -218,24 +234,30 @@ def load_training_state(
     return ResumeState(step=step, path=path, extra=dict(meta.get("extra", {})))
 
 
-def recover_best(run_dir: Path) -> None:
-    """Finishes an interrupted swap of the best checkpoint (see :func:`save_best`)."""
+def recover_best(run_dir: Path, name: str = BEST_DIR) -> None:
+    """Finishes an interrupted swap of the best checkpoint ``name`` (see :func:`save_best`)."""
     run_dir = Path(run_dir)
-    best, old = run_dir / BEST_DIR, run_dir / f".{BEST_DIR}.old"
+    best, old = run_dir / name, run_dir / f".{name}.old"
     if not best.exists() and old.exists():
         os.replace(old, best)
     elif best.exists() and old.exists():
         shutil.rmtree(old)
 
 
-def save_best(run_dir: Path, model: FlowCLAS, threshold: float | None, provenance: dict[str, Any]) -> Path:
-    """Writes ``RUN_DIR/checkpoint/`` (DESIGN.md format) via a temp directory and renames.
+def save_best(
+    run_dir: Path,
+    model: FlowCLAS,
+    threshold: float | None,
+    provenance: dict[str, Any],
+    name: str = BEST_DIR,
+) -> Path:
+    """Writes ``RUN_DIR/<name>/`` (DESIGN.md format) via a temp directory and renames.
 
     Returns:
         The checkpoint directory.
     """
     run_dir = Path(run_dir)
-    best, tmp, old = run_dir / BEST_DIR, run_dir / f".{BEST_DIR}.tmp", run_dir / f".{BEST_DIR}.old"
+    best, tmp, old = run_dir / name, run_dir / f".{name}.tmp", run_dir / f".{name}.old"
     if tmp.exists():
         shutil.rmtree(tmp)
     save_checkpoint(model, tmp, threshold=threshold, provenance=provenance)

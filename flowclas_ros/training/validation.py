@@ -2,7 +2,9 @@
 
 Metrics come from :mod:`flowclas_ros.evaluation.metrics` (the code
 ``flowclas-eval`` uses). Scores and masks are compared at the model input
-size (masks resized by nearest neighbour). Each process scores its share of
+size (masks resized by nearest neighbour), or at each image's native size
+when ``model.preprocess.resize`` is false (the official full-resolution
+evaluation; images of one size are batched together). Each process scores its share of
 the val images; the metric histograms are summed over processes.
 
 Binning needs one score range on every process. Per-pixel scores are
@@ -14,12 +16,14 @@ upsamples and bins.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from flowclas_ros.config_io import ConfigError
 from flowclas_ros.data.folder import FolderDataset
 from flowclas_ros.data.oe_dataset import OETrainDataset
 from flowclas_ros.data.outlier_exposure import OEConfig
@@ -27,7 +31,7 @@ from flowclas_ros.data.transforms import to_model_input
 from flowclas_ros.evaluation.metrics import ImageMetrics, PixelMetrics
 from flowclas_ros.model.flowclas.anomaly_map import image_score, likelihood_score, nll_score, upsample_crop
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
-from flowclas_ros.training.batches import images_to_features
+from flowclas_ros.training.batches import images_to_features, pad_sides, padding_mode
 from flowclas_ros.training.distributed import DistContext, all_gather_rows, all_reduce_minmax, all_reduce_sum_
 
 ValMode = Literal["masks", "oe"]
@@ -67,9 +71,21 @@ def cell_scores(model: FlowCLAS, feats: torch.Tensor) -> torch.Tensor:
 
 
 def cells_to_pixels(model: FlowCLAS, cells: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
-    """Upsamples, crops and blurs cell scores exactly as ``FlowCLAS.score_features`` does."""
+    """Upsamples, crops and blurs cell scores exactly as ``FlowCLAS.score_features`` does.
+
+    With ``symmetric`` padding the crop starts at the top / left padding instead of at 0.
+    """
     padded_hw = (cells.shape[-2] * model.patch_size, cells.shape[-1] * model.patch_size)
-    return model.blur(upsample_crop(cells, padded_hw, image_hw, model.pad_offset(padded_hw, image_hw)))
+    left, _, top, _ = pad_sides(image_hw[0], image_hw[1], model.pad_multiple, padding_mode(model))
+    if left == 0 and top == 0:
+        return model.blur(upsample_crop(cells, padded_hw, image_hw))
+    full = upsample_crop(cells, padded_hw, padded_hw)
+    return model.blur(full[:, top : top + image_hw[0], left : left + image_hw[1]])
+
+
+def native_resolution(model: FlowCLAS) -> bool:
+    """True when ``model.preprocess.resize`` is false (no resize; older configs always resize)."""
+    return not bool(getattr(model.cfg.preprocess, "resize", True))
 
 
 class ValidationSet:
@@ -99,6 +115,12 @@ class ValidationSet:
     ):
         self.mode = mode
         self.preprocess = model.cfg.preprocess
+        self.native = native_resolution(model)
+        if self.native and mode == "oe":
+            raise ConfigError(
+                "data.val_anomalies: native-resolution validation (model.preprocess.resize: false) "
+                "needs val masks; set data.val to a folder with masks/ and val_anomalies: masks"
+            )
         count = len(data) if max_images <= 0 else min(max_images, len(data))
         self.indices = list(range(count))[ctx.rank :: ctx.world_size]
         self.n_total = count
@@ -110,6 +132,12 @@ class ValidationSet:
         if self.mode == "oe":
             item = self.source[index]
             return item["mixed"], item["mask"].numpy()
+        if self.native:  # full resolution: normalise at the image's own size
+            data = self.source.data
+            image = data.load_image(index)
+            mask = data.load_mask(index, image.shape[:2])
+            pre = dataclasses.replace(self.preprocess, input_size=tuple(image.shape[:2]))
+            return to_model_input([image], pre)[0], mask
         image, mask = self.source.load_inlier(index)
         return to_model_input([image], self.preprocess)[0], mask
 
@@ -122,14 +150,31 @@ class ValidationSet:
         cache = []
         for start in range(0, len(self.indices), batch_size):
             loaded = [self._load(i) for i in self.indices[start : start + batch_size]]
-            images = torch.stack([image for image, _ in loaded])
-            masks = np.stack([mask for _, mask in loaded])
-            feats = images_to_features(model, images, device, amp_dtype)
-            if self.cache_features:
-                cache.append((feats.cpu(), masks))
-            yield feats, masks
+            for group in _same_size_runs(loaded):
+                feats, masks = self._features(model, group, device, amp_dtype)
+                if self.cache_features:
+                    cache.append((feats.cpu(), masks))
+                yield feats, masks
         if self.cache_features:
             self._cache = cache
+
+    @staticmethod
+    def _features(model: FlowCLAS, loaded, device: torch.device, amp_dtype: torch.dtype | None):
+        """(features, masks) of a list of same-size (image, mask) pairs."""
+        images = torch.stack([image for image, _ in loaded])
+        masks = np.stack([mask for _, mask in loaded])
+        return images_to_features(model, images, device, amp_dtype), masks
+
+
+def _same_size_runs(loaded: list) -> list[list]:
+    """Splits (image, mask) pairs into consecutive runs of one image size (stackable batches)."""
+    runs: list[list] = []
+    for item in loaded:
+        if runs and runs[-1][0][0].shape == item[0].shape:
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return runs
 
 
 @torch.no_grad()
@@ -144,7 +189,6 @@ def validate(
     """Scores the val set and computes metrics and the calibrated threshold on every process."""
     was_training = model.training
     model.eval()
-    image_hw = tuple(int(s) for s in valset.preprocess.input_size)
     cells, all_masks = [], []
     for feats, masks in valset.batches(model, ctx.device, batch_size, amp_dtype):
         cells.append(cell_scores(model, feats).float().cpu())
@@ -159,7 +203,7 @@ def validate(
     image = ImageMetrics()
     kind = model.cfg.score.image_score
     for cell, masks in zip(cells, all_masks):
-        maps = cells_to_pixels(model, cell, image_hw)
+        maps = cells_to_pixels(model, cell, tuple(masks.shape[-2:]))
         pixel.update(maps.numpy(), masks)
         for score, mask in zip(image_score(maps, kind).tolist(), masks):
             image.add(score, mask=mask)
