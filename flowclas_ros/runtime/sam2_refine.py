@@ -132,17 +132,11 @@ def load_sam2_weights(model: Any, checkpoint: str | Path, config: str) -> None:
         raise Sam2Error(
             f"--sam2-checkpoint {path}: expected a dict with a 'model' state dict (SAM2's format)"
         )
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k].shape))
-    if missing or unexpected or wrong:
-        parts = [
-            f"{len(names)} {what} (e.g. {', '.join(names[:3])})"
-            for what, names in (("missing", missing), ("unexpected", unexpected), ("wrong-shape", wrong))
-            if names
-        ]
-        raise Sam2Error(f"--sam2-checkpoint {path} does not match --sam2-config {config}: {'; '.join(parts)}")
+    from flowclas_ros.model.state_keys import describe_mismatch
+
+    problem = describe_mismatch(model.state_dict(), state, limit=3)
+    if problem:
+        raise Sam2Error(f"--sam2-checkpoint {path} does not match --sam2-config {config}: {problem}")
     model.load_state_dict(state, strict=True)
 
 
