@@ -210,13 +210,13 @@ class RefinedBackend:
         """The wrapped backend's predictions with refined score maps and image scores."""
         from dataclasses import replace
 
-        from flowclas_ros.model.flowclas.anomaly_map import image_score_np
+        from flowclas_ros.runtime import base  # its image_score_np: the one predict() itself uses
 
         kind = self.backend.config.score.image_score
         out = []
         for image, prediction in zip(images, self.backend.predict(images)):
             refined = self.refiner.refine(image, prediction.score_map)
-            out.append(replace(prediction, score_map=refined, image_score=image_score_np(refined, kind)))
+            out.append(replace(prediction, score_map=refined, image_score=base.image_score_np(refined, kind)))
         return out
 
     def close(self) -> None:
