@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from flowclas_ros.cli_errors import OneLineParser, one_line
+from flowclas_ros.runtime.sam2_refine import add_refine_arguments, check_refine_args, refiner_from_args
 
 PROG = "flowclas-predict"
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
@@ -92,19 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="scores mapped to the colour map's ends (default: each image's own range)",
     )
     ov.add_argument("--no-overlay", action="store_true", help="write only the .npy score maps")
-    ref = p.add_argument_group("refinement (optional extra: pip install 'flowclas_ros[sam2]')")
-    ref.add_argument(
-        "--refine",
-        choices=("none", "sam2"),
-        default="none",
-        help="sam2: the authors' SAM2-mask post-processing of the score map (default: %(default)s)",
-    )
-    ref.add_argument("--sam2-checkpoint", metavar="F", help="SAM2 checkpoint (.pt) for --refine sam2")
-    ref.add_argument(
-        "--sam2-config",
-        metavar="NAME",
-        help="SAM2 model config name, e.g. configs/sam2.1/sam2.1_hiera_t.yaml",
-    )
+    add_refine_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     return p
@@ -145,8 +134,9 @@ def _check_args(args: argparse.Namespace, inputs: list[Path], out_dir: Path) -> 
         raise PredictInputError(f"--overlay-alpha must be in [0, 1], got {args.overlay_alpha}")
     if args.score_range is not None and not args.score_range[0] < args.score_range[1]:
         raise PredictInputError(f"--score-range needs LO < HI, got {args.score_range}")
-    if args.refine != "sam2" and (args.sam2_checkpoint or args.sam2_config):
-        raise PredictInputError("--sam2-checkpoint/--sam2-config only apply to --refine sam2")
+    problem = check_refine_args(args)
+    if problem:
+        raise PredictInputError(problem)
     # Writing OUT/<stem>.png into the input folder would overwrite a PNG input.
     inputs_resolved = {path.resolve() for path in inputs}
     for path in inputs:
@@ -207,11 +197,7 @@ def _run(args: argparse.Namespace) -> PredictSummary:
     inputs = list_inputs(Path(args.input))
     out_dir = Path(args.out)
     _check_args(args, inputs, out_dir)
-    refiner = None
-    if args.refine == "sam2":  # checked (package, files) before the model loads
-        from flowclas_ros.runtime.sam2_refine import Sam2Refiner
-
-        refiner = Sam2Refiner.from_files(args.sam2_checkpoint, args.sam2_config, device=args.device)
+    refiner = refiner_from_args(args)  # package and files checked before the model loads
     if args.threads and args.backend == "torch":
         import torch
 

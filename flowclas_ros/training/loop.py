@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -46,10 +45,10 @@ from flowclas_ros.training.distributed import (
     init_distributed,
     shutdown,
 )
-from flowclas_ros.training.logs import RunLog
+from flowclas_ros.training.logs import RunLog, git_commit
 from flowclas_ros.training.objective import FlowCLASObjective
 from flowclas_ros.training.optim import build_optimizer, build_scheduler
-from flowclas_ros.training.selection import BEST_AP_DIR, BEST_FPR95_DIR, improved
+from flowclas_ros.training.selection import BEST_AP_DIR, BEST_FPR95_DIR, improved, is_better, val_columns
 from flowclas_ros.training.validation import ValidationSet, ValResult, choose_val_mode, validate
 
 logger = logging.getLogger(__name__)
@@ -98,28 +97,6 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
 def step_seed(seed: int, step: int, rank: int) -> int:
     """Seed of the contrastive cell sampling at ``step`` on ``rank``."""
     return (seed * 1_000_003 + step * 7_919 + rank) % (2**63)
-
-
-def git_commit() -> str | None:
-    """The commit of the flowclas_ros source tree, if it is a git checkout (``+dirty`` when modified)."""
-    src = Path(flowclas_ros.__file__).resolve().parent
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(src), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head + ("+dirty" if dirty else "") if head else None
 
 
 class Trainer:
@@ -243,8 +220,11 @@ class Trainer:
         self._setup_process()
         # Inputs first (data folders, OE source): a bad path fails before the model is built.
         data = prepare_data(cfg.data, ctx, progress=self.progress and main)
-        if cfg.seg.enabled and cfg.cache.mode != "none":
-            raise ConfigError("seg.enabled: needs cache.mode none (the pool caches no semantic labels)")
+        if cfg.seg.enabled and (cfg.cache.mode != "none" or cfg.data.layout != "cityscapes"):
+            raise ConfigError(
+                "seg.enabled: needs data.layout cityscapes (semantic labels) and cache.mode none "
+                "(the feature pool caches no labels)"
+            )
         train_set = OETrainDataset(
             data.train,
             cfg.oe,
@@ -347,9 +327,9 @@ class Trainer:
                 val_due = step % cfg.val_every == 0 if cfg.val_every else step % steps_per_epoch == 0
                 if val_due or step == total:
                     result = validate(model, valset, ctx, cfg.target_fpr, cfg.batch_size, amp_dtype)
-                    row = {**(row or {"step": step, "epoch": epoch}), **_val_columns(result)}
+                    row = {**(row or {"step": step, "epoch": epoch}), **val_columns(result)}
                     history.append({"step": step, **result.metrics, "threshold": result.threshold})
-                    if _is_better(result, best):
+                    if is_better(result, best):
                         best = {"ap": result.metrics["ap"], "step": step, "metrics": result.metrics}
                         best["threshold"] = result.threshold
                         if main:
@@ -445,22 +425,3 @@ class Trainer:
             optimizer.step()
         scheduler.step()
         return value, {k: float(v) for k, v in parts.items()}
-
-
-def _val_columns(result: ValResult) -> dict[str, Any]:
-    m = result.metrics
-    return {
-        "val_ap": m.get("ap"),
-        "val_auroc": m.get("auroc"),
-        "val_fpr95": m.get("fpr95"),
-        "val_image_auroc": m.get("image_auroc"),
-        "val_threshold": result.threshold,
-    }
-
-
-def _is_better(result: ValResult, best: dict[str, Any]) -> bool:
-    """Higher val AP wins; without an AP (no anomalous val pixels) the latest model is kept."""
-    ap = result.metrics.get("ap")
-    if ap is None or best["step"] < 0:
-        return True
-    return best["ap"] is None or ap > best["ap"]

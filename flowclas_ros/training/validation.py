@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from flowclas_ros.config_io import ConfigError
 from flowclas_ros.data.folder import FolderDataset
 from flowclas_ros.data.oe_dataset import OETrainDataset
 from flowclas_ros.data.outlier_exposure import OEConfig
@@ -116,7 +117,10 @@ class ValidationSet:
         self.preprocess = model.cfg.preprocess
         self.native = native_resolution(model)
         if self.native and mode == "oe":
-            raise ValueError("native-resolution validation needs val masks (data.val_anomalies: masks)")
+            raise ConfigError(
+                "data.val_anomalies: native-resolution validation (model.preprocess.resize: false) "
+                "needs val masks; set data.val to a folder with masks/ and val_anomalies: masks"
+            )
         count = len(data) if max_images <= 0 else min(max_images, len(data))
         self.indices = list(range(count))[ctx.rank :: ctx.world_size]
         self.n_total = count
