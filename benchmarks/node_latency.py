@@ -46,24 +46,6 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-def make_checkpoint(path: Path, steps: int, input_size: int) -> Path:
-    from flowclas_ros.model import (
-        BackboneConfig,
-        FlowCLAS,
-        FlowConfig,
-        ModelConfig,
-        PreprocessConfig,
-        save_checkpoint,
-    )
-
-    cfg = ModelConfig(
-        backbone=BackboneConfig(weights="none"),
-        flow=FlowConfig(steps=steps),
-        preprocess=PreprocessConfig(input_size=(input_size, input_size)),
-    )
-    return save_checkpoint(FlowCLAS(cfg, warn_random_backbone=False), path, threshold=0.5)
-
-
 def forward_share(msg) -> float:
     """The frame's share of its batch forward: ``model_ms``; a node from before that field (it reads
     0) put the share in ``latency_ms``, so the same benchmark also measures the old node."""
@@ -373,7 +355,15 @@ def main() -> None:
     rgb = np.random.default_rng(0).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
     with tempfile.TemporaryDirectory(prefix="node_latency_") as tmp_dir:
         tmp = Path(tmp_dir)
-        checkpoint = make_checkpoint(tmp / "ckpt", args.steps, args.input_size)
+        from flowclas_ros.model.random_checkpoint import random_checkpoint
+
+        checkpoint = random_checkpoint(
+            tmp / "ckpt",
+            input_size=(args.input_size, args.input_size),
+            steps=args.steps,
+            proj_dim=None,
+            threshold=0.5,
+        )
         size = f"{args.input_size}x{args.input_size}"
         print(f"model: ViT-S/14 (random init) + {args.steps} flow steps, input {size}, CPU fp32")
         proc = start_node(tmp, checkpoint)

@@ -31,28 +31,12 @@ LIMITS = {"fp32": 1e-3, "fp16": 5e-2}
 
 
 def _checkpoint(path: Path, steps: int, size: int) -> Path:
-    import torch
+    from flowclas_ros.model.random_checkpoint import random_checkpoint
 
-    from flowclas_ros.model import (
-        BackboneConfig,
-        FlowCLAS,
-        FlowConfig,
-        ModelConfig,
-        PreprocessConfig,
-        save_checkpoint,
+    # perturbed: a non-constant score map, so parity means something
+    return random_checkpoint(
+        path, input_size=(size, size), steps=steps, proj_dim=None, perturb=0.02, threshold=0.5, provenance={}
     )
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        backbone=BackboneConfig(weights="none"),
-        flow=FlowConfig(steps=steps),
-        preprocess=PreprocessConfig(input_size=(size, size)),
-    )
-    model = FlowCLAS(cfg, warn_random_backbone=False).eval()
-    with torch.no_grad():  # a non-constant score map, so parity means something
-        for param in model.trainable_parameters():
-            param.add_(0.02 * torch.randn(param.shape))
-    return save_checkpoint(model, path, threshold=0.5, provenance={})
 
 
 def _timed(label: str, fn):

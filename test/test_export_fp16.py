@@ -6,37 +6,21 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 
 from flowclas_ros.export.cli import main as export_main
 from flowclas_ros.export.fp16 import BACKBONE_PREFIX, KEY_PRECISION, backbone_nodes, float16_node_count
 from flowclas_ros.export.metadata import INPUT_NAME, read_onnx_props
-from flowclas_ros.model import (
-    BackboneConfig,
-    FlowCLAS,
-    FlowConfig,
-    ModelConfig,
-    PreprocessConfig,
-    save_checkpoint,
-)
+from flowclas_ros.model.random_checkpoint import random_checkpoint
 from flowclas_ros.runtime.onnx_backend import OnnxRuntimeBackend
 from flowclas_ros.runtime.tensorrt_builder import EngineBuildError, onnx_precision, require_precision
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        backbone=BackboneConfig(weights="none"),
-        flow=FlowConfig(steps=2, proj_dim=16),
-        preprocess=PreprocessConfig(input_size=(28, 42)),
-    )
-    model = FlowCLAS(cfg).eval()
-    with torch.no_grad():
-        for param in model.trainable_parameters():
-            param.add_(0.02 * torch.randn(param.shape))
     tmp = tmp_path_factory.mktemp("fp16")
-    checkpoint = save_checkpoint(model, tmp / "ckpt", threshold=0.5, provenance={})
+    checkpoint = random_checkpoint(
+        tmp / "ckpt", input_size=(28, 42), perturb=0.02, threshold=0.5, provenance={}
+    )
     paths = {"fp32": tmp / "m.onnx", "fp16": tmp / "m_fp16.onnx"}
     for precision, path in paths.items():
         flags = ["--fp16"] if precision == "fp16" else []

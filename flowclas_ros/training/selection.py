@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from flowclas_ros.training.validation import ValResult
+
 BEST_AP_DIR = "checkpoint_best_ap"
 BEST_FPR95_DIR = "checkpoint_best_fpr95"
 PER_METRIC = (("ap", "max", BEST_AP_DIR), ("fpr95", "min", BEST_FPR95_DIR))
@@ -40,3 +42,23 @@ def improved(metrics: dict[str, Any], best: dict[str, Any], step: int) -> list[s
             best[metric] = {"value": float(value), "step": int(step)}
             out.append(directory)
     return out
+
+
+def val_columns(result: ValResult) -> dict[str, Any]:
+    """The validation columns of a ``log.csv`` row."""
+    m = result.metrics
+    return {
+        "val_ap": m.get("ap"),
+        "val_auroc": m.get("auroc"),
+        "val_fpr95": m.get("fpr95"),
+        "val_image_auroc": m.get("image_auroc"),
+        "val_threshold": result.threshold,
+    }
+
+
+def is_better(result: ValResult, best: dict[str, Any]) -> bool:
+    """Higher val AP wins; without an AP (no anomalous val pixels) the latest model is kept."""
+    ap = result.metrics.get("ap")
+    if ap is None or best["step"] < 0:
+        return True
+    return best["ap"] is None or ap > best["ap"]
