@@ -11,9 +11,10 @@ result's latency nor to the next frame's wait. That thread keeps one pending fra
 per camera (newest wins), like the input side: it never queues.
 
 The model's Python objects (~400k for ViT-S + flow) are frozen out of the garbage
-collector at start (:func:`gc.freeze`): a full collection over them took ~0.75 s on
-a loaded 2-core machine and stalled every thread, which showed up as multi-second
-latency spikes with two cameras.
+collector at start (:func:`gc.freeze`): one full collection over them took ~0.75 s on a
+loaded 2-core machine, holding the GIL and so stalling every thread. CPython runs one
+rarely (when new long-lived objects reach 25 % of the old), but when it does, the
+frames of every camera wait; frozen, it costs microseconds.
 """
 
 from __future__ import annotations
