@@ -76,8 +76,8 @@ class TensorRTBackend(InferenceBackend):
         onnx_path: Exported ONNX to build from (default: exported into the cache on first use).
         input_size: (H, W) expected; default the checkpoint config's ``preprocess.input_size``.
         precision: ``fp16`` (float16 backbone, flow and scoring float32, written into the ONNX),
-            ``fp16-all`` or ``fp32``. Default: a given ``.onnx`` builds at the precision it was
-            exported with, a checkpoint is exported at ``fp16``.
+            ``fp16-all`` or ``fp32``. Default: a given ``.onnx`` (source or ``onnx_path``) builds
+            at the precision it was exported with; a checkpoint is exported at ``fp16``.
         workspace_mb: Builder workspace limit (MiB) when an engine is built.
         version_compatible: Build with ``BuilderFlag.VERSION_COMPATIBLE``.
         max_batch: Largest batch per engine call (> 1 exports / needs a dynamic-batch ONNX).
@@ -109,8 +109,9 @@ class TensorRTBackend(InferenceBackend):
         self._trt = trt
         torch_device = cuda_device(device)
         source = Path(checkpoint.path if isinstance(checkpoint, LoadedCheckpoint) else checkpoint)
-        if precision is None:
-            precision = onnx_precision(source) if source.suffix == ".onnx" else "fp16"
+        if precision is None:  # a given ONNX keeps the types it was exported with
+            given = source if source.suffix == ".onnx" else onnx_path
+            precision = onnx_precision(given) if given is not None else "fp16"
         if source.suffix in ENGINE_SUFFIXES:
             engine, record = self._engine_only(source, torch_device)
         else:
