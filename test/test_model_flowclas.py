@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from flowclas_ros.model import BackboneConfig, FlowCLAS, FlowConfig, ModelConfig, ScoreConfig
-from flowclas_ros.model.flowclas.anomaly_map import GaussianBlur, image_score, image_score_np
+from flowclas_ros.model.flowclas.anomaly_map import GaussianBlur, image_score
+from flowclas_ros.model.flowclas.image_score import image_score_np
 from flowclas_ros.model.flowclas.loss import nll_loss, supcon_loss
 
 torch.set_num_threads(1)

@@ -7,7 +7,6 @@ with PR/ROC curves and the worst/best frames as overlays.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import warnings
@@ -21,7 +20,8 @@ from flowclas_ros.evaluation.metrics import DEFAULT_NUM_BINS
 from flowclas_ros.evaluation.report import build_metrics, fmt, write_metrics, write_report
 
 PROG = "flowclas-eval"
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+THREAD_OPTION = {"onnxruntime": "intra_op_threads", "openvino": "threads"}
 
 EXAMPLES = """examples:
   flowclas-eval --checkpoint runs/a/checkpoint --data data/val --out eval/val
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         metavar="N",
-        help="CPU threads for torch (default: torch's choice; use 1 on a busy shared machine)",
+        help="CPU threads of the backend (default: its own choice; use 1 on a busy shared machine)",
     )
 
     met = p.add_argument_group("metrics and report")
@@ -195,13 +195,21 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _checkpoint_score_kind(checkpoint: str | None) -> str | None:
-    """``score.kind`` from a checkpoint directory's config.json (no model is built); None if unknown."""
+    """``score.kind`` of a checkpoint directory or exported model (no model is built); None if unknown."""
+    from flowclas_ros.checkpoint_meta import (
+        CheckpointError,
+        ModelMismatchError,
+        read_checkpoint_identity,
+        read_onnx_metadata,
+    )
+
     if not checkpoint:
         return None
     try:
-        meta = json.loads((Path(checkpoint) / "config.json").read_text())
-        return str(meta["model"]["score"]["kind"])
-    except (OSError, ValueError, KeyError, TypeError):
+        if Path(checkpoint).suffix == ".onnx":
+            return read_onnx_metadata(checkpoint).identity.config.score.kind
+        return read_checkpoint_identity(checkpoint).config.score.kind
+    except (CheckpointError, ModelMismatchError, OSError):
         return None
 
 
@@ -259,11 +267,14 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         from flowclas_ros.evaluation.runner import evaluate_frames
         from flowclas_ros.runtime import create_backend
 
-        if args.threads:
+        options = {}
+        if args.threads and args.backend == "torch":
             import torch
 
             torch.set_num_threads(args.threads)
-        with create_backend(args.backend, args.checkpoint, device=args.device) as backend:
+        elif args.threads and args.backend in THREAD_OPTION:
+            options[THREAD_OPTION[args.backend]] = args.threads
+        with create_backend(args.backend, args.checkpoint, device=args.device, **options) as backend:
             acc = accumulator(backend.config.score.kind)
             timing = evaluate_frames(
                 frames, backend, acc, batch_size=args.batch_size, total=len(frames), progress=progress
@@ -308,7 +319,7 @@ def _one_line(err: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run ``flowclas-eval``; returns the exit status (0 ok, 1 bad input or failure, 2 usage)."""
     args = build_parser().parse_args(argv)
-    from flowclas_ros.model.checkpoint import CheckpointError
+    from flowclas_ros.checkpoint_meta import CheckpointError
 
     try:
         with warnings.catch_warnings():

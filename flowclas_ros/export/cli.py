@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from flowclas_ros.export.metadata import ModelMismatchError, format_size, read_onnx_props
+from flowclas_ros.checkpoint_meta import ModelMismatchError, format_size, read_onnx_props
 from flowclas_ros.export.onnx_export import ExportError, ExportReport, export_onnx
 from flowclas_ros.export.verify import ExportVerificationError
 from flowclas_ros.model.checkpoint import CheckpointError

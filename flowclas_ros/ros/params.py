@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # imported in depth_settings: keeps this table free of numpy/OpenCV for launch files
     from flowclas_ros.runtime.geometry3d import DepthSettings
 
-BACKEND_KINDS = ("torch", "onnxruntime", "tensorrt")
+BACKEND_KINDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 RELIABILITY = ("best_effort", "reliable")
 COMPRESSED_SUFFIX = "/compressed"
 

@@ -31,7 +31,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from flowclas_ros.model.checkpoint import save_checkpoint
+from flowclas_ros.checkpoint_meta import is_trainable_key
+from flowclas_ros.model.checkpoint import save_checkpoint, trainable_state
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 
 STATE_DIR = "state"
@@ -60,15 +61,6 @@ class ResumeState:
     step: int
     path: Path
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def trainable_state(model: FlowCLAS) -> dict[str, torch.Tensor]:
-    """Every model tensor except the frozen backbone's, detached, on CPU."""
-    return {
-        k: v.detach().cpu().contiguous()
-        for k, v in model.state_dict().items()
-        if not k.startswith("backbone.")
-    }
 
 
 def _fsync_file(path: Path) -> None:
@@ -192,6 +184,8 @@ def load_training_state(
         tensors = load_file(str(path / MODEL_FILE))
     except (SafetensorError, OSError, ValueError) as exc:
         raise StateError(f"{path / MODEL_FILE}: corrupt or missing ({exc})") from exc
+    # States written before the one trainable-key rule also held the frozen CLIP tensors: ignore them.
+    tensors = {k: v for k, v in tensors.items() if is_trainable_key(k)}
     expected = trainable_state(model)
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     bad_shape = [k for k in tensors if k in expected and tensors[k].shape != expected[k].shape]

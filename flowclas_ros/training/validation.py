@@ -111,7 +111,7 @@ class ValidationSet:
             item = self.source[index]
             return item["mixed"], item["mask"].numpy()
         image, mask = self.source.load_inlier(index)
-        return to_model_input([image], self.preprocess)[0], mask
+        return torch.from_numpy(to_model_input([image], self.preprocess)[0]), mask
 
     def batches(self, model: FlowCLAS, device: torch.device, batch_size: int, amp_dtype: torch.dtype | None):
         """Yields (features (B, C, h, w) on ``device``, masks uint8 (B, H, W) numpy)."""
