@@ -143,7 +143,8 @@ class OpenVINOBackend(InferenceBackend):
         self.compiled = core.compile_model(model, device_name, options)
         self.request = self.compiled.create_infer_request()
         self.precision = precision
-        self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.inference_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
         super().__init__(meta.identity.config, meta.identity.threshold, device_name)
         self.name = f"openvino-{precision}"  # published in every result and in the diagnostics
 
