@@ -185,7 +185,11 @@ class AnomalyNode(LifecycleNode):
             if not values["checkpoint"]:
                 raise ValueError("parameter 'checkpoint' is empty: set it to a checkpoint directory")
             options = backend_options(
-                values["backend"], values["input_size"], values["max_batch"], len(cameras)
+                values["backend"],
+                values["input_size"],
+                values["max_batch"],
+                len(cameras),
+                values["precision"],
             )
             backend = create_backend(values["backend"], values["checkpoint"], values["device"], **options)
         except Exception as err:  # noqa: BLE001 - any load failure becomes one clear line
@@ -210,7 +214,7 @@ class AnomalyNode(LifecycleNode):
         self._state = "inactive"
         size = backend.config.preprocess.input_size
         self.get_logger().info(
-            f"configured: backend {backend.name} on {backend.device}, input {size[0]}x{size[1]}, "
+            f"configured: backend {backend.describe()}, input {size[0]}x{size[1]}, "
             f"threshold {settings.threshold:.4g}, cameras: "
             + ", ".join(f"{c.topic} -> ~/{c.name}/" for c in cameras)
             + "".join(
@@ -353,6 +357,8 @@ class AnomalyNode(LifecycleNode):
     def _node_status(self, hardware_id: str) -> tuple[int, str, dict[str, str]]:
         backend = self._backend
         extra = {"state": self._state, "backend": self._values["backend"], "device": self._values["device"]}
+        if backend is not None:
+            extra["model"] = backend.describe()  # e.g. "openvino-bf16 on CPU (inference precision bf16)"
         if backend is not None and self._settings is not None:
             size = backend.config.preprocess.input_size
             extra |= {"input_size": f"{size[0]}x{size[1]}", "threshold": f"{self._settings.threshold:.6g}"}
