@@ -135,6 +135,7 @@ def quantize_int8(model: onnx.ModelProto, batches: list[np.ndarray]) -> onnx.Mod
     """
     import nncf
 
+    nncf.set_log_level(logging.WARNING)  # one INFO line per skipped node otherwise
     float_nodes = [node.name for node in model.graph.node if not node.name.startswith("/backbone/")]
     return nncf.quantize(
         model,
