@@ -131,8 +131,18 @@ def parse_config_text(text: str, source: str) -> CheckpointMeta:
     if not isinstance(provenance, dict):
         raise CheckpointError(f"{source}: provenance must be an object")
     embedded = meta.get("embedded_backbone")
-    if embedded is not None and (not isinstance(embedded, str) or Path(embedded).name != embedded):
-        raise CheckpointError(f"{source}: embedded_backbone must be a file name in the checkpoint directory")
+    # A path here could make the loader read any file on the machine (``../../x`` or ``/x``).
+    if embedded is not None and (
+        not isinstance(embedded, str)
+        or not embedded
+        or Path(embedded).name != embedded
+        or embedded in (".", "..")
+        or "\\" in embedded
+    ):
+        raise CheckpointError(
+            f"{source}: embedded_backbone must be a file name inside the checkpoint directory "
+            f"(no directories, '..' or absolute paths), got {embedded!r}"
+        )
     return CheckpointMeta(
         config,
         _number(meta, "threshold", source),
@@ -191,6 +201,11 @@ class CheckpointIdentity:
         """The calibrated pixel threshold, or None."""
         return self.meta.threshold
 
+    @property
+    def image_threshold(self) -> float | None:
+        """The optional image-level threshold (None in older checkpoints)."""
+        return self.meta.image_threshold
+
 
 def read_config_file(config_path: Path) -> tuple[bytes, CheckpointMeta]:
     """Reads and validates a ``config.json`` file; returns its bytes and the parsed metadata.
@@ -225,9 +240,14 @@ def read_checkpoint_identity(path: str | Path) -> CheckpointIdentity:
 
 
 def with_input_size(config: ModelConfig, input_size: tuple[int, int]) -> ModelConfig:
-    """A copy of ``config`` whose ``preprocess.input_size`` is ``input_size``."""
+    """A copy of ``config`` whose ``preprocess.input_size`` is ``input_size``.
+
+    A fixed-size graph always takes that size, so ``preprocess.resize`` is set:
+    a native-resolution checkpoint's images are resized to the export size.
+    """
     copy = from_dict(ModelConfig, to_dict(config))
     copy.preprocess.input_size = (int(input_size[0]), int(input_size[1]))
+    copy.preprocess.resize = True
     return copy
 
 

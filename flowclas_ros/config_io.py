@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -20,6 +21,30 @@ from typing import Any, TypeVar, Union
 import yaml
 
 T = TypeVar("T")
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_YAML11_WORDS = {"yes": True, "y": True, "on": True, "no": False, "n": False, "off": False}
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` with YAML 1.2 booleans: only true / false are booleans.
+
+    YAML 1.1 also reads on / off / yes / no / y / n as booleans, which breaks
+    string enums (``amp: off`` became False). Bool fields still accept those
+    words (see ``_convert``), so older files keep loading.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def yaml_load(text: str) -> Any:
+    """Parses YAML text with YAML 1.2 booleans (``on`` / ``off`` / ``yes`` / ``no`` stay strings)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
 class ConfigError(ValueError):
@@ -76,6 +101,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, str) and value.lower() in _YAML11_WORDS:
+            return _YAML11_WORDS[value.lower()]
         raise ConfigError(f"{key}: expected true/false, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -147,7 +174,7 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file not found")
     try:
         text = path.read_text()
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix == ".json" else yaml_load(text)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot parse config ({exc.__class__.__name__}: {exc})") from exc
     if data is None:
@@ -158,7 +185,10 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Applies ``key.sub=value`` overrides (values parsed as YAML) to a dict copy."""
+    """Applies ``key.sub=value`` overrides (values parsed as YAML) to a dict copy.
+
+    ``key=`` (nothing after ``=``) sets None; ``on`` / ``off`` stay strings (YAML 1.2 booleans).
+    """
     out = json.loads(json.dumps(data))
     for item in overrides:
         if "=" not in item:
@@ -170,7 +200,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part} is not a mapping")
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = yaml_load(raw)
     return out
 
 

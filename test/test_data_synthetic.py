@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from flowclas_ros.data.folder import FolderDataset
+from flowclas_ros.data.perlin import fractal_noise, perlin_mask, perlin_noise
 from flowclas_ros.synthetic.make_dataset_cli import main as make_dataset
-from flowclas_ros.synthetic.perlin import fractal_noise, perlin_mask, perlin_noise
 from flowclas_ros.synthetic.synthetic_scenes import SceneConfig, SceneGenerator, generate_dataset
 
 SMALL = SceneConfig(size=(64, 80))

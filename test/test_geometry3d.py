@@ -9,14 +9,12 @@ import numpy as np
 import pytest
 
 from flowclas_ros.data.image_codec import decode_float
+from flowclas_ros.runtime.depth_camera import PinholeIntrinsics, depth_to_metres, match_depth_size
 from flowclas_ros.runtime.geometry3d import (
     POINT_DTYPE,
     DepthSettings,
-    PinholeIntrinsics,
     anomalies_3d,
     backproject,
-    depth_to_metres,
-    match_depth_size,
     region_labels,
     regions_3d,
     voxel_downsample,

@@ -130,13 +130,20 @@ def test_output_messages_round_trip(conv):
     result = conv.result_msg(
         header,
         image_score=0.5,
-        threshold=0.5,
+        threshold=0.1,
+        image_threshold=0.5,
         anomalous_fraction=0.25,
         regions=[Region(1, 2, 3, 4, 0.9, 0.7, 6)],
         latency_ms=12.0,
         backend="torch",
     )
-    assert result.is_anomalous  # at the threshold counts as anomalous
+    assert result.is_anomalous  # at the image threshold counts as anomalous
+    assert (result.threshold, result.image_threshold) == (pytest.approx(0.1), 0.5)
+    below = conv.result_msg(
+        header, image_score=0.4, threshold=0.1, image_threshold=0.5, anomalous_fraction=0.25,
+        regions=[], latency_ms=1.0, backend="torch",
+    )  # fmt: skip
+    assert not below.is_anomalous  # above the pixel threshold, below the image one: not anomalous
     region = result.regions[0]
     assert (region.x_offset, region.y_offset, region.width, region.height, region.area) == (1, 2, 3, 4, 6)
     assert region.peak_score == pytest.approx(0.9) and region.mean_score == pytest.approx(0.7)

@@ -9,14 +9,8 @@ import time
 import pytest
 
 from flowclas_ros.ros.frame_buffer import Frame, FrameSlots
-from flowclas_ros.ros.params import (
-    PARAMETERS,
-    SPECS,
-    camera_inputs,
-    parameter_names,
-    runtime_settings,
-    validate,
-)
+from flowclas_ros.ros.params import PARAMETERS, SPECS, parameter_names, validate
+from flowclas_ros.ros.settings import CheckpointThresholds, camera_inputs, runtime_settings
 from flowclas_ros.ros.stats import ERROR, OK, WARN, CameraStats, WindowReport, assess
 
 
@@ -66,10 +60,10 @@ def test_parameter_table_is_consistent():
     assert "use_sim_time" in parameter_names()
     for spec in PARAMETERS:
         assert spec.description, spec.name
-        if spec.default is not None:
-            assert validate(spec.name, spec.default) is None, spec.name
+        assert spec.default is not None, f"{spec.name}: every parameter needs a typed default"
+        assert validate(spec.name, spec.default) is None, spec.name
     runtime = {spec.name for spec in PARAMETERS if spec.runtime}
-    assert {"threshold", "overlay_alpha", "publish_overlay", "min_region_area"} <= runtime
+    assert {"threshold", "image_threshold", "overlay_alpha", "publish_overlay", "min_region_area"} <= runtime
     assert not {"checkpoint", "backend", "image_topics", "qos_reliability"} & runtime
 
 
@@ -99,7 +93,9 @@ def test_validate_accepts():
     assert validate("threshold", -3.5) is None  # NLL / likelihood scores may be negative
     assert validate("input_size", [448, 448]) is None
     assert validate("overlay_score_range", [0.0, 0.0]) is None
-    assert validate("compressed", None) is None
+    assert validate("image_threshold", math.nan) is None
+    assert validate("compressed", []) is None
+    assert "required" in validate("compressed", None)
 
 
 def _values(**over):
@@ -109,18 +105,23 @@ def _values(**over):
 
 
 def test_runtime_settings_threshold_source():
-    assert runtime_settings(_values(), 0.7).threshold == 0.7
-    assert runtime_settings(_values(threshold=0.2), 0.7).threshold == 0.2
+    old, new = CheckpointThresholds(0.7), CheckpointThresholds(0.7, 2.5)
+    assert runtime_settings(_values(), old).threshold == 0.7
+    assert runtime_settings(_values(threshold=0.2), old).threshold == 0.2
     with pytest.raises(ValueError, match="no calibrated threshold"):
-        runtime_settings(_values(), None)
-    settings = runtime_settings(_values(overlay_score_range=[1.0, 3.0]), 0.5)
+        runtime_settings(_values(), CheckpointThresholds(None))
+    settings = runtime_settings(_values(overlay_score_range=[1.0, 3.0]), old)
     assert settings.overlay_score_range == (1.0, 3.0)
-    assert runtime_settings(_values(), 0.5).overlay_score_range is None
+    assert runtime_settings(_values(), old).overlay_score_range is None
+    # Image threshold: the parameter, else the checkpoint's, else (old checkpoint) the pixel one.
+    assert runtime_settings(_values(), new).image_threshold == 2.5
+    assert runtime_settings(_values(image_threshold=3.0), new).image_threshold == 3.0
+    assert runtime_settings(_values(threshold=0.2), old).image_threshold == 0.2
 
 
 def test_camera_inputs_compressed_auto_and_explicit():
     topics = ["/a/image_raw", "/b/image_raw/compressed"]
-    auto = camera_inputs(topics, None, ["a", "b"])
+    auto = camera_inputs(topics, [], ["a", "b"])
     assert [c.compressed for c in auto] == [False, True]
     explicit = camera_inputs(topics, [True, False], ["a", "b"])
     assert [c.compressed for c in explicit] == [True, False]
@@ -173,7 +174,7 @@ def test_camera_stats_window_rates_and_percentiles():
 
 
 def test_backend_options_follow_backend_kind():
-    from flowclas_ros.ros.params import backend_options
+    from flowclas_ros.ros.settings import backend_options
 
     assert backend_options("torch", [448, 448], 4, 2) == {}
     assert backend_options("onnxruntime", [0, 0], 4, 1) == {}

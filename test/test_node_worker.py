@@ -23,7 +23,8 @@ def setup(tmp_path_factory):
     from flowclas_ros.msg import AnomalyResult
     from flowclas_ros.ros.frame_buffer import FrameSlots
     from flowclas_ros.ros.outputs import CameraOutputs
-    from flowclas_ros.ros.params import PARAMETERS, CameraInput, runtime_settings
+    from flowclas_ros.ros.params import PARAMETERS
+    from flowclas_ros.ros.settings import CameraInput, CheckpointThresholds, runtime_settings
     from flowclas_ros.ros.stats import CameraStats
     from flowclas_ros.ros.worker import InferenceWorker, WorkerContext
     from flowclas_ros.runtime import create_backend
@@ -33,14 +34,18 @@ def setup(tmp_path_factory):
     poisoned = create_backend("torch", make_tiny_checkpoint(tmp / "nan", nan_weights=True))
     context = rclpy.Context()
     rclpy.init(context=context)
-    node = rclpy.create_node("worker_test", context=context)
+    from rclpy.lifecycle import LifecycleNode
+
+    node = LifecycleNode("worker_test", context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     outputs = CameraOutputs.create(node, "cam")
+    node.trigger_configure()
+    node.trigger_activate()  # enables the lifecycle publishers
     results = Recorder()
     node.create_subscription(AnomalyResult, "/worker_test/cam/result", results, 10)
     values = {spec.name: spec.default for spec in PARAMETERS}
-    settings = runtime_settings(values, good.threshold)
+    settings = runtime_settings(values, CheckpointThresholds(good.threshold))
     errors: list[str] = []
     ctx = WorkerContext(
         backend=good,
@@ -103,17 +108,59 @@ def test_model_failure_is_caught_and_reported(setup):
     assert setup["ctx"].stats[0].processed == processed
 
 
-def test_result_hooks_receive_the_frame_result(setup):
+class _RecordingStage:
+    """A FrameStage (the worker's one extension point) that records what it is handed."""
+
+    def __init__(self):
+        self.seen, self.skipped = [], []
+
+    def for_frame(self, camera, settings):
+        def stage(header, score_map, mask, regions):
+            self.seen.append((camera, settings, header, score_map, mask, regions))
+
+        return stage
+
+    def skip(self, camera, header):
+        self.skipped.append((camera, header.frame_id))
+
+
+def test_frame_stage_gets_each_frame_and_skips_nonfinite_ones(setup):
     ctx, worker = setup["ctx"], setup["worker"]
-    seen = []
-    ctx.result_hooks.append(
-        lambda frame, rgb, prediction, result: seen.append((frame, rgb, prediction, result))
-    )
+    ctx.stage_3d = stage = _RecordingStage()
     try:
-        worker.process([_frame("hooked")])
+        worker.process([_frame("staged")])
+        ctx.backend = setup["poisoned"]
+        worker.process([_frame("poisoned")])
     finally:
-        ctx.result_hooks.clear()
-    (frame, rgb, prediction, result) = seen[0]
-    assert frame.msg.header.frame_id == "hooked" and rgb.shape == (40, 56, 3)
-    assert result.mask.shape == (40, 56) and result.threshold == ctx.settings().threshold
-    np.testing.assert_array_equal(result.mask > 0, prediction.score_map >= result.threshold)
+        ctx.stage_3d, ctx.backend = None, setup["good"]
+    ((camera, settings, header, score_map, mask, regions),) = stage.seen
+    assert camera == 0 and header.frame_id == "staged" and mask.shape == score_map.shape == (40, 56)
+    np.testing.assert_array_equal(mask > 0, score_map >= settings.threshold)
+    assert stage.skipped == [(0, "poisoned")]  # NaN scores: the stage clears what it showed
+
+
+def test_outputs_are_lifecycle_publishers_silent_until_activated():
+    require_ros()
+    import rclpy
+    from rclpy.lifecycle import LifecycleNode, LifecyclePublisher
+
+    from flowclas_ros.msg import AnomalyResult
+    from flowclas_ros.ros.outputs import CameraOutputs
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = LifecycleNode("silent_outputs_test", context=context)
+    try:
+        outputs = CameraOutputs.create(node, "cam")
+        publishers = [outputs.result, outputs.score_map, outputs.mask, outputs.overlay]
+        assert all(isinstance(p, LifecyclePublisher) and not p.is_activated for p in publishers)
+        outputs.result.publish(AnomalyResult())  # inactive: dropped, no error
+        node.trigger_configure()
+        node.trigger_activate()
+        assert all(p.is_activated for p in publishers)
+        node.trigger_deactivate()
+        assert not any(p.is_activated for p in publishers)
+        outputs.destroy(node)
+    finally:
+        node.destroy_node()
+        context.try_shutdown()

@@ -27,13 +27,8 @@ from flowclas_ros.ros.pointcloud import (  # noqa: E402
     read_cloud_points,
 )
 from flowclas_ros.ros.region_3d import fill_region_3d  # noqa: E402
-from flowclas_ros.runtime.geometry3d import (  # noqa: E402
-    POINT_DTYPE,
-    DepthSettings,
-    PinholeIntrinsics,
-    Region3D,
-    anomalies_3d,
-)
+from flowclas_ros.runtime.depth_camera import PinholeIntrinsics  # noqa: E402
+from flowclas_ros.runtime.geometry3d import POINT_DTYPE, DepthSettings, Region3D, anomalies_3d  # noqa: E402
 from flowclas_ros.runtime.postprocess import anomaly_mask, find_regions  # noqa: E402
 
 

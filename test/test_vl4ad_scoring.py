@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from flowclas_ros.config_io import ConfigError, from_dict
+from flowclas_ros.model.vl4ad.anomaly_map import class_logits, outlier_score, stack_class_embeddings
 from flowclas_ros.model.vl4ad.fusion import FusionConfig, calibrate_fusion, fit_norm, fuse
 from flowclas_ros.model.vl4ad.prompts import PromptSet, resolve_classes
-from flowclas_ros.model.vl4ad.text_scorer import class_logits, outlier_score, stack_class_embeddings
 
 T = 0.1
 

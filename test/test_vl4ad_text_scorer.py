@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from flowclas_ros.config_io import from_dict, to_dict
+from flowclas_ros.model.vl4ad.anomaly_map import class_logits
 from flowclas_ros.model.vl4ad.prompts import PromptSet, load_prompt_set
 from flowclas_ros.model.vl4ad.text_scorer import (
     IMAGENET_MEAN,
@@ -17,7 +18,6 @@ from flowclas_ros.model.vl4ad.text_scorer import (
     TextScorer,
     TextScorerConfig,
     TextScorerError,
-    class_logits,
     create_text_scorer,
 )
 
@@ -172,7 +172,7 @@ def test_text_cache_hit_and_invalidation():
     assert scorer.class_names == ("sand", "sky", "cable") and scorer.num_id == 2
     assert scorer.set_prompts(with_ood) is False and calls["n"] == 1
 
-    assert scorer.set_prompts("road") is True  # by name, from config/prompts
+    assert scorer.set_prompts("road") is True  # by name, from the packaged prompt sets
     assert calls["n"] == 2 and scorer.cfg.prompt_set == "road"
     assert scorer.cfg.prompts == load_prompt_set("road")
 

@@ -4,14 +4,17 @@ rosbags refuses a whole bag when any part of it is damaged (a truncated
 sqlite3 file fails at open, an MCAP file without its footer too). These
 readers recover every message that is still intact:
 
-* **sqlite3**: opened read-only through an apsw VFS that corrects the page
-  count in the file header to the real file size, then messages are read by
-  row id in blocks; a block that hits a corrupt page is re-read row by row
-  and only the unreadable rows are lost.
-* **MCAP**: chunks are located through the summary's chunk index when the
-  footer is intact (each chunk then fails alone), else by a forward scan
-  that stops at the first corrupt top-level record. A truncated chunk gives
-  up its complete messages (uncompressed, zstd or lz4 chunks).
+* **sqlite3**: the standard library's sqlite3, read-only and immutable, with
+  ``PRAGMA writable_schema=ON``: SQLite itself then accepts a header page
+  count larger than the file (a truncated file) instead of refusing it.
+  Messages are read by row id in blocks; a block that hits a corrupt page is
+  re-read row by row and only the unreadable rows are lost.
+* **MCAP**: the ``mcap`` package parses the records. With an intact footer,
+  chunks are located through the summary's chunk index (each chunk then fails
+  alone), else records are read forward with its ``StreamReader`` until the
+  first truncated or corrupt one. Kept here, because mcap decompresses a chunk
+  whole or not at all: a cut or corrupt chunk is decompressed as far as its
+  bytes go and gives up its complete messages (uncompressed, zstd or lz4).
 
 Both yield ``(topic, msgtype, log_time_ns, raw_cdr)`` in file order and
 append human-readable problems to a list; they never raise on damage after
@@ -20,50 +23,32 @@ the file's table of topics has been read.
 
 from __future__ import annotations
 
-import mmap
+import io
+import sqlite3
 import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
-import apsw
+import lz4.frame
+import zstandard
+from mcap.data_stream import ReadDataStream
+from mcap.exceptions import McapError, UnsupportedCompressionError
+from mcap.opcode import Opcode
+from mcap.reader import SeekingReader
+from mcap.records import Channel, Chunk, DataEnd, Footer, McapRecord, Message, Schema
+from mcap.stream_reader import MAGIC_SIZE, StreamReader
 
 RawMessage = tuple[str, str, int, bytes]
 
-_VFS_NAME = "flowclas_salvage"
-_vfs: apsw.VFS | None = None
 _BLOCK = 256
 
 
-class _HeaderFixFile(apsw.VFSFile):
-    """A database file whose header page count is taken from the real file size."""
-
-    def xRead(self, amount: int, offset: int) -> bytes:  # noqa: N802 - apsw API name
-        """Read, patching the in-header database size when page 1 is read."""
-        data = super().xRead(amount, offset)
-        if offset == 0 and len(data) >= 32:
-            page_size = struct.unpack(">H", data[16:18])[0]
-            page_size = 65536 if page_size == 1 else page_size
-            pages = super().xFileSize() // max(page_size, 512)
-            data = data[:28] + struct.pack(">I", pages) + data[32:]
-        return data
-
-
-class _HeaderFixVFS(apsw.VFS):
-    def __init__(self) -> None:
-        super().__init__(_VFS_NAME, base="")
-
-    def xOpen(self, name: object, flags: list[int]) -> apsw.VFSFile:  # noqa: N802 - apsw API name
-        return _HeaderFixFile("", name, flags)
-
-
-def _connect(db_path: Path) -> apsw.Connection:
-    global _vfs
-    if _vfs is None:
-        _vfs = _HeaderFixVFS()  # registered once per process
-    return apsw.Connection(
-        f"file:{db_path}?immutable=1", flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI, vfs=_VFS_NAME
-    )
+def _connect(db_path: Path) -> sqlite3.Connection:
+    con = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+    con.execute("PRAGMA writable_schema=ON")  # tolerate a page count beyond the end of the file
+    return con
 
 
 def sqlite_topics(db_path: Path) -> dict[str, str]:
@@ -74,7 +59,7 @@ def sqlite_topics(db_path: Path) -> dict[str, str]:
             return {name: typ for name, typ in con.execute("SELECT name, type FROM topics")}
         finally:
             con.close()
-    except apsw.Error:
+    except sqlite3.Error:
         return {}
 
 
@@ -90,7 +75,7 @@ def sqlite_messages(
         problems: Receives one line per kind of damage found.
 
     Raises:
-        apsw.Error: The topics table itself cannot be read (nothing is recoverable).
+        sqlite3.Error: The topics table itself cannot be read (nothing is recoverable).
     """
     con = _connect(db_path)
     try:
@@ -101,7 +86,7 @@ def sqlite_messages(
         upper = expected
         try:
             upper = max(upper, con.execute("SELECT max(id) FROM messages").fetchone()[0] or 0)
-        except apsw.Error:
+        except sqlite3.Error:
             pass  # the index's right edge is damaged; rely on metadata or probing
         where = f"topic_id IN ({','.join(str(t) for t in wanted)})"
         sql = (
@@ -112,13 +97,13 @@ def sqlite_messages(
         while start <= upper if upper else empty_blocks < 8:
             stop = start + _BLOCK - 1
             try:
-                rows = list(con.execute(sql, (start, stop)))
-            except apsw.Error:
+                rows = con.execute(sql, (start, stop)).fetchall()
+            except sqlite3.Error:
                 rows = []
                 for row_id in range(start, stop + 1):
                     try:
-                        rows += list(con.execute(sql, (row_id, row_id)))
-                    except apsw.Error:
+                        rows += con.execute(sql, (row_id, row_id)).fetchall()
+                    except sqlite3.Error:
                         lost += 1
             empty_blocks = 0 if rows else empty_blocks + 1
             for tid, stamp, data in rows:
@@ -133,56 +118,27 @@ def sqlite_messages(
 # ----------------------------------------------------------------------------- MCAP
 
 _MAGIC = b"\x89MCAP0\r\n"
-_OP_HEADER, _OP_FOOTER, _OP_SCHEMA, _OP_CHANNEL, _OP_MESSAGE, _OP_CHUNK = 1, 2, 3, 4, 5, 6
-_OP_CHUNK_INDEX, _OP_DATA_END = 8, 15
+# What mcap's record readers raise on garbage bytes (it does not wrap them in McapError).
+_DAMAGE = (McapError, ValueError, struct.error, UnicodeDecodeError, IndexError)
+_CHUNK_RECORDS = {
+    Opcode.SCHEMA: lambda stream, _: Schema.read(stream),
+    Opcode.CHANNEL: lambda stream, _: Channel.read(stream),
+    Opcode.MESSAGE: Message.read,
+}
 
 
-class _Corrupt(Exception):
-    """A record header that cannot be valid."""
-
-
-def _records(buf: memoryview, pos: int, end: int) -> Iterator[tuple[int, memoryview, bool]]:
-    """Yield (opcode, body, complete) for the records in ``buf[pos:end]``; the last may be cut."""
-    while pos + 9 <= end:
-        op = buf[pos]
-        length = int.from_bytes(buf[pos + 1 : pos + 9], "little")
-        if not 1 <= op <= 0x0F and op < 0x80:
-            raise _Corrupt(f"invalid record opcode 0x{op:02x} at offset {pos}")
-        body_end = pos + 9 + length
-        if body_end > end:
-            yield op, buf[pos + 9 : end], False
-            return
-        yield op, buf[pos + 9 : body_end], True
-        pos = body_end
-
-
-def _string(body: memoryview, pos: int) -> tuple[str, int]:
-    n = int.from_bytes(body[pos : pos + 4], "little")
-    return bytes(body[pos + 4 : pos + 4 + n]).decode(), pos + 4 + n
-
-
-def _decompress(compression: str, data: bytes, size: int) -> tuple[bytes, bool]:
-    """Decompress a chunk; returns (data, complete). Partial streams give their prefix."""
-    if compression == "":
-        return data, len(data) >= size
+def _decompress(chunk: Chunk) -> bytes:
+    """A chunk's records, as far as its (possibly cut) data goes: streaming decoders take a cut frame."""
     try:
-        if compression == "zstd":
-            try:
-                from compression import zstd  # type: ignore[import-not-found]  # Python >= 3.14
-            except ImportError:
-                from backports import zstd
-            out = zstd.ZstdDecompressor().decompress(data)  # a streaming decompressor takes a cut frame
-        elif compression == "lz4":
-            import lz4.frame
-
-            out = lz4.frame.LZ4FrameDecompressor().decompress(data)
-        else:
-            raise _Corrupt(f"unsupported chunk compression {compression!r}")
-    except _Corrupt:
-        raise
+        if chunk.compression == "":
+            return chunk.data
+        if chunk.compression == "zstd":
+            return zstandard.ZstdDecompressor().decompressobj().decompress(chunk.data)
+        if chunk.compression == "lz4":
+            return lz4.frame.LZ4FrameDecompressor().decompress(chunk.data)
     except Exception as err:  # noqa: BLE001 - each codec has its own error types
-        raise _Corrupt(f"{compression} decompression failed: {err}") from err
-    return out, len(out) >= size
+        raise McapError(f"{chunk.compression} decompression failed: {err}") from err
+    raise UnsupportedCompressionError(chunk.compression)
 
 
 class _McapScan:
@@ -193,106 +149,105 @@ class _McapScan:
         self.schemas: dict[int, str] = {}
         self.channels: dict[int, tuple[str, int]] = {}
 
-    def record(self, op: int, body: memoryview) -> Iterator[RawMessage]:
-        if op == _OP_SCHEMA:
-            self.schemas[int.from_bytes(body[0:2], "little")] = _string(body, 2)[0]
-        elif op == _OP_CHANNEL:
-            cid = int.from_bytes(body[0:2], "little")
-            self.channels[cid] = (_string(body, 4)[0], int.from_bytes(body[2:4], "little"))
-        elif op == _OP_MESSAGE and len(body) >= 22:
-            channel = self.channels.get(int.from_bytes(body[0:2], "little"))
+    def record(self, record: McapRecord) -> Iterator[RawMessage]:
+        if isinstance(record, Schema):
+            self.schemas[record.id] = record.name
+        elif isinstance(record, Channel):
+            self.channels[record.id] = (record.topic, record.schema_id)
+        elif isinstance(record, Message):
+            channel = self.channels.get(record.channel_id)
             if channel is not None and channel[0] in self.topics:
-                log_time = int.from_bytes(body[6:14], "little")
-                yield channel[0], self.schemas.get(channel[1], ""), log_time, bytes(body[22:])
-        elif op == _OP_CHUNK:
-            yield from self.chunk(body)
+                yield channel[0], self.schemas.get(channel[1], ""), record.log_time, bytes(record.data)
+        elif isinstance(record, Chunk):
+            yield from self.chunk(record)
 
-    def chunk(self, body: memoryview) -> Iterator[RawMessage]:
-        if len(body) < 40:
-            raise _Corrupt(f"chunk header cut short ({len(body)} bytes)")
-        size = int.from_bytes(body[16:24], "little")
-        crc = int.from_bytes(body[24:28], "little")
-        compression, pos = _string(body, 28)
-        records = bytes(body[pos + 8 : pos + 8 + int.from_bytes(body[pos : pos + 8], "little")])
-        data, complete = _decompress(compression, records, size)
-        inner = memoryview(data)
+    def chunk(self, chunk: Chunk, cut: bool = False) -> Iterator[RawMessage]:
+        """Messages of one chunk, up to its first cut or corrupt record; ``cut``: the file ends inside it."""
+        complete = not cut
         try:
-            for op, rec, whole in _records(inner, 0, len(inner)):
-                if whole:
-                    yield from self.record(op, rec)
-                else:
+            data = _decompress(chunk)
+            complete &= len(data) >= chunk.uncompressed_size
+            stream = ReadDataStream(io.BytesIO(data))
+            while stream.count + 9 <= len(data):
+                op, length = stream.read1(), stream.read8()
+                if stream.count + length > len(data):
                     complete = False
-        except _Corrupt as err:
+                    break
+                body = ReadDataStream(io.BytesIO(stream.read(length) if length else b""))
+                if op in _CHUNK_RECORDS:
+                    yield from self.record(_CHUNK_RECORDS[op](body, length))
+        except _DAMAGE as err:
             complete = False
             self.problems.append(f"{self.name}: corrupt record inside a chunk ({err}); rest of chunk skipped")
+            return
         if not complete:
             self.problems.append(
                 f"{self.name}: a chunk is cut short or corrupt; its complete messages were kept"
             )
-        elif crc and zlib.crc32(data) != crc:
+        elif chunk.uncompressed_crc and zlib.crc32(data) != chunk.uncompressed_crc:
             self.problems.append(f"{self.name}: chunk CRC mismatch; its messages may hold corrupt bytes")
 
 
-def _summary_chunk_offsets(buf: memoryview, scan: _McapScan) -> list[int] | None:
-    """Chunk offsets from the summary section, or None without a usable footer."""
-    n = len(buf)
-    footer = n - 8 - 29
-    if n < 8 + 29 + 8 or bytes(buf[n - 8 :]) != _MAGIC or buf[footer] != _OP_FOOTER:
+def _chunk_offsets(fh: BinaryIO, scan: _McapScan, size: int) -> list[int] | None:
+    """Chunk offsets from the summary section (its schemas and channels go to ``scan``), or None."""
+    try:
+        fh.seek(0)
+        summary = SeekingReader(fh, record_size_limit=size).get_summary()
+    except (*_DAMAGE, OSError):  # OSError: a file shorter than a footer
         return None
-    summary_start = int.from_bytes(buf[footer + 9 : footer + 17], "little")
-    if not 8 <= summary_start <= footer:
+    if summary is None or not summary.chunk_indexes:
         return None
-    offsets = []
-    for op, body, whole in _records(buf, summary_start, footer):
-        if whole and op == _OP_CHUNK_INDEX:
-            offsets.append(int.from_bytes(body[16:24], "little"))
-        elif whole and op in (_OP_SCHEMA, _OP_CHANNEL):
-            list(scan.record(op, body))
-    return sorted(offsets) or None
+    scan.schemas.update({sid: schema.name for sid, schema in summary.schemas.items()})
+    scan.channels.update({cid: (ch.topic, ch.schema_id) for cid, ch in summary.channels.items()})
+    return sorted(index.chunk_start_offset for index in summary.chunk_indexes)
+
+
+def _chunk_at(fh: BinaryIO, offset: int, size: int) -> tuple[Chunk, bool]:
+    """The chunk record at ``offset`` and whether the file ends inside it."""
+    fh.seek(offset)
+    stream = ReadDataStream(fh)
+    op, length = stream.read1(), stream.read8()
+    if op != Opcode.CHUNK:
+        raise McapError(f"expected a chunk at offset {offset}, found opcode 0x{op:02x}")
+    return Chunk.read(stream), offset + 9 + length > size
 
 
 def mcap_messages(path: Path, topics: set[str], problems: list[str]) -> Iterator[RawMessage]:
     """Salvage messages of ``topics`` from a (possibly damaged) MCAP file."""
+    name = path.name
     with path.open("rb") as fh:
-        if path.stat().st_size < len(_MAGIC):
-            problems.append(f"{path.name}: file is empty or shorter than the MCAP magic")
+        size = path.stat().st_size
+        if fh.read(MAGIC_SIZE) != _MAGIC:
+            problems.append(f"{name}: empty or not an MCAP file (bad magic)")
             return
-        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            buf = memoryview(mm)
-            try:
-                yield from _mcap_scan(buf, path.name, topics, problems)
-            finally:
-                buf.release()
-
-
-def _mcap_scan(buf: memoryview, name: str, topics: set[str], problems: list[str]) -> Iterator[RawMessage]:
-    if bytes(buf[:8]) != _MAGIC:
-        problems.append(f"{name}: not an MCAP file (bad magic)")
-        return
-    scan = _McapScan(topics, problems, name)
-    try:
-        offsets = _summary_chunk_offsets(buf, scan)
-    except (_Corrupt, UnicodeDecodeError, IndexError):
-        offsets = None
-    if offsets is not None:  # indexed: every chunk stands alone
-        for offset in offsets:
-            try:
-                for op, body, _ in _records(buf, offset, len(buf)):
-                    if op != _OP_CHUNK:
-                        raise _Corrupt(f"chunk index points at opcode 0x{op:02x}")
-                    yield from scan.chunk(body)
-                    break
-            except (_Corrupt, UnicodeDecodeError, IndexError, ValueError) as err:
-                problems.append(f"{name}: chunk at offset {offset} unreadable ({err}); skipped")
-        return
-    problems.append(f"{name}: no intact footer/summary; scanning forward (file truncated?)")
-    try:
-        for op, body, whole in _records(buf, 8, len(buf)):
-            if op in (_OP_DATA_END, _OP_FOOTER):
+        scan = _McapScan(topics, problems, name)
+        offsets = _chunk_offsets(fh, scan, size)
+        if offsets is not None:  # indexed: every chunk stands alone
+            for offset in offsets:
+                try:
+                    chunk, cut = _chunk_at(fh, offset, size)
+                except _DAMAGE as err:
+                    problems.append(f"{name}: chunk at offset {offset} unreadable ({err}); skipped")
+                    continue
+                yield from scan.chunk(chunk, cut)
+            return
+        problems.append(f"{name}: no intact footer/summary; scanning forward (file truncated?)")
+        fh.seek(0)
+        end = MAGIC_SIZE  # end of the last complete top-level record
+        try:
+            # No size limit: a cut record is longer than what is left; reads stop at the file's end.
+            for record in StreamReader(fh, emit_chunks=True, record_size_limit=None).records:
+                if isinstance(record, (DataEnd, Footer)):
+                    return
+                yield from scan.record(record)
+                end = fh.tell()
+        except _DAMAGE as err:
+            if fh.tell() < size:
+                problems.append(f"{name}: stopped at corrupt data ({err}); later messages are lost")
                 return
-            if whole or op == _OP_CHUNK:  # a cut chunk still holds complete messages
-                yield from scan.record(op, body)
-            if not whole:
-                problems.append(f"{name}: file ends inside a record (truncated)")
-    except (_Corrupt, UnicodeDecodeError, IndexError, ValueError) as err:
-        problems.append(f"{name}: stopped at corrupt data ({err}); later messages are lost")
+            problems.append(f"{name}: file ends inside a record (truncated)")
+        try:  # a cut chunk still holds complete messages
+            chunk, _ = _chunk_at(fh, end, size)
+        except _DAMAGE:
+            return
+        yield from scan.chunk(chunk, cut=True)

@@ -8,7 +8,11 @@ Sources (``OEConfig.kind``):
 
 * ``coco``: a COCO-style folder (``images/`` + ``masks/``, mask > 0 = object);
   the object is rescaled by a factor from ``scales``, cut by its bounding box
-  and hard-pasted at a uniform random location.
+  and hard-pasted at a uniform random location. ``coco_scale: area`` scales
+  relative to the COCO image resized to the inlier's area; ``native`` is the
+  official pipeline (:mod:`flowclas_ros.data.oe_coco`: factors of the native
+  COCO image, standalone image at native scale, optional ToGray and ignored
+  COCO background; also reads the Meta-OoD ``ood_seg_train2017`` layout).
 * ``folder``: any image folder without masks; random-shaped crops are pasted.
 * ``synthetic`` (default, needs no data): CL-flow style Perlin-noise masks
   with textures, cut-paste from other inliers, random polygons/blobs.
@@ -24,6 +28,7 @@ from typing import Literal
 import numpy as np
 
 from flowclas_ros.config_io import ConfigError
+from flowclas_ros.data.oe_coco import CocoNativeSource
 from flowclas_ros.data.oe_sources import (
     CocoFolderSource,
     ImageFolderSource,
@@ -57,8 +62,14 @@ class OEConfig:
         kind: ``synthetic`` (default), ``coco`` or ``folder``.
         folder: Root of the outlier data for ``coco`` (``images/`` + ``masks/``)
             or ``folder`` (``images/`` or flat).
-        scales: Rescale factors for ``coco`` objects, relative to the outlier
-            image resized to the inlier's area (FlowCLAS: 0.1 ... 0.75).
+        scales: Rescale factors for ``coco`` objects, drawn uniformly (a repeated
+            factor is drawn more often; official ``[.1, .125, .25, .5, .5, .75]``).
+        coco_scale: ``area``: factors apply to the COCO image resized to the
+            inlier's area. ``native``: the official pipeline (factors of the
+            native COCO image, standalone image at native scale).
+        gray_p: ``native`` COCO: ToGray probability of each copy (official ALLO 0.5).
+        ignore_background: ``native`` COCO: the standalone image's non-object
+            pixels are ignored (official ALLO ``ignore_coco_bg``).
         area_range: Pasted area as a fraction of the inlier for ``synthetic``
             and ``folder`` (drawn log-uniformly).
         probability: Chance that OE is applied to a sample.
@@ -68,6 +79,9 @@ class OEConfig:
     kind: Literal["synthetic", "coco", "folder"] = "synthetic"
     folder: str = ""
     scales: list[float] = field(default_factory=lambda: [0.1, 0.125, 0.25, 0.5, 0.75])
+    coco_scale: Literal["area", "native"] = "area"
+    gray_p: float = 0.0
+    ignore_background: bool = False
     area_range: tuple[float, float] = (0.005, 0.1)
     probability: float = 1.0
     synthetic: SyntheticOEConfig = field(default_factory=SyntheticOEConfig)
@@ -75,6 +89,8 @@ class OEConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.probability <= 1.0:
             raise ValueError(f"probability must be in [0, 1], got {self.probability}")
+        if not 0.0 <= self.gray_p <= 1.0:
+            raise ValueError(f"gray_p must be in [0, 1], got {self.gray_p}")
         lo, hi = self.area_range
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"area_range must satisfy 0 < min <= max <= 1, got {self.area_range}")
@@ -124,6 +140,8 @@ def paste_object(
     """
     h, w = inlier.shape[:2]
     oh, ow = obj_mask.shape
+    if not obj_mask.any():
+        return inlier.copy(), np.zeros((h, w), np.uint8)
     if oh > h or ow > w:
         y, x = int(rng.integers(0, max(oh - h, 0) + 1)), int(rng.integers(0, max(ow - w, 0) + 1))
         obj_rgb, obj_mask = obj_rgb[y : y + h, x : x + w], obj_mask[y : y + h, x : x + w]
@@ -161,7 +179,11 @@ class OutlierExposure:
     ) -> None:
         self.cfg = cfg = cfg or OEConfig()
         self.rng = rng if rng is not None else np.random.default_rng(0)
-        if cfg.kind == "coco":
+        if cfg.kind == "coco" and cfg.coco_scale == "native":
+            self.source = CocoNativeSource(
+                cfg.folder, cfg.scales, cfg.gray_p, cfg.ignore_background, key=f"{key}.folder"
+            )
+        elif cfg.kind == "coco":
             self.source = CocoFolderSource(cfg.folder, cfg.scales, key=f"{key}.folder")
         elif cfg.kind == "folder":
             self.source = ImageFolderSource(cfg.folder, cfg.area_range, key=f"{key}.folder")

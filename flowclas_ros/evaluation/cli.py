@@ -11,20 +11,25 @@ import math
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
+from flowclas_ros.cli_errors import OneLineParser, one_line
 from flowclas_ros.data.bag import BagReadWarning
+from flowclas_ros.data.benchmarks import BENCHMARKS
 from flowclas_ros.evaluation.accumulator import EvalAccumulator
-from flowclas_ros.evaluation.frames import BagFrames, EvalInputError, FolderFrames
+from flowclas_ros.evaluation.frames import BagFrames, BenchmarkFrames, EvalInputError, FolderFrames
 from flowclas_ros.evaluation.metrics import DEFAULT_NUM_BINS
 from flowclas_ros.evaluation.report import build_metrics, fmt, write_metrics, write_report
+from flowclas_ros.runtime.base import BACKENDS as REGISTRY
+from flowclas_ros.runtime.base import THREAD_OPTION
+from flowclas_ros.runtime.sam2_refine import add_refine_arguments, check_refine_args, refiner_from_args
 
 PROG = "flowclas-eval"
-BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
-THREAD_OPTION = {"onnxruntime": "intra_op_threads", "openvino": "threads"}
+BACKENDS = tuple(REGISTRY)  # torch, onnxruntime, openvino, tensorrt
 
 EXAMPLES = """examples:
   flowclas-eval --checkpoint runs/a/checkpoint --data data/val --out eval/val
+  flowclas-eval --checkpoint ckpt --data RoadAnomaly --dataset road_anomaly --out eval/ra
   flowclas-eval --checkpoint ckpt --bag rec.bag --image-topic /camera/image_raw \\
       --mask-topic /camera/anomaly_mask --out eval/rec
   flowclas-eval --live --checkpoint ckpt --bag rec.bag --image-topic /camera/image_raw \\
@@ -32,16 +37,9 @@ EXAMPLES = """examples:
 """
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Argument errors as one line (no usage dump), exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    p = _OneLineParser(
+    p = OneLineParser(
         prog=PROG,
         description="Evaluate a FlowCLAS checkpoint: pixel AUROC / AP / FPR95 (ignore label 255 excluded), "
         "image AUROC, latency; writes OUT/metrics.json and OUT/report.md.",
@@ -54,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     src.add_argument(
         "--data", metavar="ROOT", help="folder dataset: ROOT/images/<stem>.png|jpg, ROOT/masks/<stem>.png"
+    )
+    src.add_argument(
+        "--dataset",
+        choices=tuple(BENCHMARKS),
+        metavar="NAME",
+        help="read --data ROOT in a public benchmark's own layout and labels: "
+        f"{', '.join(BENCHMARKS)} (default: the folder layout above)",
     )
     src.add_argument("--bag", metavar="BAG", help="rosbag2 directory (sqlite3 or mcap) or .db3/.mcap file")
     src.add_argument("--image-topic", metavar="T", help="image topic in the bag (Image or CompressedImage)")
@@ -101,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU threads of the backend (default: its own choice; use 1 on a busy shared machine)",
     )
 
+    add_refine_arguments(p)
+
     met = p.add_argument_group("metrics and report")
     met.add_argument(
         "--score-range",
@@ -118,47 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     met.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     met.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
 
-    live = p.add_argument_group(
-        "live replay through anomaly_node (--live, needs ROS 2 and the built messages)"
-    )
-    live.add_argument(
-        "--live", action="store_true", help="play --bag into the real node and evaluate its outputs"
-    )
-    live.add_argument(
-        "--rate-factor",
-        type=float,
-        default=1.0,
-        metavar="F",
-        help="playback speed x recorded rate (default: 1.0)",
-    )
-    live.add_argument("--attach", action="store_true", help="use a running node instead of starting one")
-    live.add_argument(
-        "--node-name",
-        default="anomaly_node",
-        metavar="NAME",
-        help="node name, optionally /namespace/name (default: %(default)s)",
-    )
-    live.add_argument(
-        "--node-param",
-        action="append",
-        default=[],
-        metavar="NAME:=VALUE",
-        help="extra parameter for the started node (repeatable)",
-    )
-    live.add_argument(
-        "--startup-timeout",
-        type=float,
-        default=180.0,
-        metavar="S",
-        help="wait for the node (default: %(default)s)",
-    )
-    live.add_argument(
-        "--drain-timeout",
-        type=float,
-        default=5.0,
-        metavar="S",
-        help="after the last frame, wait this long for answers (default: %(default)s)",
-    )
+    from flowclas_ros.ros import live_cli  # the ROS side owns --live (imports no rclpy)
+
+    live_cli.add_arguments(p)
     return p
 
 
@@ -166,15 +135,21 @@ def _check_args(args: argparse.Namespace) -> None:
     """Cross-argument checks (raise EvalInputError with a one-line reason)."""
     if bool(args.data) == bool(args.bag):
         raise EvalInputError("give exactly one of --data ROOT or --bag BAG")
+    if args.dataset and not args.data:
+        raise EvalInputError("--dataset NAME needs --data ROOT")
+    problem = check_refine_args(args)
+    if problem:
+        raise EvalInputError(problem)
+    if args.refine != "none" and args.live:
+        raise EvalInputError("--refine applies to offline evaluation, not --live (the node does not refine)")
     if args.data and (args.image_topic or args.mask_topic or args.mask_dir):
         raise EvalInputError("--image-topic/--mask-topic/--mask-dir only apply to --bag")
     if args.bag and not args.image_topic:
         raise EvalInputError("--bag needs --image-topic")
-    if args.live and not args.bag:
-        raise EvalInputError("--live needs --bag and --image-topic")
-    if (args.attach or args.node_param) and not args.live:
-        raise EvalInputError("--attach/--node-param only apply to --live")
-    if not args.checkpoint and not (args.live and args.attach):
+    from flowclas_ros.ros import live_cli
+
+    live_cli.check_args(args)
+    if not args.checkpoint and live_cli.needs_checkpoint(args):
         raise EvalInputError("--checkpoint is required")
     if args.checkpoint and not Path(args.checkpoint).exists():
         raise EvalInputError(f"checkpoint {args.checkpoint} does not exist")
@@ -184,8 +159,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise EvalInputError(f"--threshold must be finite, got {args.threshold}")
     if args.stamp_tolerance < 0:
         raise EvalInputError(f"--stamp-tolerance must be >= 0, got {args.stamp_tolerance}")
-    if not (args.rate_factor > 0 and math.isfinite(args.rate_factor)):
-        raise EvalInputError(f"--rate-factor must be > 0, got {args.rate_factor}")
     if args.score_range is not None and not args.score_range[0] < args.score_range[1]:
         raise EvalInputError(f"--score-range needs LO < HI, got {args.score_range}")
     if args.threads is not None and args.threads < 1:
@@ -217,8 +190,10 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     _check_args(args)
     out_dir = Path(args.out)
     progress = not args.no_progress
-    if args.data:
-        frames: FolderFrames | BagFrames = FolderFrames(args.data)
+    if args.data and args.dataset:
+        frames: FolderFrames | BagFrames = BenchmarkFrames(args.dataset, args.data)
+    elif args.data:
+        frames = FolderFrames(args.data)
     else:
         frames = BagFrames(
             args.bag,
@@ -239,26 +214,13 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         )
 
     throughput = live = None
+    live_warnings: list[str] = []
     if args.live:
-        from flowclas_ros.ros.live_replay import LiveReplayOptions, run_live_replay
+        from flowclas_ros.ros import live_cli
 
         acc = accumulator(_checkpoint_score_kind(args.checkpoint))
-        opts = LiveReplayOptions(
-            out_dir=out_dir,
-            checkpoint=args.checkpoint,
-            backend=args.backend,
-            device=args.device,
-            threshold=args.threshold,
-            rate_factor=args.rate_factor,
-            attach=args.attach,
-            node_name=args.node_name,
-            node_params=list(args.node_param),
-            startup_timeout_s=args.startup_timeout,
-            drain_timeout_s=args.drain_timeout,
-            progress=progress,
-        )
         assert isinstance(frames, BagFrames)
-        live = run_live_replay(opts, frames, acc)
+        live, live_warnings = live_cli.run(args, frames, acc, out_dir)
         backend_name, latency_kind = args.backend, "end_to_end"
         threshold, threshold_source = args.threshold, "--threshold"
         if threshold is None and live["node_threshold"] is not None:
@@ -274,7 +236,11 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             torch.set_num_threads(args.threads)
         elif args.threads and args.backend in THREAD_OPTION:
             options[THREAD_OPTION[args.backend]] = args.threads
-        with create_backend(args.backend, args.checkpoint, device=args.device, **options) as backend:
+        refiner = refiner_from_args(args)  # package and files checked before the model loads
+        backend = create_backend(args.backend, args.checkpoint, device=args.device, **options)
+        if refiner is not None:
+            backend = refiner.wrap(backend)
+        with backend:
             acc = accumulator(backend.config.score.kind)
             timing = evaluate_frames(
                 frames, backend, acc, batch_size=args.batch_size, total=len(frames), progress=progress
@@ -284,15 +250,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             if threshold is None and backend.threshold is not None:
                 threshold, threshold_source = backend.threshold, "checkpoint"
         throughput = timing.as_dict()
-    warn = frames.warnings()
-    if live:
-        if live["n_dropped"]:
-            warn.append(
-                f"{live['n_dropped']} of {live['n_published']} published frames were never answered "
-                "(dropped by the node's newest-frame policy or lost)"
-            )
-        if live["n_score_map_shape_mismatch"]:
-            warn.append(f"{live['n_score_map_shape_mismatch']} score maps did not match their image size")
+    warn = frames.warnings() + live_warnings
     metrics = build_metrics(
         acc,
         source=frames.describe(),
@@ -307,13 +265,19 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         live=live,
         warnings=warn,
     )
+    metrics["refine"] = (
+        {
+            "kind": "sam2",
+            "checkpoint": args.sam2_checkpoint,
+            "config": args.sam2_config,
+            "options": args.sam2_option,
+        }
+        if args.refine == "sam2"
+        else {"kind": "none"}
+    )
     write_metrics(metrics, out_dir)
     write_report(acc, metrics, out_dir)
     return metrics
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -329,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ValueError, OSError, ImportError, RuntimeError) as err:
         if args.debug:
             raise
-        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

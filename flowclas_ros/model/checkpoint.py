@@ -51,19 +51,20 @@ class LoadedCheckpoint:
         model: The FlowCLAS model, in eval mode.
         config: Its model config.
         threshold: Calibrated pixel-score threshold, if any.
-        image_threshold: Calibrated image-level threshold, if any.
         provenance: Free-form provenance (backbone, data, metrics, ...).
         path: The checkpoint directory.
         sha256: Hash of ``config.json`` bytes followed by ``flow.safetensors`` bytes.
+        image_threshold: Calibrated image-score threshold (at a target image FPR), if any;
+            absent in older checkpoints.
     """
 
     model: FlowCLAS
     config: ModelConfig
     threshold: float | None
-    image_threshold: float | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     path: Path = Path(".")
     sha256: str = ""
+    image_threshold: float | None = None
 
 
 def trainable_state(model: FlowCLAS) -> dict[str, torch.Tensor]:
@@ -90,9 +91,9 @@ def save_checkpoint(
         model: The model to save.
         path: Target directory.
         threshold: Calibrated threshold to store, or None.
-        image_threshold: Calibrated image-level threshold to store, or None (not written).
         provenance: JSON-serialisable provenance (training data, metrics, ...).
         embed_backbone: Also write the frozen backbone weights to ``backbone.safetensors``.
+        image_threshold: Calibrated image-score threshold to store (key omitted when None).
 
     Returns:
         The checkpoint directory.
@@ -175,9 +176,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     _resolve_weights_file(cfg, path)
     try:
         if embedded:
-            backbone_state = _read_tensors(path / str(embedded))
+            backbone_state = _read_tensors(path / embedded)
             model = FlowCLAS(_with_random_backbone(cfg), warn_random_backbone=False)
-            _check_state(path / str(embedded), backbone_state, model.backbone.state_dict())
+            _check_state(path / embedded, backbone_state, model.backbone.state_dict())
             model.backbone.load_state_dict(backbone_state)
             model.cfg = cfg
         else:

@@ -99,19 +99,21 @@ def result_msg(
     *,
     image_score: float,
     threshold: float,
+    image_threshold: float,
     anomalous_fraction: float,
     regions: list[Region],
     latency_ms: float,
     backend: str,
 ) -> AnomalyResult:
-    """AnomalyResult; ``is_anomalous`` is ``image_score >= threshold``."""
+    """AnomalyResult; ``is_anomalous`` is ``image_score >= image_threshold`` (the image-level one)."""
     return AnomalyResult(
         header=header,
         image_score=float(image_score),
         threshold=float(threshold),
-        is_anomalous=bool(image_score >= threshold),
+        is_anomalous=bool(image_score >= image_threshold),
         anomalous_fraction=float(anomalous_fraction),
         regions=[region_msg(region) for region in regions],
         latency_ms=float(latency_ms),
         backend=backend,
+        image_threshold=float(image_threshold),
     )

@@ -51,11 +51,20 @@ def descriptor(spec: ParamSpec) -> ParameterDescriptor:
 def declare_parameters(node: Node) -> dict[str, Any]:
     """Declares every parameter (overrides from ``--params-file``/``-p`` apply) and returns the values.
 
-    Array parameters whose default is empty are declared with their type only; their value is
-    None until set.
+    Every parameter ends up with a typed value, so ``ros2 param dump`` / ``get`` list them all:
+    rclpy answers a GetParameters request naming one unset parameter with no values at all.
+    rclpy cannot declare a typed empty list directly (``[]`` has no element type; it is
+    guessed as a byte array), so an empty-array default is declared by type, then set to a
+    typed ``[]`` unless a parameters file or ``-p`` already gave it a value.
     """
     values = {}
     for spec in PARAMETERS:
-        default = _TYPES[spec.type][1] if spec.default is None else spec.default
-        values[spec.name] = node.declare_parameter(spec.name, default, descriptor(spec)).value
+        param_type = _TYPES[spec.type][1]
+        empty_array = spec.type.endswith("_array") and not spec.default
+        default = param_type if empty_array else spec.default
+        value = node.declare_parameter(spec.name, default, descriptor(spec)).value
+        if value is None:
+            node.set_parameters([Parameter(spec.name, param_type, [])])
+            value = []
+        values[spec.name] = value
     return values

@@ -16,15 +16,18 @@ DELETEALL is honoured only by RViz 2 since Humble (ros2/rviz#685), other
 consumers clear every namespace (other cameras' markers too), and re-creating
 every marker each frame makes the boxes flicker; per-id DELETE touches only
 what vanished and works with any MarkerArray consumer.
-``lifetime`` (0 = forever) is an extra guard for when the node stops
-publishing (camera or depth gone); :meth:`MarkerTracker.clear` deletes
-everything, e.g. on deactivate.
+``lifetime`` is an extra guard for when the node stops publishing altogether
+(camera gone, node killed): the node gives a finite one per update (by default
+two frame periods), ``MarkerStyle.lifetime_s`` (0 = forever) is the fallback;
+:meth:`MarkerTracker.clear` deletes everything, e.g. on deactivate or on a frame
+without usable depth.
 
 Header: frame_id and stamp are the colour image's (the camera optical frame).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,8 +72,8 @@ def _namespaces(style: MarkerStyle, camera: str) -> tuple[str, str]:
 def _base_marker(header: Header, ns: str, marker_id: int, style: MarkerStyle) -> Marker:
     marker = Marker(header=header, ns=ns, id=marker_id, action=Marker.ADD)
     marker.pose.orientation.w = 1.0
-    marker.lifetime.sec = int(style.lifetime_s)
-    marker.lifetime.nanosec = int(round((style.lifetime_s - int(style.lifetime_s)) * 1e9)) % 1_000_000_000
+    nanoseconds = int(round(style.lifetime_s * 1e9))
+    marker.lifetime.sec, marker.lifetime.nanosec = divmod(nanoseconds, 1_000_000_000)
     return marker
 
 
@@ -124,15 +127,23 @@ class MarkerTracker:
         """Region ids whose markers are currently shown for ``camera``."""
         return frozenset(self._published.get(camera, ()))
 
-    def update(self, camera: str, header: Header, regions: Sequence[Region3D | None]) -> MarkerArray:
+    def update(
+        self,
+        camera: str,
+        header: Header,
+        regions: Sequence[Region3D | None],
+        lifetime_s: float | None = None,
+    ) -> MarkerArray:
         """Markers for this frame's regions (None entries get none) plus DELETEs for vanished ones.
 
         Args:
             camera: Camera name (part of the namespaces; ids are tracked per camera).
             header: The colour image's header (frame_id and stamp).
             regions: The frame's 3D regions in region order (``Anomalies3D.regions``).
+            lifetime_s: Lifetime of the added markers; None uses the style's.
         """
-        boxes_ns, labels_ns = _namespaces(self.style, camera)
+        style = self.style if lifetime_s is None else dataclasses.replace(self.style, lifetime_s=lifetime_s)
+        boxes_ns, labels_ns = _namespaces(style, camera)
         current = {i for i, region in enumerate(regions) if region is not None}
         markers: list[Marker] = []
         for i in sorted(self._published.get(camera, set()) - current):
@@ -141,8 +152,8 @@ class MarkerTracker:
             region = regions[i]
             assert region is not None
             markers += [
-                box_marker(header, boxes_ns, i, region, self.style),
-                label_marker(header, labels_ns, i, region, self.style),
+                box_marker(header, boxes_ns, i, region, style),
+                label_marker(header, labels_ns, i, region, style),
             ]
         self._published[camera] = current
         return MarkerArray(markers=markers)

@@ -1,12 +1,16 @@
-"""The four output topics of one camera and how a prediction becomes messages on them."""
+"""The four output topics of one camera and how a prediction becomes messages on them.
+
+The publishers are lifecycle publishers: they publish nothing while the node is inactive.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode
 from rclpy.publisher import Publisher
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
@@ -14,9 +18,9 @@ from std_msgs.msg import Header
 from flowclas_ros.msg import AnomalyResult
 from flowclas_ros.ros.conversions import float_image_msg, mono8_image_msg, result_msg, rgb8_image_msg
 from flowclas_ros.ros.naming import output_topic
-from flowclas_ros.ros.params import RuntimeSettings
 from flowclas_ros.ros.qos import IMAGE_OUTPUT_QOS, RESULT_QOS
 from flowclas_ros.ros.region_3d import fill_region_3d
+from flowclas_ros.ros.settings import RuntimeSettings
 from flowclas_ros.runtime.base import Prediction
 from flowclas_ros.runtime.geometry3d import Region3D
 from flowclas_ros.runtime.postprocess import Region, anomaly_mask, find_regions, render_overlay
@@ -24,7 +28,7 @@ from flowclas_ros.runtime.postprocess import Region, anomaly_mask, find_regions,
 
 @dataclass(frozen=True)
 class FrameResult:
-    """What one frame's post-processing produced (handed to result hooks, e.g. a 3D stage)."""
+    """What one frame's post-processing produced (returned by :meth:`CameraOutputs.publish`)."""
 
     mask: np.ndarray
     regions: list[Region]
@@ -37,6 +41,19 @@ Stage3D = Callable[[Header, np.ndarray, np.ndarray, list[Region]], list[Region3D
 
 Runs before the result message is built, so its regions carry their 3D fields
 (``DepthStage.process`` for one camera, which also publishes the cloud and markers)."""
+
+
+class FrameStage(Protocol):
+    """The worker's one per-frame extension point: a stage run inside each camera's publish.
+
+    Implemented by :class:`flowclas_ros.ros.depth_stage.DepthStage`; runs on the worker thread.
+    """
+
+    def for_frame(self, camera: int, settings: RuntimeSettings) -> Stage3D | None:
+        """The stage for this frame of camera ``camera``, or None when it has nothing to do."""
+
+    def skip(self, camera: int, header: Header) -> None:
+        """Camera ``camera``'s frame ``header`` produced no scores (e.g. NaN): clear stale output."""
 
 
 @dataclass
@@ -53,19 +70,20 @@ class CameraOutputs:
     overlay: Publisher
 
     @classmethod
-    def create(cls, node: Node, camera: str) -> CameraOutputs:
-        """Creates the publishers of ``camera`` on ``node``."""
+    def create(cls, node: LifecycleNode, camera: str) -> CameraOutputs:
+        """Creates the (lifecycle) publishers of ``camera`` on ``node``."""
+        create = node.create_lifecycle_publisher
         return cls(
-            result=node.create_publisher(AnomalyResult, output_topic(camera, "result"), RESULT_QOS),
-            score_map=node.create_publisher(Image, output_topic(camera, "score_map"), IMAGE_OUTPUT_QOS),
-            mask=node.create_publisher(Image, output_topic(camera, "mask"), IMAGE_OUTPUT_QOS),
-            overlay=node.create_publisher(Image, output_topic(camera, "overlay"), IMAGE_OUTPUT_QOS),
+            result=create(AnomalyResult, output_topic(camera, "result"), RESULT_QOS),
+            score_map=create(Image, output_topic(camera, "score_map"), IMAGE_OUTPUT_QOS),
+            mask=create(Image, output_topic(camera, "mask"), IMAGE_OUTPUT_QOS),
+            overlay=create(Image, output_topic(camera, "overlay"), IMAGE_OUTPUT_QOS),
         )
 
-    def destroy(self, node: Node) -> None:
+    def destroy(self, node: LifecycleNode) -> None:
         """Destroys the publishers."""
         for publisher in (self.result, self.score_map, self.mask, self.overlay):
-            node.destroy_publisher(publisher)
+            node.destroy_lifecycle_publisher(publisher)
 
     def publish(
         self,
@@ -113,6 +131,7 @@ class CameraOutputs:
             header,
             image_score=prediction.image_score,
             threshold=threshold,
+            image_threshold=settings.image_threshold,
             anomalous_fraction=fraction,
             regions=regions,
             latency_ms=prediction.model_ms,

@@ -7,40 +7,24 @@ Runtime release the GIL during the forward, so callbacks keep running.
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 
 from flowclas_ros.data.image_codec import ImageDecodeError
 from flowclas_ros.ros.conversions import to_rgb
 from flowclas_ros.ros.frame_buffer import Frame, FrameSlots
-from flowclas_ros.ros.outputs import CameraOutputs, FrameResult
-from flowclas_ros.ros.params import CameraInput, RuntimeSettings
+from flowclas_ros.ros.oneline import one_line
+from flowclas_ros.ros.outputs import CameraOutputs, FrameStage
+from flowclas_ros.ros.settings import CameraInput, RuntimeSettings
 from flowclas_ros.ros.stats import CameraStats
-from flowclas_ros.runtime.base import InferenceBackend, Prediction
-
-if TYPE_CHECKING:  # depth_stage imports this module
-    from flowclas_ros.ros.depth_stage import DepthStage
+from flowclas_ros.runtime.base import InferenceBackend
 
 THROTTLE_S = 5.0
-
-ResultHook = Callable[[Frame, np.ndarray, Prediction, FrameResult], None]
-"""Called after a frame's 2D outputs are published: (frame, rgb, prediction, result).
-
-The extension point for per-frame consumers beyond the 2D outputs (e.g. a depth +
-CameraInfo stage publishing 3D points); runs on the worker thread, must not block long."""
 _IDLE_WAIT_S = 0.25
-
-
-def one_line(err: BaseException) -> str:
-    """``Type: message`` on one line (OpenCV and others put newlines in their messages)."""
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 @dataclass
@@ -56,8 +40,7 @@ class WorkerContext:
     max_image_side: int
     logger: object  # rclpy logger
     on_model_error: Callable[[str], None]
-    result_hooks: list[ResultHook] = field(default_factory=list)
-    depth: DepthStage | None = None  # the 3D stage, when any camera has depth
+    stage_3d: FrameStage | None = None  # the per-frame 3D stage, when any camera has depth
 
 
 class InferenceWorker(threading.Thread):
@@ -142,14 +125,12 @@ class InferenceWorker(threading.Thread):
                     f"model output for {ctx.cameras[frame.camera].topic} contains NaN/inf; not published",
                     throttle_duration_sec=THROTTLE_S,
                 )
+                if ctx.stage_3d is not None:  # no scores: what it showed for this camera is stale
+                    ctx.stage_3d.skip(frame.camera, frame.msg.header)
                 continue
-            stage_3d = None
-            if ctx.depth is not None and ctx.depth.has_depth(frame.camera):
-                stage_3d = functools.partial(ctx.depth.process, frame.camera, settings)
-            result = ctx.outputs[frame.camera].publish(
+            stage_3d = ctx.stage_3d.for_frame(frame.camera, settings) if ctx.stage_3d is not None else None
+            ctx.outputs[frame.camera].publish(
                 frame.msg.header, rgb, prediction, settings, ctx.backend.name, stage_3d
             )
-            for hook in ctx.result_hooks:
-                hook(frame, rgb, prediction, result)
             latency_ms = (time.monotonic_ns() - frame.received_ns) / 1e6
             ctx.stats[frame.camera].record_result(latency_ms, prediction.model_ms)

@@ -39,14 +39,19 @@ class InferenceBackend(abc.ABC):
         name: Backend kind, e.g. ``torch``.
         config: The checkpoint's model config.
         threshold: Calibrated pixel threshold from the checkpoint, or None.
+        image_threshold: Calibrated image-score threshold from the checkpoint, or None
+            (checkpoints from before it was calibrated).
         device: Device string, e.g. ``cpu`` or ``cuda:0``.
     """
 
     name: str = "base"
 
-    def __init__(self, config: ModelConfig, threshold: float | None, device: str):
+    def __init__(
+        self, config: ModelConfig, threshold: float | None, device: str, image_threshold: float | None = None
+    ):
         self.config = config
         self.threshold = threshold
+        self.image_threshold = image_threshold
         self.device = device
 
     @abc.abstractmethod
@@ -57,8 +62,11 @@ class InferenceBackend(abc.ABC):
         """Scores HxWx3 uint8 RGB images of any sizes.
 
         Images are resized to ``config.preprocess.input_size``, scored in one
-        batch, and each score map is resized back to its image's size.
+        batch, and each score map is resized back to its image's size. With
+        ``preprocess.resize: false`` each image is scored at its own size.
         """
+        if not self.config.preprocess.resize and len(images) > 1:
+            return [prediction for image in images for prediction in self.predict([image])]
         batch = to_model_input(images, self.config.preprocess)
         start = time.perf_counter()
         scores = np.asarray(self._forward(batch), dtype=np.float32)
@@ -102,6 +110,9 @@ class InferenceBackend(abc.ABC):
 
 
 BackendFactory = Callable[..., InferenceBackend]
+
+THREAD_OPTION = {"onnxruntime": "intra_op_threads", "openvino": "threads"}
+"""Backend kind -> its CPU-thread option, for the CLIs' ``--threads`` (torch: ``torch.set_num_threads``)."""
 
 BACKENDS: dict[str, str | BackendFactory] = {
     "torch": "flowclas_ros.runtime.torch_backend:TorchBackend",

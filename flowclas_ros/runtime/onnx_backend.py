@@ -217,7 +217,7 @@ class OnnxRuntimeBackend(InferenceBackend):
         meta = parse_metadata(self.session.get_modelmeta().custom_metadata_map, self.onnx_path)
         check_matches(meta, identity, input_size)
         self._check_graph_input(meta.input_size)
-        super().__init__(meta.identity.config, meta.identity.threshold, device)
+        super().__init__(meta.identity.config, meta.identity.threshold, device, meta.identity.image_threshold)
         self.providers = self.session.get_providers()
 
     def _check_graph_input(self, input_size: tuple[int, int]) -> None:
@@ -237,13 +237,18 @@ class OnnxRuntimeBackend(InferenceBackend):
         if self.session is None:
             raise RuntimeError("OnnxRuntimeBackend is closed")
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if self._fixed_batch is None or batch.shape[0] == self._fixed_batch:
-            return self.session.run(None, {INPUT_NAME: batch})[0]
         step = self._fixed_batch
-        parts = [
-            self.session.run(None, {INPUT_NAME: batch[i : i + step]})[0] for i in range(0, len(batch), step)
-        ]
+        if step is None or batch.shape[0] == step:
+            return self.session.run(None, {INPUT_NAME: batch})[0]
+        parts = [self._run_padded(batch[i : i + step], step) for i in range(0, len(batch), step)]
         return np.concatenate(parts, axis=0)
+
+    def _run_padded(self, chunk: np.ndarray, size: int) -> np.ndarray:
+        """Runs a chunk on a fixed-batch graph; a short (last) chunk is zero-padded, the padding dropped."""
+        count = chunk.shape[0]
+        if count < size:
+            chunk = np.concatenate([chunk, np.zeros((size - count, *chunk.shape[1:]), chunk.dtype)])
+        return self.session.run(None, {INPUT_NAME: chunk})[0][:count]
 
     def close(self) -> None:
         """Drops the ORT session."""

@@ -145,7 +145,9 @@ class OpenVINOBackend(InferenceBackend):
         self.precision = precision
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         self.inference_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
-        super().__init__(meta.identity.config, meta.identity.threshold, device_name)
+        super().__init__(
+            meta.identity.config, meta.identity.threshold, device_name, meta.identity.image_threshold
+        )
         self.name = f"openvino-{precision}"  # published in every result and in the diagnostics
 
     def _check_graph_input(self, model: Any, input_size: tuple[int, int]) -> None:

@@ -123,7 +123,9 @@ class TensorRTBackend(InferenceBackend):
                 cache_dir=cache_dir,
             )
         meta = parse_metadata(record.metadata, source)
-        super().__init__(meta.identity.config, meta.identity.threshold, str(torch_device))
+        super().__init__(
+            meta.identity.config, meta.identity.threshold, str(torch_device), meta.identity.image_threshold
+        )
         self.record = record
         self._torch_device = torch_device
         self._setup(engine, record)

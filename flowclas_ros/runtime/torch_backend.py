@@ -43,12 +43,13 @@ class TorchBackend(InferenceBackend):
         compile: bool = False,
         threshold: float | None = None,
     ):
+        image_threshold = None
         if isinstance(checkpoint, FlowCLAS):
             model = checkpoint
         else:
             loaded = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load_checkpoint(checkpoint)
-            model, threshold = loaded.model, loaded.threshold
-        super().__init__(model.cfg, threshold, device)
+            model, threshold, image_threshold = loaded.model, loaded.threshold, loaded.image_threshold
+        super().__init__(model.cfg, threshold, device, image_threshold)
         torch_device = torch.device(device)
         if precision == "auto":
             precision = "fp16" if torch_device.type == "cuda" else "fp32"

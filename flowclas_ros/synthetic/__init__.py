@@ -1,5 +1,6 @@
-"""Synthetic worlds that need no real data.
+"""Synthetic worlds that need no real data: the demo's rover scenes and ``flowclas-make-dataset``.
 
-The demo's rover scenes, and the Perlin noise and shapes that synthetic Outlier Exposure
-pastes. Not a data reader: real-data readers, codecs and bags live in ``data/``.
+Not a data reader: real-data readers, codecs, bags and Outlier Exposure (with the Perlin noise
+and random shapes it pastes, which the scenes reuse) live in ``data/``; this package imports
+``data``, never the other way round.
 """

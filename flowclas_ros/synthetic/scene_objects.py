@@ -1,135 +1,27 @@
-"""Sprites for the synthetic robot scenes: rocks (normal) and foreign objects (anomalies).
+"""The synthetic scenes' objects: rocks (normal) and foreign objects (anomalies).
 
-Every renderer returns a :class:`Sprite`: straight (not premultiplied) RGB in
-[0, 1] scene units, an alpha matte, the row where the object touches the
-ground and its height in pixels (for the cast shadow). Flat polygons are drawn
-at 2x and area-downsampled, which anti-aliases the edges cheaply.
-
-Conventions: image x right, y down. ``ratio`` is the perspective foreshortening
-of the ground plane at the object's row (vertical / horizontal size of a flat
-circle, ~0.1 near the horizon, ~1 looking straight down). ``light`` is the unit
-vector towards the sun in camera coordinates (x right, y down, z forward).
+Every renderer returns a :class:`~flowclas_ros.synthetic.sprite.Sprite`; the drawing
+kit, shading and conventions (``ratio``, ``light``) are in :mod:`.sprite`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from flowclas_ros.synthetic.shapes import random_polygon
-
-SUPERSAMPLE = 2
-
-
-@dataclass
-class Sprite:
-    """A rendered object before it is placed in the scene.
-
-    Attributes:
-        rgb: Straight colour (h, w, 3) float32, shading included.
-        alpha: Coverage (h, w) float32 in [0, 1].
-        base_row: Sprite row that touches the ground (placed on the scene row).
-        height_px: Height above the ground in pixels (sets the shadow length).
-        standing: True for upright objects (shadow by shearing the silhouette),
-            False for objects lying flat (shadow = silhouette shifted).
-    """
-
-    rgb: np.ndarray
-    alpha: np.ndarray
-    base_row: float
-    height_px: float
-    standing: bool = False
-
-
-class _Raster:
-    """Flat-colour polygons and polylines drawn at 2x, downsampled to anti-alias."""
-
-    def __init__(self, height: int, width: int) -> None:
-        self.ss = SUPERSAMPLE
-        self.rgb = np.zeros((height * self.ss, width * self.ss, 3), np.float32)
-        self.alpha = np.zeros((height * self.ss, width * self.ss), np.float32)
-
-    def _pts(self, pts: np.ndarray) -> list[np.ndarray]:
-        return [np.round((np.asarray(pts, np.float32) * self.ss + (self.ss - 1) / 2) * 16).astype(np.int32)]
-
-    def poly(self, pts: np.ndarray, color, alpha: float = 1.0) -> None:
-        """Fills a polygon given in output-pixel coordinates."""
-        cv2.fillPoly(self.rgb, self._pts(pts), tuple(float(c) for c in color), cv2.LINE_8, 4)
-        cv2.fillPoly(self.alpha, self._pts(pts), float(alpha), cv2.LINE_8, 4)
-
-    def line(self, pts: np.ndarray, color, thickness: float, alpha: float = 1.0) -> None:
-        """Draws an open polyline ``thickness`` output pixels wide."""
-        t = max(1, int(round(thickness * self.ss)))
-        cv2.polylines(self.rgb, self._pts(pts), False, tuple(float(c) for c in color), t, cv2.LINE_8, 4)
-        cv2.polylines(self.alpha, self._pts(pts), False, float(alpha), t, cv2.LINE_8, 4)
-
-    def grid(self) -> tuple[np.ndarray, np.ndarray]:
-        """Supersampled pixel-centre coordinates (x, y) in output pixels."""
-        h, w = self.alpha.shape
-        ys = (np.arange(h, dtype=np.float32) + 0.5) / self.ss - 0.5
-        xs = (np.arange(w, dtype=np.float32) + 0.5) / self.ss - 0.5
-        return np.meshgrid(xs, ys)
-
-    def finish(self, base_row: float, height_px: float, standing: bool = False) -> Sprite:
-        h, w = self.alpha.shape[0] // self.ss, self.alpha.shape[1] // self.ss
-        premult = cv2.resize(self.rgb * self.alpha[:, :, None], (w, h), interpolation=cv2.INTER_AREA)
-        alpha = cv2.resize(self.alpha, (w, h), interpolation=cv2.INTER_AREA)
-        rgb = premult / np.maximum(alpha, 1e-4)[:, :, None]
-        return Sprite(
-            rgb=np.clip(rgb, 0, 1.5),
-            alpha=np.clip(alpha, 0, 1),
-            base_row=base_row,
-            height_px=height_px,
-            standing=standing,
-        )
-
-
-def _frame(points: list[np.ndarray], pad: float = 2.0) -> tuple[list[np.ndarray], int, int]:
-    """Shifts point sets so they fit a canvas with ``pad`` pixels margin."""
-    allp = np.concatenate(points, axis=0)
-    lo = allp.min(axis=0) - pad
-    hi = allp.max(axis=0) + pad
-    w, h = int(np.ceil(hi[0] - lo[0])) + 1, int(np.ceil(hi[1] - lo[1])) + 1
-    return [p - lo for p in points], h, w
-
-
-def _ground_transform(pts: np.ndarray, angle: float, ratio: float) -> np.ndarray:
-    """Object lying on the ground: rotate in the ground plane, then foreshorten depth."""
-    c, s = np.cos(angle), np.sin(angle)
-    x = pts[:, 0] * c - pts[:, 1] * s
-    y = pts[:, 0] * s + pts[:, 1] * c
-    return np.stack([x, -y * ratio], axis=1).astype(np.float32)
-
-
-def _lambert(normal: np.ndarray, light: np.ndarray, ambient: float) -> float:
-    return ambient + (1.0 - ambient) * max(0.0, float(np.dot(normal, light)))
-
-
-def _flat_shade(light: np.ndarray, ambient: float) -> float:
-    """Brightness of a surface lying on the ground (normal = up = -y)."""
-    return _lambert(np.array([0.0, -1.0, 0.0]), light, ambient)
-
-
-def _sheen(raster: _Raster, rng: np.random.Generator, strength: float) -> None:
-    """Adds a soft specular band in a random direction (metal / plastic look)."""
-    gx, gy = raster.grid()
-    theta = rng.uniform(0, np.pi)
-    proj = gx * np.cos(theta) + gy * np.sin(theta)
-    lo, hi = float(proj.min()), float(proj.max())
-    centre = rng.uniform(lo, hi)
-    width = (hi - lo) * rng.uniform(0.08, 0.25) + 1e-3
-    band = np.exp(-(((proj - centre) / width) ** 2))
-    raster.rgb += strength * band[:, :, None] * (raster.alpha[:, :, None] > 0)
-
-
-def jitter_color(rng: np.random.Generator, color, amount: float = 0.06) -> np.ndarray:
-    """Colour times a small random per-channel and overall gain."""
-    c = np.asarray(color, np.float32) * rng.uniform(1 - amount, 1 + amount, 3) * rng.uniform(0.9, 1.1)
-    return np.clip(c, 0, 1)
-
+from flowclas_ros.data.shapes import random_polygon
+from flowclas_ros.synthetic.sprite import (
+    Raster,
+    Sprite,
+    fit_frame,
+    flat_shade,
+    ground_transform,
+    jitter_color,
+    lambert,
+    sheen,
+)
 
 # ---------------------------------------------------------------------------
 # Rocks (normal scene content)
@@ -238,9 +130,9 @@ def render_box(
     rx = corners[:, 0] * c - corners[:, 2] * s
     rz = corners[:, 0] * s + corners[:, 2] * c
     proj = np.stack([rx, -corners[:, 1] * height_scale - rz * ratio], axis=1).astype(np.float32)
-    (proj,), h, w = _frame([proj])
+    (proj,), h, w = fit_frame([proj])
     color = jitter_color(rng, BOX_COLORS[rng.integers(len(BOX_COLORS))])
-    raster = _Raster(h, w)
+    raster = Raster(h, w)
     # Faces as corner indices (index = 4*ix + 2*iy + iz) with their outward normal before yaw.
     faces = {
         "front": ([0, 4, 6, 2], (0, 0, -1)),
@@ -252,11 +144,11 @@ def render_box(
     for idx, (nx, _, nz) in faces.values():
         wnx, wnz = nx * c - nz * s, nx * s + nz * c
         if wnz < 0:  # faces the camera
-            shade = _lambert(np.array([wnx, 0.0, wnz]), light, ambient)
+            shade = lambert(np.array([wnx, 0.0, wnz]), light, ambient)
             raster.poly(proj[idx], color * shade)
             visible.append((idx, shade))
     top = [2, 3, 7, 6]
-    raster.poly(proj[top], color * _lambert(np.array([0.0, -1.0, 0.0]), light, ambient))
+    raster.poly(proj[top], color * lambert(np.array([0.0, -1.0, 0.0]), light, ambient))
     if visible and rng.random() < 0.7:
         idx, shade = max(visible, key=lambda v: v[1])
         a, b, cc, d = (proj[i] for i in idx)  # bottom-left, bottom-right, top-right, top-left order
@@ -299,16 +191,16 @@ def render_tool(
         parts += [(rect(0.26, 0.42, -0.17, 0.17), metal)]
     else:
         parts += [(rect(-0.5, -0.12, -0.07, 0.07), grip), (rect(-0.12, 0.5, -0.018, 0.018), metal)]
-    shade = _flat_shade(light, ambient)
-    pts = [_ground_transform(p, angle, ratio) for p, _ in parts]
-    pts, h, w = _frame(pts)
-    raster = _Raster(h, w)
+    shade = flat_shade(light, ambient)
+    pts = [ground_transform(p, angle, ratio) for p, _ in parts]
+    pts, h, w = fit_frame(pts)
+    raster = Raster(h, w)
     for p, (_, col) in zip(pts, parts):
         if not col.any():
             raster.poly(p, (0, 0, 0), alpha=0.0)  # cut-out (wrench jaw)
         else:
             raster.poly(p, col * shade)
-    _sheen(raster, rng, rng.uniform(0.25, 0.6))
+    sheen(raster, rng, rng.uniform(0.25, 0.6))
     return raster.finish(base_row=float(np.concatenate(pts)[:, 1].max()), height_px=0.06 * length)
 
 
@@ -322,15 +214,15 @@ def render_cable(
     heading = rng.uniform(0, 2 * np.pi) + np.cumsum(turn + rng.normal(0, 0.18, n))
     xy = np.cumsum(np.stack([np.cos(heading), np.sin(heading)], axis=1) * step, axis=0)
     xy -= xy.mean(axis=0)
-    line = _ground_transform(xy, 0.0, ratio)
+    line = ground_transform(xy, 0.0, ratio)
     thickness = max(2.0, size * rng.uniform(0.025, 0.045))
     end_dir = line[-1] - line[-4]
     end_dir /= np.linalg.norm(end_dir) + 1e-6
     plug = np.stack([line[-1], line[-1] + end_dir * thickness * 2.2])
-    (line, plug), h, w = _frame([line, plug], pad=thickness + 2)
+    (line, plug), h, w = fit_frame([line, plug], pad=thickness + 2)
     color = jitter_color(rng, CABLE_COLORS[rng.integers(len(CABLE_COLORS))])
-    shade = _flat_shade(light, ambient)
-    raster = _Raster(h, w)
+    shade = flat_shade(light, ambient)
+    raster = Raster(h, w)
     raster.line(line, color * shade, thickness)
     raster.line(
         line + np.array([0, -thickness * 0.22], np.float32),
@@ -347,15 +239,15 @@ def render_foil(
     """Crumpled insulation foil (MLI) debris: faceted, strongly specular gold/silver/copper."""
     outline = random_polygon(rng, (7, 14), irregularity=0.8)
     outline = outline * np.array([size / 2, size / 2 * rng.uniform(0.5, 1.0)], np.float32)
-    (pts,), h, w = _frame([_ground_transform(outline, rng.uniform(0, 2 * np.pi), ratio)])
-    raster = _Raster(h, w)
+    (pts,), h, w = fit_frame([ground_transform(outline, rng.uniform(0, 2 * np.pi), ratio)])
+    raster = Raster(h, w)
     raster.poly(pts, (1.0, 1.0, 1.0))
     gx, gy = raster.grid()
     n_seeds = int(rng.integers(10, 28))
     seeds = np.stack([rng.uniform(0, w, n_seeds), rng.uniform(0, h, n_seeds)], axis=1).astype(np.float32)
     d2 = (gx[:, :, None] - seeds[:, 0]) ** 2 + ((gy[:, :, None] - seeds[:, 1]) / max(ratio, 0.3)) ** 2
     facet = np.argmin(d2, axis=2)
-    gain = np.exp(rng.normal(0.0, 0.45, n_seeds)) * _flat_shade(light, ambient)
+    gain = np.exp(rng.normal(0.0, 0.45, n_seeds)) * flat_shade(light, ambient)
     gain[rng.random(n_seeds) < 0.18] = 1.7  # specular glints
     crease = np.ones_like(gx)
     crease[:, 1:][facet[:, 1:] != facet[:, :-1]] = 0.55
@@ -373,8 +265,8 @@ def render_canister(
     angle = rng.uniform(0, np.pi)
     axis = np.array([np.cos(angle), -np.sin(angle) * ratio], np.float32)
     half = axis * size / 2
-    (ends,), h, w = _frame([np.stack([-half, half])], pad=radius + 2)
-    raster = _Raster(h, w)
+    (ends,), h, w = fit_frame([np.stack([-half, half])], pad=radius + 2)
+    raster = Raster(h, w)
     gx, gy = raster.grid()
     p0, p1 = ends
     seg = p1 - p0
@@ -421,11 +313,11 @@ def render_panel(
     for v in np.linspace(-1, 1, n_cells + 1):
         lines.append(np.array([[v * a, -b], [v * a, b]], np.float32))
         lines.append(np.array([[-a, v * b], [a, v * b]], np.float32))
-    shapes = [_ground_transform(p, angle, ratio) for p in [outline, *lines]]
-    shapes, h, w = _frame(shapes)
-    shade = _flat_shade(light, ambient)
+    shapes = [ground_transform(p, angle, ratio) for p in [outline, *lines]]
+    shapes, h, w = fit_frame(shapes)
+    shade = flat_shade(light, ambient)
     cell = jitter_color(rng, (0.08, 0.12, 0.34), 0.15)
-    raster = _Raster(h, w)
+    raster = Raster(h, w)
     raster.poly(shapes[0], cell * shade)
     inside = raster.alpha.copy()
     for ln in shapes[1:]:
@@ -434,7 +326,7 @@ def render_panel(
         np.vstack([shapes[0], shapes[0][:1]]), np.array([0.75, 0.75, 0.78]) * shade, max(0.8, size * 0.025)
     )
     raster.alpha = np.maximum(raster.alpha * inside, inside)
-    _sheen(raster, rng, rng.uniform(0.1, 0.35))
+    sheen(raster, rng, rng.uniform(0.1, 0.35))
     return raster.finish(base_row=float(shapes[0][:, 1].max()), height_px=0.03 * size)
 
 

@@ -35,7 +35,8 @@ import numpy as np
 from tqdm import tqdm
 
 from flowclas_ros.data.folder import write_rgb
-from flowclas_ros.synthetic.scene_render import Scene, SceneConfig, render_scene
+from flowclas_ros.synthetic.scene_config import Scene, SceneConfig
+from flowclas_ros.synthetic.scene_render import render_scene
 from flowclas_ros.synthetic.scene_textures import texture_bank
 
 __all__ = ["GENERATOR_VERSION", "SPLITS", "Scene", "SceneConfig", "SceneGenerator", "generate_dataset"]

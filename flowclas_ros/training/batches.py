@@ -34,12 +34,15 @@ class FeatureBatch:
         outlier: Backbone features of the standalone outlier images (B, C, h, w).
         mixed_mask: uint8 (B, h, w): 0 inlier, 1 pasted outlier, 255 ignore.
         outlier_mask: uint8 (B, h, w): 1 object, 0 other, 255 ignore.
+        semantic: uint8 (B, H, W) train ids of the mixed images at pixel
+            resolution (segmentation head), or None.
     """
 
     mixed: torch.Tensor
     outlier: torch.Tensor
     mixed_mask: torch.Tensor
     outlier_mask: torch.Tensor
+    semantic: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -47,15 +50,37 @@ class FeatureBatch:
         return self.mixed.shape[0]
 
 
-def masks_to_cells(masks: torch.Tensor, grid_hw: tuple[int, int], pad_multiple: int) -> torch.Tensor:
+def pad_sides(
+    height: int, width: int, multiple: int, mode: str = "bottom_right"
+) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) padding up to multiples of ``multiple``.
+
+    ``bottom_right`` puts it all at the bottom / right; ``symmetric`` splits it
+    evenly, the odd pixel at the bottom / right (the official PadIfNeeded with
+    ``position='center'``; ``model.preprocess.padding``).
+    """
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if mode == "symmetric":
+        return pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2
+    return 0, pad_w, 0, pad_h
+
+
+def padding_mode(model: FlowCLAS) -> str:
+    """The model's ``preprocess.padding`` (``bottom_right`` before that key existed)."""
+    return str(getattr(model.cfg.preprocess, "padding", "bottom_right"))
+
+
+def masks_to_cells(
+    masks: torch.Tensor, grid_hw: tuple[int, int], pad_multiple: int, mode: str = "bottom_right"
+) -> torch.Tensor:
     """Pixel masks (B, H, W) uint8 to feature cells (B, h, w) by nearest-neighbour (cell centres).
 
     The masks are first padded with 255 like ``FlowCLAS.pad_input`` pads the
-    image, so padding cells are ignored.
+    image (``mode``, see :func:`pad_sides`), so padding cells are ignored.
     """
     height, width = masks.shape[-2:]
-    pad_h, pad_w = (-height) % pad_multiple, (-width) % pad_multiple
-    padded = F.pad(masks.float().unsqueeze(1), (0, pad_w, 0, pad_h), value=float(IGNORE))
+    sides = pad_sides(height, width, pad_multiple, mode)
+    padded = F.pad(masks.float().unsqueeze(1), sides, value=float(IGNORE))
     return F.interpolate(padded, size=grid_hw, mode="nearest-exact")[:, 0].to(torch.uint8)
 
 
@@ -82,9 +107,12 @@ def features_of_items(
     batch = items["mixed"].shape[0]
     feats = images_to_features(model, torch.cat([items["mixed"], items["outlier"]]), device, amp_dtype)
     grid = (feats.shape[-2], feats.shape[-1])
-    masks = masks_to_cells(torch.cat([items["mask"], items["outlier_mask"]]), grid, model.pad_multiple)
+    masks = masks_to_cells(
+        torch.cat([items["mask"], items["outlier_mask"]]), grid, model.pad_multiple, padding_mode(model)
+    )
     masks = masks.to(device)
-    return FeatureBatch(feats[:batch], feats[batch:], masks[:batch], masks[batch:])
+    semantic = items["semantic"].to(device) if "semantic" in items else None
+    return FeatureBatch(feats[:batch], feats[batch:], masks[:batch], masks[batch:], semantic)
 
 
 class ResumableSampler(DistributedSampler):

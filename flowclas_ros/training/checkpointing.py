@@ -32,7 +32,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from flowclas_ros.checkpoint_meta import is_trainable_key
-from flowclas_ros.model.checkpoint import save_checkpoint, trainable_state
+from flowclas_ros.model.checkpoint import save_checkpoint
+from flowclas_ros.model.checkpoint import trainable_state as model_trainable_state
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 
 STATE_DIR = "state"
@@ -61,6 +62,20 @@ class ResumeState:
     step: int
     path: Path
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def trainable_state(
+    model: FlowCLAS, extra_modules: dict[str, torch.nn.Module] | None = None
+) -> dict[str, torch.Tensor]:
+    """The model's stored tensors plus ``extra_modules`` (training-only) under ``<name>.`` prefixes.
+
+    The model part is :func:`flowclas_ros.model.checkpoint.trainable_state` (no backbone, no VL4AD
+    text scorer); extra modules are e.g. the segmentation head.
+    """
+    state = model_trainable_state(model)
+    for name, module in (extra_modules or {}).items():
+        state.update({f"{name}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
+    return state
 
 
 def _fsync_file(path: Path) -> None:
@@ -100,6 +115,7 @@ def save_training_state(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler | None = None,
     extra: dict[str, Any] | None = None,
+    extra_modules: dict[str, torch.nn.Module] | None = None,
 ) -> Path:
     """Atomically writes the resumable state after ``step`` optimiser steps.
 
@@ -111,6 +127,7 @@ def save_training_state(
         scheduler: Learning-rate scheduler.
         scaler: fp16 gradient scaler, if used.
         extra: JSON-serialisable extras (best metric, epoch, ...).
+        extra_modules: Training-only modules saved with the model tensors.
 
     Returns:
         The new state directory.
@@ -122,7 +139,7 @@ def save_training_state(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_file(trainable_state(model), str(tmp / MODEL_FILE))
+    save_file(trainable_state(model, extra_modules), str(tmp / MODEL_FILE))
     torch_state = {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -168,6 +185,7 @@ def load_training_state(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler | None = None,
     restore_rng: bool = True,
+    extra_modules: dict[str, torch.nn.Module] | None = None,
 ) -> ResumeState:
     """Restores a state directory written by :func:`save_training_state` into the given objects.
 
@@ -186,7 +204,7 @@ def load_training_state(
         raise StateError(f"{path / MODEL_FILE}: corrupt or missing ({exc})") from exc
     # States written before the one trainable-key rule also held the frozen CLIP tensors: ignore them.
     tensors = {k: v for k, v in tensors.items() if is_trainable_key(k)}
-    expected = trainable_state(model)
+    expected = trainable_state(model, extra_modules)
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     bad_shape = [k for k in tensors if k in expected and tensors[k].shape != expected[k].shape]
     if missing or unexpected or bad_shape:
@@ -195,6 +213,10 @@ def load_training_state(
             f"(missing {missing[:3]}, unexpected {unexpected[:3]}, shape mismatch {bad_shape[:3]}); "
             "was the run started with a different model config?"
         )
+    for name, module in (extra_modules or {}).items():
+        prefix = f"{name}."
+        module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(prefix)}
     model.load_state_dict(tensors, strict=False)  # backbone keys are not saved
     try:
         saved = torch.load(path / OPTIM_FILE, map_location="cpu", weights_only=True)
@@ -212,27 +234,34 @@ def load_training_state(
     return ResumeState(step=step, path=path, extra=dict(meta.get("extra", {})))
 
 
-def recover_best(run_dir: Path) -> None:
-    """Finishes an interrupted swap of the best checkpoint (see :func:`save_best`)."""
+def recover_best(run_dir: Path, name: str = BEST_DIR) -> None:
+    """Finishes an interrupted swap of the best checkpoint ``name`` (see :func:`save_best`)."""
     run_dir = Path(run_dir)
-    best, old = run_dir / BEST_DIR, run_dir / f".{BEST_DIR}.old"
+    best, old = run_dir / name, run_dir / f".{name}.old"
     if not best.exists() and old.exists():
         os.replace(old, best)
     elif best.exists() and old.exists():
         shutil.rmtree(old)
 
 
-def save_best(run_dir: Path, model: FlowCLAS, threshold: float | None, provenance: dict[str, Any]) -> Path:
-    """Writes ``RUN_DIR/checkpoint/`` (DESIGN.md format) via a temp directory and renames.
+def save_best(
+    run_dir: Path,
+    model: FlowCLAS,
+    threshold: float | None,
+    provenance: dict[str, Any],
+    name: str = BEST_DIR,
+    image_threshold: float | None = None,
+) -> Path:
+    """Writes ``RUN_DIR/<name>/`` (DESIGN.md format) via a temp directory and renames.
 
     Returns:
         The checkpoint directory.
     """
     run_dir = Path(run_dir)
-    best, tmp, old = run_dir / BEST_DIR, run_dir / f".{BEST_DIR}.tmp", run_dir / f".{BEST_DIR}.old"
+    best, tmp, old = run_dir / name, run_dir / f".{name}.tmp", run_dir / f".{name}.old"
     if tmp.exists():
         shutil.rmtree(tmp)
-    save_checkpoint(model, tmp, threshold=threshold, provenance=provenance)
+    save_checkpoint(model, tmp, threshold=threshold, provenance=provenance, image_threshold=image_threshold)
     if old.exists():
         shutil.rmtree(old)
     if best.exists():

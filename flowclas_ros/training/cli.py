@@ -11,7 +11,9 @@ import logging
 import os
 import sys
 
-from flowclas_ros.config_io import ConfigError, load
+import yaml
+
+from flowclas_ros.config_io import ConfigError, load, to_dict
 from flowclas_ros.data.folder import DatasetError
 from flowclas_ros.model.backbone import ALLOW_RANDOM_ENV, BackboneError
 from flowclas_ros.training.checkpointing import StateError
@@ -37,7 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config key, e.g. --set steps=500 --set optim.lr=1e-4 (repeatable)",
     )
-    parser.add_argument("--out", required=True, help="run directory (checkpoint/, state/, log.csv)")
+    parser.add_argument(
+        "--out", help="run directory (checkpoint/, state/, log.csv); required unless --print-config"
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the fully resolved config (file + --set + every default) as YAML and exit",
+    )
     parser.add_argument(
         "--stop-after",
         type=int,
@@ -51,10 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI; returns the exit status (2 = bad input, 1 = training failure)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.print_config and not args.out:
+        parser.error("the following arguments are required: --out")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         cfg = load(TrainConfig, args.config, args.overrides)
+        if args.print_config:
+            sys.stdout.write(yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False))
+            return 0
         if cfg.model.backbone.weights == "none":
             os.environ.setdefault(ALLOW_RANDOM_ENV, "1")  # the config asks for it; one log line is enough
             logging.getLogger(PROG).warning(
@@ -80,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             "val_fpr95": best.get("fpr95"),
             "val_image_auroc": best.get("image_auroc"),
             "threshold": summary.threshold,
+            "image_threshold": summary.image_threshold,
             "images_per_s": round(summary.images_per_s, 2),
             "wall_s": round(summary.wall_s, 1),
         }

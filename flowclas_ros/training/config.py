@@ -46,10 +46,14 @@ class DataConfig:
     Attributes:
         root: Optional base folder; relative ``train`` / ``val`` / ``test`` paths
             are resolved against it (and the generator writes into it).
-        layout: ``folder`` (DESIGN.md) or ``mvtec`` (MVTec AD category folder:
+        layout: ``folder`` (DESIGN.md), ``mvtec`` (MVTec AD category folder:
             ``train/good/*.png``, ``test/<defect>/*.png``,
-            ``ground_truth/<defect>/<stem>_mask.png``). With ``mvtec``,
-            ``train`` is the category folder and ``test`` may name it too.
+            ``ground_truth/<defect>/<stem>_mask.png``; ``train`` is the category
+            folder and ``test`` may name it too) or ``cityscapes`` (``train`` is
+            the Cityscapes root with ``leftImg8bit/`` and ``gtFine/``; the
+            ``gtFine_labelIds`` become 19 train ids for the segmentation head and
+            their void pixels are ignored by the flow, as in the official code).
+        train_split: Cityscapes split read for training (``layout: cityscapes``).
         train: Inlier training images (all assumed normal; mask 255 pixels are ignored).
         val: Validation images. Empty: hold out ``val_fraction`` of the training images.
         val_fraction: Share of training images held out when ``val`` is empty.
@@ -61,13 +65,19 @@ class DataConfig:
         label_map: Raw mask id -> {0, 1, 255} for val/test masks, e.g. ALLO ``{8: 1, 255: 255}``.
         default_label: Output id for raw mask ids not in ``label_map`` (None keeps them).
         hflip: Random horizontal flips of training images.
+        vflip: Random vertical flips of training images (the official ALLO recipe).
+        crop: Native-scale random training crops (height, width), or None to
+            resize each training image to ``model.preprocess.input_size`` (the
+            demo). An image smaller than the crop is first padded to it
+            (centred, RGB 0, mask 255), like the official PadIfNeeded step.
         generate: Embedded synthetic dataset generation (demo).
     """
 
     root: str = ""
-    layout: Literal["folder", "mvtec"] = "folder"
+    layout: Literal["folder", "mvtec", "cityscapes"] = "folder"
     train: str = "train"
-    val: str = ""
+    train_split: str = "train"
+    val: str | None = ""
     val_fraction: float = 0.1
     val_anomalies: Literal["auto", "masks", "oe"] = "auto"
     val_max_images: int = 0
@@ -75,6 +85,8 @@ class DataConfig:
     label_map: dict[str, int] = field(default_factory=dict)
     default_label: int | None = None
     hflip: bool = True
+    vflip: bool = False
+    crop: tuple[int, int] | None = None
     generate: GenerateConfig = field(default_factory=GenerateConfig)
 
     def __post_init__(self) -> None:
@@ -82,32 +94,56 @@ class DataConfig:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.val_max_images < 0:
             raise ValueError(f"val_max_images must be >= 0, got {self.val_max_images}")
+        if self.crop is not None and min(self.crop) < 1:
+            raise ValueError(f"crop must be positive (height, width), got {self.crop}")
 
 
 @dataclass
 class OptimConfig:
-    """AdamW with linear warmup then cosine decay.
-
-    Weight decay applies to the projection head's conv weight only: norms,
-    biases, the flow and the base distribution are excluded (as in FlowCLAS).
+    """AdamW with a linear-warmup + cosine schedule, or ``torch.optim.lr_scheduler.OneCycleLR``.
 
     Attributes:
         lr: Peak learning rate.
         weight_decay: Decoupled weight decay of the decayed group.
-        betas: Adam betas.
-        warmup_steps: Linear warmup length (steps).
-        min_lr_ratio: Cosine floor as a fraction of ``lr``.
+        decay: Which parameters decay. ``proj_head``: the projection head's
+            conv weight only. ``official``: every trainable parameter whose
+            name contains none of ``bias`` / ``norm`` / ``flow`` (the official
+            ``param_groups``: projection and segmentation head weights, their
+            BatchNorm weight and the base distribution decay).
+        betas: Adam betas (with ``onecycle`` beta1 is cycled instead).
+        schedule: ``warmup_cosine`` (linear warmup over ``warmup_steps``, cosine
+            to ``min_lr_ratio``) or ``onecycle`` (OneCycleLR over all steps).
+        warmup_steps: Linear warmup length (steps), ``warmup_cosine`` only.
+        min_lr_ratio: Cosine floor as a fraction of ``lr``, ``warmup_cosine`` only.
+        pct_start: OneCycle: share of the steps spent warming up.
+        div_factor: OneCycle: start lr = ``lr / div_factor``.
+        final_div_factor: OneCycle: final lr = start lr / ``final_div_factor``.
+        base_momentum: OneCycle: lowest beta1 (at the peak lr).
+        max_momentum: OneCycle: highest beta1 (at the start and the end).
+        warmup_anneal: OneCycle warm-up shape: ``linear`` (the official
+            LinearWarmupCosineAnnealingLR) or ``cos`` (plain OneCycleLR); the
+            decay is always cosine.
         grad_clip: Max global gradient norm (0 = no clipping).
     """
 
     lr: float = 2e-4
     weight_decay: float = 1e-4
+    decay: Literal["proj_head", "official"] = "proj_head"
     betas: tuple[float, float] = (0.9, 0.999)
+    schedule: Literal["warmup_cosine", "onecycle"] = "warmup_cosine"
     warmup_steps: int = 100
     min_lr_ratio: float = 0.0
+    pct_start: float = 0.3
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+    base_momentum: float = 0.85
+    max_momentum: float = 0.95
+    warmup_anneal: Literal["linear", "cos"] = "linear"
     grad_clip: float = 1.0
 
     def __post_init__(self) -> None:
+        if not 0.0 < self.pct_start < 1.0 or self.div_factor <= 0 or self.final_div_factor <= 0:
+            raise ValueError("pct_start must be in (0, 1); div_factor and final_div_factor > 0")
         if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0 or self.grad_clip < 0:
             raise ValueError("lr must be > 0; weight_decay, warmup_steps and grad_clip must be >= 0")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
@@ -127,6 +163,11 @@ class LossConfig:
         anchors_inlier: Most inlier cells of the mixed images used as anchors.
         contrast_outlier: Most object cells of the standalone outlier images added to the contrast set.
         contrast_inlier: Most non-object cells of the standalone outlier images added to the contrast set.
+        sampling: ``independent``: each of the four sets above is capped on its own.
+            ``balanced`` (official): one N = min(``max_views``, #pasted, #inlier,
+            #outlier-image object, #outlier-image background) cells of each set
+            (the background term is left out when all of it is ignored).
+        max_views: Upper bound of N for ``balanced`` sampling (official 512).
     """
 
     alpha: float = 1e-6
@@ -136,13 +177,44 @@ class LossConfig:
     anchors_inlier: int = 512
     contrast_outlier: int = 512
     contrast_inlier: int = 512
+    sampling: Literal["independent", "balanced"] = "independent"
+    max_views: int = 512
 
     def __post_init__(self) -> None:
+        if self.max_views < 1:
+            raise ValueError(f"max_views must be >= 1, got {self.max_views}")
         if self.alpha < 0 or self.temperature <= 0:
             raise ValueError("alpha must be >= 0 and temperature > 0")
         counts = (self.anchors_outlier, self.anchors_inlier, self.contrast_outlier, self.contrast_inlier)
         if min(counts) < 0:
             raise ValueError("anchor / contrast counts must be >= 0")
+
+
+@dataclass
+class SegConfig:
+    """Segmentation head on the flow latent z (official Cityscapes recipe; training only).
+
+    A 3x3 conv (C -> C/2), BatchNorm, ReLU and a 1x1 conv to ``num_classes``
+    logits, upsampled bilinearly to the crop and trained with
+    ``ce_weight * CE + lovasz_weight * Lovasz-softmax`` on the Cityscapes train
+    ids of the mixed image (pasted outliers and void ignored). Needs
+    ``data.layout: cityscapes``. Not part of the inference checkpoint.
+
+    Attributes:
+        enabled: Train the head.
+        num_classes: Logits (official 20: the 19 Cityscapes classes plus one never-labelled slot).
+        ce_weight: Weight of the cross-entropy.
+        lovasz_weight: Weight of the Lovasz-softmax loss.
+    """
+
+    enabled: bool = False
+    num_classes: int = 20
+    ce_weight: float = 0.5
+    lovasz_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 2 or self.ce_weight < 0 or self.lovasz_weight < 0:
+            raise ValueError("num_classes must be >= 2 and the weights >= 0")
 
 
 @dataclass
@@ -183,13 +255,18 @@ class TrainConfig:
         oe: Outlier Exposure.
         optim: Optimiser and schedule.
         loss: Loss weights and contrastive sampling.
+        seg: Segmentation head (official Cityscapes recipe).
         cache: Feature caching.
         batch_size: Images per step per process.
         steps: Total optimiser steps; 0 = ``epochs`` x steps per epoch.
         epochs: Used when ``steps`` is 0.
         checkpoint_every: Write the resumable training state every N steps.
         val_every: Validate every N steps; 0 = at the end of every epoch.
-        target_fpr: Inlier-pixel FPR at which the threshold is calibrated on val.
+        target_fpr: Inlier-pixel FPR at which the pixel threshold is calibrated on val. A
+            deployment choice: it sets how much of a normal scene the mask may cover
+            (0.05 = 5 % of normal pixels); the node's ``threshold`` parameter overrides it.
+        image_target_fpr: Share of the normal val images whose image score may reach the
+            image threshold (``is_anomalous``); stored as the checkpoint's ``image_threshold``.
         amp: Autocast on CUDA: ``auto`` (bf16 if supported, else fp16), ``bf16``,
             ``fp16`` or ``off``. CPU always runs fp32.
         device: ``auto`` (CUDA if available), ``cpu``, ``cuda`` or ``cuda:N``.
@@ -198,6 +275,10 @@ class TrainConfig:
         threads: torch intra-op CPU threads per process (0 = torch's default). On a
             CPU shared with other jobs, 1 avoids thread oversubscription.
         log_every: Write a CSV / TensorBoard row every N steps.
+        checkpoint_per_metric: Also keep the best model per metric in
+            ``RUN_DIR/checkpoint_best_ap/`` (highest val AP) and
+            ``RUN_DIR/checkpoint_best_fpr95/`` (lowest val FPR95), as the official
+            two checkpoint monitors do. ``RUN_DIR/checkpoint/`` stays the best AP.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -205,6 +286,7 @@ class TrainConfig:
     oe: OEConfig = field(default_factory=OEConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    seg: SegConfig = field(default_factory=SegConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     batch_size: int = 8
     steps: int = 0
@@ -212,12 +294,14 @@ class TrainConfig:
     checkpoint_every: int = 100
     val_every: int = 0
     target_fpr: float = 0.05
+    image_target_fpr: float = 0.01
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     device: str = "auto"
     seed: int = 0
     num_workers: int = 2
     threads: int = 0
     log_every: int = 10
+    checkpoint_per_metric: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -228,6 +312,8 @@ class TrainConfig:
             raise ValueError("checkpoint_every and log_every must be >= 1, val_every >= 0")
         if not 0.0 < self.target_fpr < 1.0:
             raise ValueError(f"target_fpr must be in (0, 1), got {self.target_fpr}")
+        if not 0.0 <= self.image_target_fpr < 1.0:
+            raise ValueError(f"image_target_fpr must be in [0, 1), got {self.image_target_fpr}")
         if self.num_workers < 0 or self.threads < 0:
             raise ValueError("num_workers and threads must be >= 0")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):

@@ -1,11 +1,14 @@
-"""Run logs: ``RUN_DIR/log.csv`` always, TensorBoard when the ``tensorboard`` package is installed."""
+"""Run logs: ``RUN_DIR/log.csv`` always, TensorBoard when installed; the git commit recorded in provenance."""
 
 from __future__ import annotations
 
 import csv
 import logging
+import subprocess
 from pathlib import Path
 from typing import Any
+
+import flowclas_ros
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +27,9 @@ COLUMNS = (
     "val_fpr95",
     "val_image_auroc",
     "val_threshold",
+    "beta1",
+    "seg_ce",
+    "seg_lovasz",
 )
 
 
@@ -90,3 +96,25 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
+
+
+def git_commit() -> str | None:
+    """The commit of the flowclas_ros source tree, if it is a git checkout (``+dirty`` when modified)."""
+    src = Path(flowclas_ros.__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "") if head else None

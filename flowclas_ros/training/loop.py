@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import subprocess
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -46,9 +45,10 @@ from flowclas_ros.training.distributed import (
     init_distributed,
     shutdown,
 )
-from flowclas_ros.training.logs import RunLog
+from flowclas_ros.training.logs import RunLog, git_commit
 from flowclas_ros.training.objective import FlowCLASObjective
 from flowclas_ros.training.optim import build_optimizer, build_scheduler
+from flowclas_ros.training.selection import BEST_AP_DIR, BEST_FPR95_DIR, improved, is_better, val_columns
 from flowclas_ros.training.validation import ValidationSet, ValResult, choose_val_mode, validate
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class TrainSummary:
         best_metrics: Val metrics of the saved checkpoint (None if never validated).
         best_step: Step of the saved checkpoint.
         checkpoint: ``RUN_DIR/checkpoint`` (None if not written yet).
-        threshold: Calibrated threshold stored in the checkpoint.
+        threshold: Calibrated pixel threshold stored in the checkpoint.
         images_per_s: Training throughput in samples (mixed + outlier image pairs) per second,
             over all processes, excluding validation and feature caching.
         wall_s: Wall time of this invocation.
@@ -83,6 +83,7 @@ class TrainSummary:
     wall_s: float
     resumed_from: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    image_threshold: float | None = None  # calibrated image threshold stored in the checkpoint
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
@@ -97,28 +98,6 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
 def step_seed(seed: int, step: int, rank: int) -> int:
     """Seed of the contrastive cell sampling at ``step`` on ``rank``."""
     return (seed * 1_000_003 + step * 7_919 + rank) % (2**63)
-
-
-def git_commit() -> str | None:
-    """The commit of the flowclas_ros source tree, if it is a git checkout (``+dirty`` when modified)."""
-    src = Path(flowclas_ros.__file__).resolve().parent
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(src), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head + ("+dirty" if dirty else "") if head else None
 
 
 class Trainer:
@@ -170,7 +149,8 @@ class Trainer:
         barrier(ctx)  # everyone has read the previous state before rank 0 writes
         if ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            recover_best(self.run_dir)
+            for name in (BEST_DIR, BEST_AP_DIR, BEST_FPR95_DIR):
+                recover_best(self.run_dir, name)
             save(self.cfg, self.run_dir / CONFIG_FILE)
         barrier(ctx)
 
@@ -225,6 +205,7 @@ class Trainer:
             },
             "val_metrics": result.metrics,
             "target_fpr": cfg.target_fpr,
+            "image_target_fpr": cfg.image_target_fpr,
             "step": step,
             "train_config": to_dict(cfg),
             "git_commit": git_commit(),
@@ -241,8 +222,20 @@ class Trainer:
         self._setup_process()
         # Inputs first (data folders, OE source): a bad path fails before the model is built.
         data = prepare_data(cfg.data, ctx, progress=self.progress and main)
+        if cfg.seg.enabled and (cfg.cache.mode != "none" or cfg.data.layout != "cityscapes"):
+            raise ConfigError(
+                "seg.enabled: needs data.layout cityscapes (semantic labels) and cache.mode none "
+                "(the feature pool caches no labels)"
+            )
         train_set = OETrainDataset(
-            data.train, cfg.oe, cfg.model.preprocess, seed=cfg.seed, hflip=cfg.data.hflip
+            data.train,
+            cfg.oe,
+            cfg.model.preprocess,
+            seed=cfg.seed,
+            hflip=cfg.data.hflip,
+            vflip=cfg.data.vflip,
+            crop=cfg.data.crop,
+            semantic=cfg.seg.enabled,
         )
         model = FlowCLAS(cfg.model).to(ctx.device).train()
         self._open_run_dir(ctx)
@@ -265,22 +258,27 @@ class Trainer:
                 f"({len(data.train)} images in data.train over {ctx.world_size} processes)"
             )
         total = cfg.steps or cfg.epochs * steps_per_epoch
-        optimizer = build_optimizer(model, cfg.optim)
+        objective = FlowCLASObjective(model, cfg.loss, amp_dtype, cfg.seg)
+        extra_modules = objective.extra_modules()
+        optimizer = build_optimizer(model, cfg.optim, extra_modules)
         scheduler = build_scheduler(optimizer, cfg.optim, total)
         scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-        step, best = 0, {"ap": None, "step": -1, "metrics": None, "threshold": None}
+        step, best = 0, {"ap": None, "step": -1, "metrics": None, "threshold": None, "image_threshold": None}
+        per_metric: dict[str, Any] = {}
         state_path = find_latest_state(self.run_dir) if resuming else None
         if state_path is not None:
-            restored = load_training_state(state_path, model, optimizer, scheduler, scaler)
+            restored = load_training_state(
+                state_path, model, optimizer, scheduler, scaler, extra_modules=extra_modules
+            )
             step = restored.step
             best.update(restored.extra.get("best", {}))
+            per_metric.update(restored.extra.get("per_metric", {}))
             if main:
                 logger.info("resuming %s from step %d", self.run_dir, step)
         resumed_from = step
         log = RunLog(self.run_dir, resume_step=step, enabled=main)
         end = total if stop_after is None else min(total, stop_after)
         needs_init = step == 0  # ActNorm's data-dependent init happens on the first training batch
-        objective = FlowCLASObjective(model, cfg.loss, amp_dtype)
         train_module: torch.nn.Module = objective
         if ctx.enabled and not needs_init:
             train_module = self._wrap_ddp(objective, ctx)
@@ -310,7 +308,9 @@ class Trainer:
                 row: dict[str, Any] = {}
                 if step % cfg.log_every == 0 or step == end:
                     values = all_reduce_mean(
-                        [loss, parts["nll"], parts["con"], parts["anchors_outlier"]], ctx
+                        [loss, parts["nll"], parts["con"], parts["anchors_outlier"]]
+                        + [parts.get("ce", 0.0), parts.get("lovasz", 0.0)],
+                        ctx,
                     )
                     row = {
                         "step": step,
@@ -322,19 +322,42 @@ class Trainer:
                         "con": values[2],
                         "anchors_outlier": values[3],
                         "images_per_s": rate,
+                        "beta1": optimizer.param_groups[0]["betas"][0],
                     }
+                    if "ce" in parts:
+                        row.update(seg_ce=values[4], seg_lovasz=values[5])
                 val_due = step % cfg.val_every == 0 if cfg.val_every else step % steps_per_epoch == 0
                 if val_due or step == total:
-                    result = validate(model, valset, ctx, cfg.target_fpr, cfg.batch_size, amp_dtype)
-                    row = {**(row or {"step": step, "epoch": epoch}), **_val_columns(result)}
+                    result = validate(
+                        model, valset, ctx, cfg.target_fpr, cfg.batch_size, amp_dtype, cfg.image_target_fpr
+                    )
+                    row = {**(row or {"step": step, "epoch": epoch}), **val_columns(result)}
                     history.append({"step": step, **result.metrics, "threshold": result.threshold})
-                    if _is_better(result, best):
+                    if is_better(result, best):
                         best = {"ap": result.metrics["ap"], "step": step, "metrics": result.metrics}
                         best["threshold"] = result.threshold
+                        best["image_threshold"] = result.image_threshold
                         if main:
                             save_best(
-                                self.run_dir, model, result.threshold, self._provenance(data, result, step)
+                                self.run_dir,
+                                model,
+                                result.threshold,
+                                self._provenance(data, result, step),
+                                image_threshold=result.image_threshold,
                             )
+                        barrier(ctx)
+                    if cfg.checkpoint_per_metric:
+                        for name in improved(result.metrics, per_metric, step):
+                            if main:
+                                prov = self._provenance(data, result, step)
+                                save_best(
+                                    self.run_dir,
+                                    model,
+                                    result.threshold,
+                                    prov,
+                                    name=name,
+                                    image_threshold=result.image_threshold,
+                                )
                         barrier(ctx)
                 if row:
                     log.write(row)
@@ -347,7 +370,8 @@ class Trainer:
                             optimizer,
                             scheduler,
                             scaler,
-                            {"best": best, "epoch": epoch},
+                            {"best": best, "epoch": epoch, "per_metric": per_metric},
+                            extra_modules,
                         )
                     barrier(ctx)
                 if step >= end:
@@ -367,6 +391,7 @@ class Trainer:
             wall_s=time.perf_counter() - wall_start,
             resumed_from=resumed_from,
             history=history,
+            image_threshold=best.get("image_threshold"),
         )
 
     @staticmethod
@@ -417,22 +442,3 @@ class Trainer:
             optimizer.step()
         scheduler.step()
         return value, {k: float(v) for k, v in parts.items()}
-
-
-def _val_columns(result: ValResult) -> dict[str, Any]:
-    m = result.metrics
-    return {
-        "val_ap": m.get("ap"),
-        "val_auroc": m.get("auroc"),
-        "val_fpr95": m.get("fpr95"),
-        "val_image_auroc": m.get("image_auroc"),
-        "val_threshold": result.threshold,
-    }
-
-
-def _is_better(result: ValResult, best: dict[str, Any]) -> bool:
-    """Higher val AP wins; without an AP (no anomalous val pixels) the latest model is kept."""
-    ap = result.metrics.get("ap")
-    if ap is None or best["step"] < 0:
-        return True
-    return best["ap"] is None or ap > best["ap"]

@@ -1,4 +1,4 @@
-"""AdamW parameter groups and the warmup + cosine learning-rate schedule."""
+"""AdamW parameter groups and the learning-rate schedules (warmup + cosine, or OneCycleLR)."""
 
 from __future__ import annotations
 
@@ -10,23 +10,37 @@ from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 from flowclas_ros.training.config import OptimConfig
 
 
-def decays(name: str, param: torch.nn.Parameter) -> bool:
-    """Whether a parameter gets weight decay: conv / linear weights outside norms, biases and the flow.
+def decays(name: str, param: torch.nn.Parameter, rule: str = "proj_head") -> bool:
+    """Whether a parameter gets weight decay.
 
-    In FlowCLAS that leaves the projection head's 1x1 conv weight only; the
-    flow (incl. its coupling subnets), the LayerNorm, ActNorm and the base
-    distribution are density-model parameters that decay would bias.
+    ``proj_head``: the projection head's 1x1 conv weight only; the flow (incl.
+    its coupling subnets), the LayerNorm, ActNorm and the base distribution are
+    density-model parameters that decay would bias. ``official``: the
+    authors' name rule (``flowclas_module.py`` ``param_groups``): no decay for
+    names containing ``bias``, ``norm`` or ``flow``, decay for the rest.
     """
+    if rule == "official":
+        return not any(word in name for word in ("bias", "norm", "flow"))
     return name.startswith("proj_head.") and param.ndim > 1
 
 
-def build_optimizer(model: FlowCLAS, cfg: OptimConfig) -> torch.optim.AdamW:
-    """AdamW over ``model.trainable_parameters()`` in a decayed and a non-decayed group."""
+def build_optimizer(
+    model: FlowCLAS, cfg: OptimConfig, extra: dict[str, torch.nn.Module] | None = None
+) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters in a decayed and a non-decayed group.
+
+    Args:
+        model: The model (``model.trainable_parameters()``).
+        cfg: Optimiser settings.
+        extra: Training-only modules (e.g. ``{"seg_head": head}``), named by prefix.
+    """
     trainable = {id(p) for p in model.trainable_parameters()}
+    named = [(n, p) for n, p in model.named_parameters() if id(p) in trainable]
+    for prefix, module in (extra or {}).items():
+        named += [(f"{prefix}.{n}", p) for n, p in module.named_parameters() if p.requires_grad]
     decayed, plain = [], []
-    for name, param in model.named_parameters():
-        if id(param) in trainable:
-            (decayed if decays(name, param) else plain).append(param)
+    for name, param in named:
+        (decayed if decays(name, param, cfg.decay) else plain).append(param)
     groups = [
         {"params": decayed, "weight_decay": cfg.weight_decay},
         {"params": plain, "weight_decay": 0.0},
@@ -55,10 +69,45 @@ class WarmupCosine:
         return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+class LinearWarmupOneCycleLR(torch.optim.lr_scheduler.OneCycleLR):
+    """``OneCycleLR`` whose warm-up phase is linear while the decay stays cosine.
+
+    That is the official ``LinearWarmupCosineAnnealingLR`` (a OneCycleLR
+    subclass that anneals every phase but the last linearly). Only the
+    per-phase interpolation is changed; phases, momentum cycling and state
+    come from torch.
+    """
+
+    def _anneal_func(self, start, end, pct):  # noqa: ANN001, ANN202 - torch's signature
+        if self.last_epoch <= self._schedule_phases[0]["end_step"]:
+            return self._annealing_linear(start, end, pct)
+        return self._annealing_cos(start, end, pct)
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """``LambdaLR`` stepping :class:`WarmupCosine` once per optimiser step."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, WarmupCosine(cfg.warmup_steps, total_steps, cfg.min_lr_ratio)
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The configured schedule, stepped once per optimiser step.
+
+    ``warmup_cosine``: ``LambdaLR`` over :class:`WarmupCosine`. ``onecycle``:
+    ``OneCycleLR`` (beta1 cycled between ``max_momentum`` and
+    ``base_momentum``), with a linear warm-up when ``warmup_anneal`` is
+    ``linear``.
+    """
+    if cfg.schedule == "warmup_cosine":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, WarmupCosine(cfg.warmup_steps, total_steps, cfg.min_lr_ratio)
+        )
+    cls = LinearWarmupOneCycleLR if cfg.warmup_anneal == "linear" else torch.optim.lr_scheduler.OneCycleLR
+    return cls(
+        optimizer,
+        max_lr=cfg.lr,
+        total_steps=max(int(total_steps), 2),
+        pct_start=cfg.pct_start,
+        anneal_strategy="cos",
+        cycle_momentum=True,
+        base_momentum=cfg.base_momentum,
+        max_momentum=cfg.max_momentum,
+        div_factor=cfg.div_factor,
+        final_div_factor=cfg.final_div_factor,
     )

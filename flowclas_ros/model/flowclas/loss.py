@@ -105,3 +105,73 @@ def supcon_loss(
     if not bool(valid.any()):
         return logits.sum() * 0.0
     return per_anchor[valid].mean()
+
+
+def lovasz_jaccard_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
+    """Gradient of the Lovasz extension of the Jaccard loss at errors sorted in decreasing order.
+
+    ``g_i = J(1..i) - J(1..i-1)`` with ``J(k) = 1 - |gt minus top_k| / |gt U top_k|``
+    (Berman et al. 2018, Alg. 1), where ``top_k`` are the k largest errors.
+    """
+    gts = gt_sorted.sum()
+    intersection = gts - gt_sorted.cumsum(0)
+    union = gts + (1.0 - gt_sorted).cumsum(0)
+    jaccard = 1.0 - intersection / union
+    if gt_sorted.numel() > 1:
+        jaccard = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+    return jaccard
+
+
+def lovasz_softmax_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """Lovasz-softmax loss over a whole batch, as the official FlowCLAS ``LovaszLoss``.
+
+    Softmax over classes; every non-ignored pixel of the batch in one set; for
+    each class c present in ``target``: the Lovasz extension of the Jaccard
+    loss at the errors ``|1[y = c] - p_c|``. Summed over present classes and
+    divided by the number of classes C (absent classes count as 0). Written
+    here because the library implementations (e.g. segmentation_models_pytorch)
+    average over present classes only, which weights the loss differently.
+
+    Args:
+        logits: (B, C, H, W).
+        target: (B, H, W) integer class ids, ``ignore_index`` ignored.
+        ignore_index: Label that is left out.
+
+    Returns:
+        Scalar loss (0, still connected to the graph, when no pixel is labelled).
+    """
+    num_classes = logits.shape[1]
+    probs = F.softmax(logits.float(), dim=1).permute(0, 2, 3, 1).reshape(-1, num_classes)
+    labels = target.reshape(-1).long()
+    valid = labels != ignore_index
+    probs, labels = probs[valid], labels[valid]
+    total = logits.sum() * 0.0
+    for c in torch.unique(labels).tolist():
+        fg = (labels == c).float()
+        errors = (fg - probs[:, c]).abs()
+        errors_sorted, order = torch.sort(errors, descending=True)
+        total = total + torch.dot(errors_sorted, lovasz_jaccard_grad(fg[order]))
+    return total / num_classes
+
+
+def seg_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    ce_weight: float = 0.5,
+    lovasz_weight: float = 0.5,
+    ignore_index: int = 255,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``ce_weight * CE + lovasz_weight * Lovasz`` on logits upsampled (bilinear) to the target size.
+
+    Returns:
+        The weighted loss and the detached parts (``ce``, ``lovasz``).
+    """
+    if logits.shape[-2:] != target.shape[-2:]:
+        logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+    labels = target.long()
+    if bool((labels != ignore_index).any()):
+        ce = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index)
+    else:
+        ce = logits.sum() * 0.0  # cross_entropy would give NaN with every pixel ignored
+    lovasz = lovasz_softmax_loss(logits, labels, ignore_index)
+    return ce_weight * ce + lovasz_weight * lovasz, {"ce": ce.detach(), "lovasz": lovasz.detach()}

@@ -14,9 +14,8 @@ encoder and words only, no outlier data and no training:
 
 The text side is encoded once per prompt set and kept as a (non-persistent)
 buffer, so a forward pass only runs the image tower, and an ONNX export holds
-the text embeddings as constants. :func:`class_logits` and
-:func:`outlier_score` are the pure math (embeddings in, scores out), separate
-from the encoders so they can be checked on constructed embeddings.
+the text embeddings as constants. Steps 2-4 are the pure math of
+:mod:`.anomaly_map` (embeddings in, scores out).
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flowclas_ros.checkpoint_meta import sha256_file
+from flowclas_ros.model.vl4ad.anomaly_map import class_logits, outlier_score, stack_class_embeddings
 from flowclas_ros.model.vl4ad.clip_dense import DenseClipEncoder
 from flowclas_ros.model.vl4ad.config import TextScorerConfig
 from flowclas_ros.model.vl4ad.prompts import PromptSet, load_prompt_set, resolve_classes, text_cache_key
@@ -58,53 +58,6 @@ def resolve_text_config(cfg: TextScorerConfig) -> TextScorerConfig:
     if not cfg.prompt_set:
         raise TextScorerError("text scorer: set text.prompt_set (a name or YAML path) or text.prompts")
     return dataclasses.replace(cfg, prompts=load_prompt_set(cfg.prompt_set))
-
-
-# ----------------------------------------------------------------------------------------------------
-# Pure scoring math: embeddings in, scores out.
-# ----------------------------------------------------------------------------------------------------
-
-
-def class_logits(patch_emb: torch.Tensor, class_text_emb: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Max-logit ensembled class logits per patch.
-
-    Args:
-        patch_emb: Patch embeddings ``(B, D, h, w)``; L2-normalised here.
-        class_text_emb: Normalised prompt embeddings ``(C, K, D)``: K prompts per
-            class. Classes with fewer prompts repeat some (repeats do not change a max).
-        temperature: Softmax temperature (> 0).
-
-    Returns:
-        ``(B, C, h, w)``: ``max_k cos(patch, prompt_ck) / temperature``.
-    """
-    b, d, h, w = patch_emb.shape
-    c, k, _ = class_text_emb.shape
-    # fp32 even under CUDA autocast: a cosine error of 1e-3 is 0.1 logit at temperature 0.01.
-    with torch.autocast(device_type=patch_emb.device.type, enabled=False):
-        patches = F.normalize(patch_emb.float(), dim=1).reshape(b, d, h * w)
-        sims = torch.matmul(class_text_emb.float().reshape(c * k, d), patches)  # (B, C*K, h*w)
-    return sims.reshape(b, c, k, h, w).amax(dim=2) / temperature
-
-
-def outlier_score(logits: torch.Tensor, num_id: int) -> torch.Tensor:
-    """``1 - max over ID classes of softmax(logits)``; OOD classes only enter the softmax.
-
-    Args:
-        logits: ``(B, C, h, w)`` with the ``num_id`` ID classes first.
-        num_id: Number of in-distribution classes (>= 1).
-
-    Returns:
-        ``(B, h, w)`` in ``[0, 1)``; higher is more anomalous.
-    """
-    probs = torch.softmax(logits, dim=1)
-    return 1.0 - probs[:, :num_id].amax(dim=1)
-
-
-def stack_class_embeddings(prompt_emb: torch.Tensor, class_prompt_index: list[list[int]]) -> torch.Tensor:
-    """Lays out per-prompt embeddings ``(P, D)`` as ``(C, K, D)``, padding short classes by repetition."""
-    k = max(len(idx) for idx in class_prompt_index)
-    padded = [[idx[i % len(idx)] for i in range(k)] for idx in class_prompt_index]
-    return prompt_emb[torch.tensor(padded, device=prompt_emb.device)]
 
 
 # ----------------------------------------------------------------------------------------------------

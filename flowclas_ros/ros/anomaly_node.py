@@ -1,0 +1,376 @@
+"""``anomaly_node``: pixel-wise anomaly detection on one or more camera topics (lifecycle node).
+
+Lifecycle (every transition is logged at INFO):
+    * configure: reads the configure-time parameters, loads the model
+      (:func:`flowclas_ros.runtime.create_backend`) and creates the output publishers
+      (lifecycle publishers: silent until activated); ``threshold`` / ``image_threshold``
+      given as NaN are set to the checkpoint's values, so ``ros2 param get`` shows what is
+      used; a missing or bad checkpoint fails the transition with a one-line error;
+    * activate: enables the publishers, subscribes to the cameras, starts the inference thread;
+    * deactivate: unsubscribes, stops the thread, deletes shown markers, disables the publishers;
+    * cleanup / shutdown: drops the publishers and frees the model (and GPU memory); threshold
+      parameters that were filled in from the checkpoint go back to NaN.
+
+Only /diagnostics is published in every state (it reports the lifecycle state).
+Topics: see :mod:`flowclas_ros.ros.naming` and README.md; the CLI is :mod:`flowclas_ros.ros.node`.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CompressedImage, Image
+
+from flowclas_ros.ros.declare import declare_parameters
+from flowclas_ros.ros.depth_stage import DepthStage
+from flowclas_ros.ros.frame_buffer import Frame, FrameSlots
+from flowclas_ros.ros.health import NodeHealthMixin
+from flowclas_ros.ros.naming import resolve_camera_names
+from flowclas_ros.ros.oneline import one_line
+from flowclas_ros.ros.outputs import CameraOutputs
+from flowclas_ros.ros.params import NAN_MEANS_CHECKPOINT, SPECS, validate
+from flowclas_ros.ros.qos import input_qos
+from flowclas_ros.ros.settings import (
+    CameraInput,
+    CheckpointThresholds,
+    RuntimeSettings,
+    backend_options,
+    camera_inputs,
+    depth_inputs,
+    depth_settings,
+    effective_thresholds,
+    runtime_settings,
+)
+from flowclas_ros.ros.stats import CameraStats
+from flowclas_ros.ros.worker import InferenceWorker, WorkerContext
+from flowclas_ros.runtime.base import InferenceBackend, create_backend
+
+NODE_NAME = "anomaly_node"
+DEPTH_PARAMETERS = frozenset({"depth_scale", "min_range", "max_range", "voxel_size"})
+
+
+def _check_prompt_set(backend: InferenceBackend, values: dict[str, Any]) -> str | None:
+    """Why ``prompt_set`` cannot be used at configure with ``backend`` (one line), or None.
+
+    The checkpoint's thresholds were calibrated on the fused score of its own prompt set, so
+    another set needs thresholds chosen for it: both threshold parameters must then be set.
+    """
+    prompt_set = values["prompt_set"]
+    if not backend.supports_prompts:
+        return (
+            f"prompt_set: the {backend.name} backend with this checkpoint cannot switch prompts "
+            "(needs a checkpoint with a VL4AD text scorer and the torch backend)"
+        )
+    from flowclas_ros.model.vl4ad.prompts import load_prompt_set  # light: no torch / open_clip
+
+    try:
+        load_prompt_set(prompt_set)
+    except Exception as err:  # noqa: BLE001 - reported as the rejection reason
+        return f"prompt_set: {one_line(err)}"
+    own = backend.config.text.prompt_set if backend.config.text is not None else ""
+    unset = [name for name in NAN_MEANS_CHECKPOINT if math.isnan(float(values[name]))]
+    if prompt_set != own and unset:
+        return (
+            f"prompt_set: {prompt_set!r} is not the checkpoint's set ({own!r}), whose thresholds were "
+            f"calibrated on its own fused score; also set {' and '.join(unset)} for {prompt_set!r}"
+        )
+    return None
+
+
+class AnomalyNode(NodeHealthMixin, LifecycleNode):
+    """The anomaly detection node; parameters are listed in :mod:`flowclas_ros.ros.params`."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(NODE_NAME, **kwargs)
+        self._values = declare_parameters(self)
+        for name, value in self._values.items():
+            reason = validate(name, value)
+            if reason:
+                raise ValueError(f"invalid parameter {reason}")
+        depth_settings(self._values)  # cross-field checks (min_range < max_range); ValueError
+        if hasattr(self, "add_post_set_parameters_callback"):  # Iron and later (Jazzy)
+            self.add_on_set_parameters_callback(self._check_parameters)
+            self.add_post_set_parameters_callback(self._apply_parameters)
+        else:  # Humble has no post-set callbacks: apply as soon as the checks pass
+            self.add_on_set_parameters_callback(self._check_and_apply)
+        self._state = "unconfigured"
+        self._configure_error: str | None = None
+        self._backend: InferenceBackend | None = None
+        self._cameras: list[CameraInput] = []
+        self._outputs: list[CameraOutputs] = []
+        self._depth: DepthStage | None = None
+        self._settings: RuntimeSettings | None = None
+        self._filled_in: dict[str, float] = {}  # threshold parameters set from the checkpoint
+        self._stats: list[CameraStats] = []
+        self._slots: FrameSlots | None = None
+        self._subscriptions_in: list = []
+        self._worker: InferenceWorker | None = None
+        self._no_frame_timer = None
+        self._activated_at = 0.0
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diagnostics_timer = self.create_timer(
+            float(self._values["diagnostics_period_s"]), self._publish_diagnostics
+        )
+
+    @property
+    def autostart(self) -> bool:
+        """Whether ``main`` should configure and activate the node at start."""
+        return bool(self._values["autostart"])
+
+    @property
+    def configure_error(self) -> str | None:
+        """The reason of the last failed configure, or None."""
+        return self._configure_error
+
+    # ----------------------------------------------------------------- parameters
+    def _check_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        for param in params:
+            spec = SPECS.get(param.name)
+            if spec is None:  # rclpy's own (use_sim_time)
+                continue
+            reason = validate(param.name, param.value)
+            if reason is None and not spec.runtime and self._state != "unconfigured":
+                reason = (
+                    f"{param.name} is read at configure; deactivate and clean up the node first "
+                    f"(it is {self._state})"
+                )
+            nan = isinstance(param.value, float) and math.isnan(param.value)
+            if reason is None and param.name in NAN_MEANS_CHECKPOINT and nan:
+                if self._backend is not None:
+                    reason = f"{param.name}: NaN (the checkpoint's) is resolved at configure; give a number"
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        if any(param.name in DEPTH_PARAMETERS for param in params):
+            candidate = dict(self._values) | {p.name: p.value for p in params if p.name in SPECS}
+            try:
+                depth_settings(candidate)
+            except ValueError as err:
+                return SetParametersResult(successful=False, reason=str(err))
+        return SetParametersResult(successful=True)
+
+    def _check_and_apply(self, params: list[Parameter]) -> SetParametersResult:
+        result = self._check_parameters(params)
+        if result.successful:
+            self._apply_parameters(params)
+        return result
+
+    def _apply_parameters(self, params: list[Parameter]) -> None:
+        for param in params:
+            if param.name in SPECS:
+                self._values[param.name] = param.value
+        if self._backend is not None:
+            self._settings = runtime_settings(self._values, self._checkpoint_thresholds())
+
+    def _checkpoint_thresholds(self) -> CheckpointThresholds:
+        assert self._backend is not None
+        return CheckpointThresholds(self._backend.threshold, self._backend.image_threshold)
+
+    def _current_settings(self) -> RuntimeSettings:
+        assert self._settings is not None
+        return self._settings
+
+    # ----------------------------------------------------------------- lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Loads the model and creates the publishers; a bad checkpoint fails with one line."""
+        self.get_logger().info("configuring")
+        values = self._values
+        try:
+            topics = list(values["image_topics"])
+            names = resolve_camera_names(topics, values["camera_names"])
+            cameras = camera_inputs(topics, values["compressed"], names)
+            depth = depth_inputs(values["depth_topics"], values["camera_info_topics"], topics)
+            if not values["checkpoint"]:
+                raise ValueError("parameter 'checkpoint' is empty: set it to a checkpoint directory")
+            options = backend_options(
+                values["backend"],
+                values["input_size"],
+                values["max_batch"],
+                len(cameras),
+                values["precision"],
+            )
+            backend = create_backend(values["backend"], values["checkpoint"], values["device"], **options)
+        except Exception as err:  # noqa: BLE001 - any load failure becomes one clear line
+            return self._fail_configure(err)
+        try:
+            if values["backend"] == "torch" and list(values["input_size"]) != [0, 0]:
+                backend.config.preprocess.input_size = tuple(int(v) for v in values["input_size"])
+                backend.config.preprocess.resize = True  # also for native-resolution (imported) checkpoints
+            checkpoint = CheckpointThresholds(backend.threshold, backend.image_threshold)
+            thresholds = effective_thresholds(values, checkpoint)
+            if values["prompt_set"]:
+                reason = _check_prompt_set(backend, values)
+                if reason:
+                    raise ValueError(reason)
+                backend.set_prompts(values["prompt_set"])
+        except Exception as err:  # noqa: BLE001
+            backend.close()
+            return self._fail_configure(err)
+        self._backend, self._cameras = backend, cameras
+        self._fill_in_thresholds(thresholds, checkpoint)
+        self._settings = runtime_settings(values, checkpoint)
+        self._diagnostics_timer.timer_period_ns = int(float(values["diagnostics_period_s"]) * 1e9)
+        self._outputs = [CameraOutputs.create(self, camera.name) for camera in cameras]
+        self._depth = DepthStage(self, cameras, depth) if any(depth) else None
+        self._configure_error = None
+        self._state = "inactive"
+        size = backend.config.preprocess.input_size
+        size_text = f"{size[0]}x{size[1]}" if backend.config.preprocess.resize else "native resolution"
+        self.get_logger().info(
+            f"configured: backend {backend.describe()}, input {size_text}, "
+            f"threshold {self._settings.threshold:.4g}, "
+            f"image_threshold {self._settings.image_threshold:.4g}, "
+            + (f"prompt set {values['prompt_set']!r}, " if values["prompt_set"] else "")
+            + "cameras: "
+            + ", ".join(f"{self.resolve_topic_name(c.topic)} -> ~/{c.name}/" for c in cameras)
+            + "".join(
+                f"; 3D for {c.name}: {self.resolve_topic_name(d.depth_topic)} + "
+                f"{self.resolve_topic_name(d.info_topic)}"
+                for c, d in zip(cameras, depth)
+                if d
+            )
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def _fill_in_thresholds(self, thresholds: tuple[float, float], checkpoint: CheckpointThresholds) -> None:
+        """Sets NaN threshold parameters to the values in use (``ros2 param get`` shows numbers)."""
+        filled = {
+            name: value
+            for name, value in zip(NAN_MEANS_CHECKPOINT, thresholds)
+            if math.isnan(float(self._values[name]))
+        }
+        if "image_threshold" in filled and checkpoint.image_threshold is None:
+            self.get_logger().warning(
+                "the checkpoint has no image_threshold (calibrated by flowclas-train since issue 16); "
+                f"is_anomalous uses the pixel threshold {thresholds[0]:.4g}: set image_threshold or retrain"
+            )
+        if filled:
+            self.set_parameters([Parameter(name, Parameter.Type.DOUBLE, v) for name, v in filled.items()])
+        self._filled_in = filled
+
+    def _fail_configure(self, err: BaseException) -> TransitionCallbackReturn:
+        self._configure_error = one_line(err)
+        self.get_logger().error(f"configure failed: {self._configure_error}")
+        return TransitionCallbackReturn.FAILURE
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Enables the publishers, subscribes to the cameras and starts the inference thread."""
+        assert self._backend is not None
+        self.get_logger().info("activating")
+        super().on_activate(state)  # enables the lifecycle publishers
+        self._slots = FrameSlots(len(self._cameras))
+        self._stats = [CameraStats() for _ in self._cameras]
+        self._model_error = None
+        qos = input_qos(self._values["qos_reliability"], int(self._values["qos_depth"]))
+        for index, camera in enumerate(self._cameras):
+            msg_type = CompressedImage if camera.compressed else Image
+            self._subscriptions_in.append(
+                self.create_subscription(msg_type, camera.topic, self._frame_callback(index), qos)
+            )
+        if self._depth is not None:
+            self._depth.subscribe(self)
+        self._worker = InferenceWorker(
+            WorkerContext(
+                backend=self._backend,
+                cameras=self._cameras,
+                outputs=self._outputs,
+                stats=self._stats,
+                slots=self._slots,
+                settings=self._current_settings,
+                max_image_side=int(self._values["max_image_side"]),
+                logger=self.get_logger(),
+                on_model_error=self._record_model_error,
+                stage_3d=self._depth,
+            )
+        )
+        self._worker.start()
+        self._activated_at = time.monotonic()
+        self._no_frame_timer = self.create_timer(
+            float(self._values["no_frame_warning_s"]), self._check_silence
+        )
+        self._state = "active"
+        self.get_logger().info("active: waiting for images")
+        return TransitionCallbackReturn.SUCCESS
+
+    def _frame_callback(self, index: int):
+        slots, stats = self._slots, self._stats[index]
+
+        def on_frame(msg: Image | CompressedImage) -> None:
+            # O(1): store and count; decoding and inference happen in the worker.
+            slots.put(Frame(index, msg, time.monotonic_ns()))
+            stats.mark_received()
+
+        return on_frame
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Unsubscribes and stops the inference thread (after its current batch)."""
+        self.get_logger().info("deactivating")
+        self._stop_processing()  # publishes the marker DELETEs: before the publishers go silent
+        super().on_deactivate(state)
+        self._state = "inactive"
+        self.get_logger().info("inactive: unsubscribed, publishers disabled")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Drops the publishers and frees the model."""
+        self.get_logger().info("cleaning up")
+        self._release_model()
+        self._state = "unconfigured"
+        self.get_logger().info("unconfigured: model and publishers released")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stops everything from any state."""
+        self.get_logger().info(f"shutting down (from {state.label})")
+        self.release()
+        self._state = "finalized"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Frees what it can and goes back to unconfigured."""
+        self.get_logger().error(f"error in transition from {state.label}: releasing everything")
+        self.release()
+        self._state = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def release(self) -> None:
+        """Stops processing and frees the model, whatever the state (idempotent)."""
+        self._stop_processing()
+        self._release_model()
+
+    def _stop_processing(self) -> None:
+        for subscription in self._subscriptions_in:
+            self.destroy_subscription(subscription)
+        self._subscriptions_in = []
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+        if self._depth is not None:  # after the worker: it owns the marker tracker while running
+            self._depth.unsubscribe(self, clear_markers=self.context.ok())
+        if self._no_frame_timer is not None:
+            self.destroy_timer(self._no_frame_timer)
+            self._no_frame_timer = None
+
+    def _release_model(self) -> None:
+        for outputs in self._outputs:
+            outputs.destroy(self)
+        self._outputs = []
+        if self._depth is not None:
+            self._depth.destroy(self)
+            self._depth = None
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+            gc.collect()  # drop the last references so GPU memory really goes back
+        self._settings = None
+        # Thresholds filled in from this checkpoint go back to "the checkpoint's" (unless changed).
+        restore = [name for name, value in self._filled_in.items() if self._values[name] == value]
+        self._filled_in = {}
+        if restore and self.context.ok():
+            self.set_parameters([Parameter(name, Parameter.Type.DOUBLE, math.nan) for name in restore])
