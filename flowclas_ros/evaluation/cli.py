@@ -12,8 +12,9 @@ import math
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
+from flowclas_ros.cli_errors import OneLineParser, one_line
 from flowclas_ros.data.bag import BagReadWarning
 from flowclas_ros.data.benchmarks import BENCHMARKS
 from flowclas_ros.evaluation.accumulator import EvalAccumulator
@@ -35,16 +36,9 @@ EXAMPLES = """examples:
 """
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Argument errors as one line (no usage dump), exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    p = _OneLineParser(
+    p = OneLineParser(
         prog=PROG,
         description="Evaluate a FlowCLAS checkpoint: pixel AUROC / AP / FPR95 (ignore label 255 excluded), "
         "image AUROC, latency; writes OUT/metrics.json and OUT/report.md.",
@@ -274,10 +268,6 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     return metrics
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run ``flowclas-eval``; returns the exit status (0 ok, 1 bad input or failure, 2 usage)."""
     args = build_parser().parse_args(argv)
@@ -291,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ValueError, OSError, ImportError, RuntimeError) as err:
         if args.debug:
             raise
-        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -197,6 +197,7 @@ class AnomalyNode(NodeHealthMixin, LifecycleNode):
         try:
             if values["backend"] == "torch" and list(values["input_size"]) != [0, 0]:
                 backend.config.preprocess.input_size = tuple(int(v) for v in values["input_size"])
+                backend.config.preprocess.resize = True  # also for native-resolution (imported) checkpoints
             checkpoint = CheckpointThresholds(backend.threshold, backend.image_threshold)
             thresholds = effective_thresholds(values, checkpoint)
             if values["prompt_set"]:
@@ -216,8 +217,9 @@ class AnomalyNode(NodeHealthMixin, LifecycleNode):
         self._configure_error = None
         self._state = "inactive"
         size = backend.config.preprocess.input_size
+        size_text = f"{size[0]}x{size[1]}" if backend.config.preprocess.resize else "native resolution"
         self.get_logger().info(
-            f"configured: backend {backend.name} on {backend.device}, input {size[0]}x{size[1]}, "
+            f"configured: backend {backend.name} on {backend.device}, input {size_text}, "
             f"threshold {self._settings.threshold:.4g}, "
             f"image_threshold {self._settings.image_threshold:.4g}, "
             + (f"prompt set {values['prompt_set']!r}, " if values["prompt_set"] else "")
