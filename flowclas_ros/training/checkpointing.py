@@ -251,7 +251,7 @@ def save_best(
     provenance: dict[str, Any],
     name: str = BEST_DIR,
 ) -> Path:
-    """Writes ``RUN_DIR/<name>/`` (DESIGN.md format) via a temp directory and renames.
+    """Writes ``RUN_DIR/<name>/`` (docs/ARCHITECTURE.md format) via a temp directory and renames.
 
     Returns:
         The checkpoint directory.
