@@ -31,6 +31,8 @@ from flowclas_ros.runtime.sam2_refine import add_refine_arguments, check_refine_
 
 PROG = "flowclas-predict"
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+THREAD_OPTION = {"onnxruntime": "intra_op_threads", "openvino": "threads"}
+"""``--threads`` as each non-torch backend's constructor option (flowclas-eval maps it the same way)."""
 
 EXAMPLES = """examples:
   flowclas-predict --checkpoint runs/a/checkpoint --input photos/ --out pred/
@@ -76,7 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="T",
         help="pixel threshold for the overlay's boxes and label (default: the checkpoint's; none: no boxes)",
     )
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's choice)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads of the backend (default: the backend's own choice)",
+    )
     ov = p.add_argument_group("overlay")
     ov.add_argument(
         "--overlay-alpha",
@@ -198,15 +205,18 @@ def _run(args: argparse.Namespace) -> PredictSummary:
     out_dir = Path(args.out)
     _check_args(args, inputs, out_dir)
     refiner = refiner_from_args(args)  # package and files checked before the model loads
+    options = {}
     if args.threads and args.backend == "torch":
         import torch
 
         torch.set_num_threads(args.threads)
+    elif args.threads and args.backend in THREAD_OPTION:
+        options[THREAD_OPTION[args.backend]] = args.threads
     from flowclas_ros.runtime import create_backend
 
     summary = PredictSummary()
     try:
-        backend = create_backend(args.backend, args.checkpoint, device=args.device)
+        backend = create_backend(args.backend, args.checkpoint, device=args.device, **options)
     except ImportError:
         raise  # a missing runtime library: its own message says what to install
     except Exception as err:  # noqa: BLE001 - e.g. ORT's InvalidProtobuf derives from no builtin error

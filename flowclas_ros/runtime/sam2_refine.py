@@ -132,17 +132,11 @@ def load_sam2_weights(model: Any, checkpoint: str | Path, config: str) -> None:
         raise Sam2Error(
             f"--sam2-checkpoint {path}: expected a dict with a 'model' state dict (SAM2's format)"
         )
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k].shape))
-    if missing or unexpected or wrong:
-        parts = [
-            f"{len(names)} {what} (e.g. {', '.join(names[:3])})"
-            for what, names in (("missing", missing), ("unexpected", unexpected), ("wrong-shape", wrong))
-            if names
-        ]
-        raise Sam2Error(f"--sam2-checkpoint {path} does not match --sam2-config {config}: {'; '.join(parts)}")
+    from flowclas_ros.model.state_keys import describe_mismatch
+
+    problem = describe_mismatch(model.state_dict(), state, limit=3)
+    if problem:
+        raise Sam2Error(f"--sam2-checkpoint {path} does not match --sam2-config {config}: {problem}")
     model.load_state_dict(state, strict=True)
 
 
@@ -216,13 +210,13 @@ class RefinedBackend:
         """The wrapped backend's predictions with refined score maps and image scores."""
         from dataclasses import replace
 
-        from flowclas_ros.model.flowclas.anomaly_map import image_score_np
+        from flowclas_ros.runtime import base  # its image_score_np: the one predict() itself uses
 
         kind = self.backend.config.score.image_score
         out = []
         for image, prediction in zip(images, self.backend.predict(images)):
             refined = self.refiner.refine(image, prediction.score_map)
-            out.append(replace(prediction, score_map=refined, image_score=image_score_np(refined, kind)))
+            out.append(replace(prediction, score_map=refined, image_score=base.image_score_np(refined, kind)))
         return out
 
     def close(self) -> None:
