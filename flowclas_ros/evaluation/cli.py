@@ -1,6 +1,6 @@
 """``flowclas-eval``: evaluate a checkpoint on a folder dataset, a rosbag2, or live through the node.
 
-Writes ``OUT/metrics.json`` (DESIGN.md keys plus extensions) and ``OUT/report.md``
+Writes ``OUT/metrics.json`` (docs/ARCHITECTURE.md keys plus extensions) and ``OUT/report.md``
 with PR/ROC curves and the worst/best frames as overlays.
 """
 

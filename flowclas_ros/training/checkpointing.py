@@ -252,7 +252,7 @@ def save_best(
     name: str = BEST_DIR,
     image_threshold: float | None = None,
 ) -> Path:
-    """Writes ``RUN_DIR/<name>/`` (DESIGN.md format) via a temp directory and renames.
+    """Writes ``RUN_DIR/<name>/`` (docs/ARCHITECTURE.md format) via a temp directory and renames.
 
     Returns:
         The checkpoint directory.
