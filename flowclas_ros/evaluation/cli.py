@@ -230,7 +230,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             import torch
 
             torch.set_num_threads(args.threads)
-        refiner = refiner_from_args(args)  # package and files checked before the model loads
+        refiner = refiner_from_args(args, PROG)  # package and files checked before the model loads
         backend = create_backend(args.backend, args.checkpoint, device=args.device)
         if refiner is not None:
             backend = refiner.wrap(backend)

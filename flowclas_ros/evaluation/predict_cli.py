@@ -211,7 +211,7 @@ def _run(args: argparse.Namespace) -> PredictSummary:
     inputs = list_inputs(Path(args.input))
     out_dir = Path(args.out)
     _check_args(args, inputs, out_dir)
-    refiner = refiner_from_args(args)  # package and files checked before the model loads
+    refiner = refiner_from_args(args, PROG)  # package and files checked before the model loads
     options = {}
     if args.threads and args.backend == "torch":
         import torch
