@@ -151,6 +151,12 @@ def _check_args(args: argparse.Namespace, inputs: list[Path], out_dir: Path) -> 
     problem = check_refine_args(args)
     if problem:
         raise PredictInputError(problem)
+    from flowclas_ros.runtime import BACKENDS as REGISTERED
+
+    if args.backend not in REGISTERED:
+        raise PredictInputError(
+            f"--backend {args.backend} is not available here (registered: {', '.join(sorted(REGISTERED))})"
+        )
     # Writing OUT/<stem>.png into the input folder would overwrite a PNG input.
     inputs_resolved = {path.resolve() for path in inputs}
     for path in inputs:
