@@ -1,10 +1,13 @@
-"""Image preprocessing shared by every inference backend, and score-map resizing."""
+"""Image preprocessing shared by every inference backend, and score-map resizing (numpy / OpenCV only).
+
+No torch here: the deployment runtime preprocesses without it. Training wraps the
+array with ``torch.from_numpy`` (no copy).
+"""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
 
 from flowclas_ros.model.config import PreprocessConfig
 
@@ -27,26 +30,34 @@ def resize_image(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def to_model_input(images: list[np.ndarray], cfg: PreprocessConfig) -> torch.Tensor:
-    """Resizes RGB uint8 images to ``cfg.input_size`` and normalises them.
+def to_model_input(images: list[np.ndarray], cfg: PreprocessConfig) -> np.ndarray:
+    """Resizes RGB uint8 images to ``cfg.input_size`` (unless ``cfg.resize`` is off) and normalises them.
 
     Args:
-        images: HxWx3 uint8 RGB arrays of any sizes.
-        cfg: Input size (height, width), mean and std (on 0..1 pixels).
+        images: HxWx3 uint8 RGB arrays of any sizes (one size when ``cfg.resize`` is off).
+        cfg: Input size (height, width), mean and std (on 0..1 pixels), resize switch.
 
     Returns:
-        (B, 3, h, w) float32 tensor, ``(pixel / 255 - mean) / std``.
+        (B, 3, h, w) float32 C-contiguous array, ``(pixel / 255 - mean) / std``.
     """
     if len(images) == 0:
         raise ValueError("to_model_input: no images")
+    check_image(images[0])
+    size = tuple(cfg.input_size) if cfg.resize else images[0].shape[:2]
     scale = np.asarray(cfg.std, dtype=np.float32) * 255.0
     offset = np.asarray(cfg.mean, dtype=np.float32) * 255.0
-    batch = np.empty((len(images), 3, *cfg.input_size), dtype=np.float32)
+    batch = np.empty((len(images), 3, *size), dtype=np.float32)
     for i, image in enumerate(images):
         check_image(image, i)
-        resized = resize_image(image, cfg.input_size).astype(np.float32)
-        batch[i] = ((resized - offset) / scale).transpose(2, 0, 1)
-    return torch.from_numpy(batch)
+        if not cfg.resize and image.shape[:2] != size:  # one native size per batch
+            raise ValueError(
+                f"image {i}: {image.shape[:2]} differs from image 0 {size} (native-resolution batch)"
+            )
+        resized = resize_image(image, size)
+        for c in range(3):  # one channel at a time into the planar batch: no HWC float temporaries
+            np.subtract(resized[..., c], offset[c], out=batch[i, c], dtype=np.float32)
+            batch[i, c] /= scale[c]
+    return batch
 
 
 def resize_score_map(score: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:

@@ -23,15 +23,16 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
 
+from flowclas_ros.cli_errors import OneLineParser, one_line
+from flowclas_ros.runtime.base import BACKENDS as REGISTRY
+from flowclas_ros.runtime.base import THREAD_OPTION
 from flowclas_ros.runtime.sam2_refine import add_refine_arguments, check_refine_args, refiner_from_args
 
 PROG = "flowclas-predict"
-BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
-THREAD_OPTION = {"onnxruntime": "intra_op_threads", "openvino": "threads"}
+BACKENDS = tuple(REGISTRY)  # torch, onnxruntime, openvino, tensorrt
 """``--threads`` as each non-torch backend's constructor option (flowclas-eval maps it the same way)."""
 
 EXAMPLES = """examples:
@@ -49,16 +50,9 @@ class PredictInputError(ValueError):
     """The command line cannot be run (the message names the path or flag and the problem)."""
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Argument errors as one line (no usage dump), exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    p = _OneLineParser(
+    p = OneLineParser(
         prog=PROG,
         description="Score images with a FlowCLAS checkpoint: OUT/<stem>.npy (float32 score map at the "
         "image's resolution) and OUT/<stem>.png (heat-map overlay) per image.",
@@ -234,7 +228,7 @@ def _run(args: argparse.Namespace) -> PredictSummary:
         raise  # a missing runtime library: its own message says what to install
     except Exception as err:  # noqa: BLE001 - e.g. ORT's InvalidProtobuf derives from no builtin error
         raise PredictInputError(
-            f"--checkpoint {args.checkpoint}: the {args.backend} backend cannot load it ({_one_line(err)})"
+            f"--checkpoint {args.checkpoint}: the {args.backend} backend cannot load it ({one_line(err)})"
         ) from err
     if refiner is not None:
         backend = refiner.wrap(backend)
@@ -276,10 +270,6 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     return known + ((checkpoint.CheckpointError,) if checkpoint is not None else ())
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run ``flowclas-predict``; returns the exit status (0 ok, 1 bad input / skipped images, 2 usage)."""
     args = build_parser().parse_args(argv)
@@ -291,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - CLI boundary: one line, unless --debug
         if args.debug or not isinstance(err, _known_errors()):
             raise
-        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
         return 1
     n_in = len(summary.written) + len(summary.skipped)
     what = "score map(s)" if args.no_overlay else "score map(s) and overlay(s)"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,19 +33,26 @@ def nll_score(log_prob_map: torch.Tensor) -> torch.Tensor:
     return -log_prob_map
 
 
-def upsample_crop(score: torch.Tensor, padded_hw: tuple[int, int], out_hw: tuple[int, int]) -> torch.Tensor:
+def upsample_crop(
+    score: torch.Tensor,
+    padded_hw: tuple[int, int],
+    out_hw: tuple[int, int],
+    offset: tuple[int, int] = (0, 0),
+) -> torch.Tensor:
     """Bilinearly upsamples (B, h, w) to the padded input size, then crops the padding off.
 
     Args:
         score: Per-cell scores (B, h, w).
         padded_hw: Padded input size the features were computed from.
-        out_hw: Original input size (top-left part of the padded input).
+        out_hw: Original input size.
+        offset: Top / left padding: the image starts there in the padded input.
 
     Returns:
         (B, out_h, out_w) scores.
     """
     up = F.interpolate(score.unsqueeze(1), size=padded_hw, mode="bilinear", align_corners=False)
-    return up[:, 0, : out_hw[0], : out_hw[1]]
+    top, left = offset
+    return up[:, 0, top : top + out_hw[0], left : left + out_hw[1]]
 
 
 class GaussianBlur(nn.Module):
@@ -83,15 +89,4 @@ def image_score(score_map: torch.Tensor, kind: str) -> torch.Tensor:
         return flat.mean(dim=1)
     if kind == "p99":
         return torch.quantile(flat, 0.99, dim=1)  # linear interpolation, like numpy
-    raise ValueError(f"score.image_score: unknown kind {kind!r} (expected max, mean or p99)")
-
-
-def image_score_np(score_map: np.ndarray, kind: str) -> float:
-    """NumPy twin of :func:`image_score` for one (H, W) map."""
-    if kind == "max":
-        return float(np.max(score_map))
-    if kind == "mean":
-        return float(np.mean(score_map, dtype=np.float64))
-    if kind == "p99":
-        return float(np.percentile(score_map, 99.0))
     raise ValueError(f"score.image_score: unknown kind {kind!r} (expected max, mean or p99)")
