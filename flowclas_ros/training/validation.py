@@ -146,11 +146,11 @@ class ValidationSet:
             image = data.load_image(index)
             mask = data.load_mask(index, image.shape[:2])
             pre = dataclasses.replace(self.preprocess, input_size=tuple(image.shape[:2]))
-            return to_model_input([image], pre)[0], mask
+            return torch.from_numpy(to_model_input([image], pre)[0]), mask
         image, mask = self.source.load_inlier(index)
         if mask is None:  # a clean image without a mask file: every pixel is an inlier
             mask = np.zeros(image.shape[:2], np.uint8)
-        return to_model_input([image], self.preprocess)[0], mask
+        return torch.from_numpy(to_model_input([image], self.preprocess)[0]), mask
 
     def batches(
         self,
