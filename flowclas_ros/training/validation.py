@@ -31,7 +31,7 @@ from flowclas_ros.data.transforms import to_model_input
 from flowclas_ros.evaluation.metrics import ImageMetrics, PixelMetrics
 from flowclas_ros.model.flowclas.anomaly_map import image_score, likelihood_score, nll_score, upsample_crop
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
-from flowclas_ros.training.batches import images_to_features, pad_sides, padding_mode
+from flowclas_ros.training.batches import images_to_features
 from flowclas_ros.training.distributed import DistContext, all_gather_rows, all_reduce_minmax, all_reduce_sum_
 
 ValMode = Literal["masks", "oe"]
@@ -63,6 +63,11 @@ def choose_val_mode(data: FolderDataset, requested: str) -> ValMode:
     return "oe"
 
 
+def native_resolution(model: FlowCLAS) -> bool:
+    """True when ``model.preprocess.resize`` is false (no resize; older configs always resize)."""
+    return not bool(getattr(model.cfg.preprocess, "resize", True))
+
+
 def cell_scores(model: FlowCLAS, feats: torch.Tensor) -> torch.Tensor:
     """Per-cell anomaly scores (B, h, w), the part of ``FlowCLAS.score_features`` before upsampling."""
     z, _ = model.flow_forward(feats)
@@ -71,21 +76,9 @@ def cell_scores(model: FlowCLAS, feats: torch.Tensor) -> torch.Tensor:
 
 
 def cells_to_pixels(model: FlowCLAS, cells: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
-    """Upsamples, crops and blurs cell scores exactly as ``FlowCLAS.score_features`` does.
-
-    With ``symmetric`` padding the crop starts at the top / left padding instead of at 0.
-    """
+    """Upsamples, crops and blurs cell scores exactly as ``FlowCLAS.score_features`` does."""
     padded_hw = (cells.shape[-2] * model.patch_size, cells.shape[-1] * model.patch_size)
-    left, _, top, _ = pad_sides(image_hw[0], image_hw[1], model.pad_multiple, padding_mode(model))
-    if left == 0 and top == 0:
-        return model.blur(upsample_crop(cells, padded_hw, image_hw))
-    full = upsample_crop(cells, padded_hw, padded_hw)
-    return model.blur(full[:, top : top + image_hw[0], left : left + image_hw[1]])
-
-
-def native_resolution(model: FlowCLAS) -> bool:
-    """True when ``model.preprocess.resize`` is false (no resize; older configs always resize)."""
-    return not bool(getattr(model.cfg.preprocess, "resize", True))
+    return model.blur(upsample_crop(cells, padded_hw, image_hw))
 
 
 class ValidationSet:
