@@ -17,7 +17,8 @@ from flowclas_ros.data.oe_coco import CocoNativeSource
 from flowclas_ros.data.oe_dataset import OETrainDataset
 from flowclas_ros.data.outlier_exposure import OEConfig
 from flowclas_ros.model.config import PreprocessConfig
-from flowclas_ros.model.flowclas.loss import lovasz_softmax_loss
+from flowclas_ros.model.flow import DiagonalGaussian
+from flowclas_ros.model.flowclas.loss import lovasz_softmax_loss, nll_from_log_prob, nll_loss
 from flowclas_ros.training.cli import main
 from flowclas_ros.training.config import OptimConfig, TrainConfig
 from flowclas_ros.training.objective import balanced_count
@@ -194,3 +195,17 @@ def test_print_config_is_complete_and_round_trips(name, capsys):
     assert from_dict(TrainConfig, printed) == load(TrainConfig, CONFIGS / f"{name}.yaml", ["amp=off"])
     assert set(printed) == {f.name for f in TrainConfig.__dataclass_fields__.values()}
     assert read_mapping(CONFIGS / f"{name}.yaml")  # the file itself is unchanged input
+
+
+def test_nll_from_log_prob_equals_nll_loss():
+    gen = torch.Generator().manual_seed(0)
+    base = DiagonalGaussian(5)
+    with torch.no_grad():
+        base.mean.normal_(generator=gen)
+        base.log_sigma.normal_(generator=gen)
+    z, ldj = torch.randn(2, 5, 3, 4, generator=gen), torch.randn(2, generator=gen)
+    mask = torch.rand(2, 3, 4, generator=gen) > 0.3
+    for reduction in ("sum", "mean"):
+        want = nll_loss(z, ldj, mask, base.mean, base.log_sigma, reduction)
+        got = nll_from_log_prob(base.log_prob(z), ldj, mask, reduction)
+        assert float(got) == pytest.approx(float(want), rel=1e-5)
