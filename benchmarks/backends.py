@@ -27,30 +27,10 @@ import torch
 os.environ.setdefault("FLOWCLAS_ALLOW_RANDOM_BACKBONE", "1")  # timing only: weights do not matter
 
 from flowclas_ros.export.verify import verification_inputs  # noqa: E402
-from flowclas_ros.model import (  # noqa: E402
-    BackboneConfig,
-    FlowCLAS,
-    FlowConfig,
-    ModelConfig,
-    PreprocessConfig,
-    save_checkpoint,
-)
+from flowclas_ros.model import PreprocessConfig  # noqa: E402
+from flowclas_ros.model.random_checkpoint import random_checkpoint  # noqa: E402
 from flowclas_ros.runtime.onnx_backend import OnnxRuntimeBackend  # noqa: E402
 from flowclas_ros.runtime.torch_backend import TorchBackend  # noqa: E402
-
-
-def make_checkpoint(path: Path, size: int, steps: int) -> Path:
-    cfg = ModelConfig(
-        backbone=BackboneConfig(weights="none"),
-        flow=FlowConfig(steps=steps),
-        preprocess=PreprocessConfig(input_size=(size, size)),
-    )
-    model = FlowCLAS(cfg).eval()
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in model.trainable_parameters():
-            param.add_(0.005 * torch.randn(param.shape, generator=gen))  # keeps scores unsaturated
-    return save_checkpoint(model, path, threshold=None, provenance={"benchmark": "backends"})
 
 
 def time_interleaved(
@@ -160,7 +140,14 @@ def main() -> None:
     print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset: OpenMP default, spinning)')}")
     print(f"model: ViT-S/14 (random init) + {args.steps}-step flow, input {args.size}x{args.size}, batch 1")
     with tempfile.TemporaryDirectory(prefix="flowclas_bench_") as tmp:
-        ckpt = make_checkpoint(Path(tmp) / "ckpt", args.size, args.steps)
+        ckpt = random_checkpoint(
+            Path(tmp) / "ckpt",
+            input_size=(args.size, args.size),
+            steps=args.steps,
+            proj_dim=None,
+            perturb=0.005,  # keeps scores unsaturated
+            provenance={"benchmark": "backends"},
+        )
         preprocess = PreprocessConfig(input_size=(args.size, args.size))
         inputs = verification_inputs(preprocess)[[0, 4]]  # astronaut photo + uniform noise image
         cache = args.cache_dir or Path(tmp) / "cache"  # the seeded checkpoint hashes the same every run

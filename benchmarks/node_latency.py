@@ -42,24 +42,6 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-def make_checkpoint(path: Path, steps: int, input_size: int) -> Path:
-    from flowclas_ros.model import (
-        BackboneConfig,
-        FlowCLAS,
-        FlowConfig,
-        ModelConfig,
-        PreprocessConfig,
-        save_checkpoint,
-    )
-
-    cfg = ModelConfig(
-        backbone=BackboneConfig(weights="none"),
-        flow=FlowConfig(steps=steps),
-        preprocess=PreprocessConfig(input_size=(input_size, input_size)),
-    )
-    return save_checkpoint(FlowCLAS(cfg, warn_random_backbone=False), path, threshold=0.5)
-
-
 def image_msg(rgb: np.ndarray, frame_id: str, stamp):
     from sensor_msgs.msg import Image
 
@@ -337,7 +319,15 @@ def main() -> None:
     rgb = np.random.default_rng(0).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
     with tempfile.TemporaryDirectory(prefix="node_latency_") as tmp_dir:
         tmp = Path(tmp_dir)
-        checkpoint = make_checkpoint(tmp / "ckpt", args.steps, args.input_size)
+        from flowclas_ros.model.random_checkpoint import random_checkpoint
+
+        checkpoint = random_checkpoint(
+            tmp / "ckpt",
+            input_size=(args.input_size, args.input_size),
+            steps=args.steps,
+            proj_dim=None,
+            threshold=0.5,
+        )
         size = f"{args.input_size}x{args.input_size}"
         print(f"model: ViT-S/14 (random init) + {args.steps} flow steps, input {size}, CPU fp32")
         proc = start_node(tmp, checkpoint)

@@ -6,17 +6,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
-from flowclas_ros.model import (
-    BackboneConfig,
-    FlowCLAS,
-    FlowConfig,
-    ModelConfig,
-    PreprocessConfig,
-    ScoreConfig,
-    save_checkpoint,
-)
+from flowclas_ros.model.random_checkpoint import random_checkpoint
 
 H, W = 40, 48
 IMAGE_TOPIC = "/camera/image_raw"
@@ -29,19 +20,9 @@ def make_checkpoint(path: Path, *, kind: str = "nll", threshold: float | None = 
     The NLL score keeps the random model's scores spread out (the likelihood score of a random
     model saturates near 1), so metrics are not degenerate.
     """
-    cfg = ModelConfig(
-        backbone=BackboneConfig(weights="none"),
-        flow=FlowConfig(steps=2, proj_dim=16),
-        score=ScoreConfig(kind=kind),
-        preprocess=PreprocessConfig(input_size=(56, 56)),
+    return random_checkpoint(
+        path, input_size=(56, 56), kind=kind, perturb=0.05, threshold=threshold, provenance={"test": "eval"}
     )
-    torch.manual_seed(0)
-    model = FlowCLAS(cfg, warn_random_backbone=False).eval()
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in model.trainable_parameters():
-            param.add_(0.05 * torch.randn(param.shape, generator=gen))
-    return save_checkpoint(model, path, threshold=threshold, provenance={"test": "eval"})
 
 
 def make_dataset(

@@ -44,41 +44,32 @@ def require_ros() -> None:
         pytest.fail(f"ROS environment not available ({err}); run tests with 'make test' (scripts/env.sh)")
 
 
-def make_tiny_checkpoint(path: Path, *, threshold: float | None = 100.0, nan_weights: bool = False) -> Path:
-    """A small random-init checkpoint (ViT-S, no weights, 2 flow steps, 56x56 input).
+def make_tiny_checkpoint(
+    path: Path,
+    *,
+    threshold: float | None = 100.0,
+    nan_weights: bool = False,
+    image_threshold: float | None = None,
+) -> Path:
+    """A small random-init checkpoint (ViT-S, no weights, 2 flow steps, 56x56 input, NLL score).
 
     The flow's parameters are perturbed and the score is the NLL, so scores vary with the
     image content (an untouched random flow is nearly the identity and scores every pixel
-    alike). ``nan_weights`` poisons the base distribution so every score is NaN.
+    alike). ``nan_weights`` poisons the flow so every score is NaN.
     """
-    import torch
+    from flowclas_ros.model.random_checkpoint import random_checkpoint
 
-    from flowclas_ros.model import (
-        BackboneConfig,
-        FlowCLAS,
-        FlowConfig,
-        ModelConfig,
-        PreprocessConfig,
-        ScoreConfig,
-        save_checkpoint,
+    return random_checkpoint(
+        path,
+        input_size=(56, 56),
+        proj_dim=None,
+        kind="nll",
+        perturb=0.1,
+        nan_weights=nan_weights,
+        threshold=threshold,
+        image_threshold=image_threshold,
+        provenance={"test": "tiny"},
     )
-
-    cfg = ModelConfig(
-        backbone=BackboneConfig(weights="none"),
-        flow=FlowConfig(steps=2),
-        score=ScoreConfig(kind="nll"),
-        preprocess=PreprocessConfig(input_size=(56, 56)),
-    )
-    generator = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    model = FlowCLAS(cfg, warn_random_backbone=False)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if not name.startswith("backbone.") and param.is_floating_point():
-                param.add_(torch.randn(param.shape, generator=generator) * 0.1)
-                if nan_weights:
-                    param.fill_(float("nan"))
-    return save_checkpoint(model, path, threshold=threshold, provenance={"test": "tiny"})
 
 
 def write_params(path: Path, params: dict[str, Any]) -> Path:

@@ -141,8 +141,13 @@ def test_core_imports_without_ros_from_built_wheel(tmp_path: Path) -> None:
     assert requires and not [
         r for r in requires if r.lower().startswith(("ros-", "rclpy", "colcon", "ament"))
     ], requires
-    for script in ("flowclas-train", "flowclas-eval", "flowclas-export", "flowclas-bag", "flowclas-node"):
+    scripts = ("flowclas-train", "flowclas-eval", "flowclas-export", "flowclas-bag", "flowclas-node")
+    for script in (*scripts, "flowclas-make-dataset"):
         assert f"{script} = " in entry_points, script
+    # The demo's scene renderer ships in synthetic/, not in the core data/ package.
+    renderer = [n for n in names if n.startswith("flowclas_ros/data/") and ("scene" in n or "sprite" in n)]
+    assert not renderer, renderer
+    assert "flowclas_ros/synthetic/scene_render.py" in names
     # Every source file is packaged (no subpackage forgotten by package discovery).
     sources = {p.relative_to(src).as_posix() for p in (src / "flowclas_ros").rglob("*.py")}
     assert not sources - set(names), f"not in the wheel: {sorted(sources - set(names))}"

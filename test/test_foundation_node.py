@@ -34,25 +34,10 @@ pytestmark = pytest.mark.ros
 
 def make_tiny_checkpoint(path: Path) -> Path:
     """Write an untrained FlowCLAS checkpoint small enough for CPU tests (threshold 0.5)."""
-    import torch
+    from flowclas_ros.model.random_checkpoint import random_checkpoint
 
-    from flowclas_ros.model import (
-        BackboneConfig,
-        FlowCLAS,
-        FlowConfig,
-        ModelConfig,
-        PreprocessConfig,
-        save_checkpoint,
-    )
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        backbone=BackboneConfig(weights="none"),
-        flow=FlowConfig(steps=2, proj_dim=16),
-        preprocess=PreprocessConfig(input_size=(56, 56)),
-    )
-    return save_checkpoint(
-        FlowCLAS(cfg).eval(), path, threshold=CHECKPOINT_THRESHOLD, provenance={"test": True}
+    return random_checkpoint(
+        path, input_size=(56, 56), threshold=CHECKPOINT_THRESHOLD, provenance={"test": True}
     )
 
 

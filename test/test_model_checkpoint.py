@@ -7,38 +7,19 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from flowclas_ros.model import (
-    BackboneConfig,
     CheckpointError,
     FlowCLAS,
-    FlowConfig,
-    ModelConfig,
-    ScoreConfig,
     load_checkpoint,
     save_checkpoint,
 )
+from flowclas_ros.model.random_checkpoint import perturb_trainable, random_config
 
 torch.set_num_threads(1)
 
 
-def tiny_cfg(seed: int = 0, **score) -> ModelConfig:
-    return ModelConfig(
-        backbone=BackboneConfig(weights="none"),
-        flow=FlowConfig(steps=2, proj_dim=16),
-        score=ScoreConfig(**score),
-        seed=seed,
-    )
-
-
-def perturb_trainable(model: FlowCLAS, seed: int = 0, scale: float = 0.05) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.trainable_parameters():
-            param.add_(scale * torch.randn(param.shape, generator=gen))
-
-
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    model = FlowCLAS(tiny_cfg(seed=5, blur_sigma=1.0)).eval()
+    model = FlowCLAS(random_config(seed=5, blur_sigma=1.0)).eval()
     perturb_trainable(model, seed=5)
     path = save_checkpoint(
         model, tmp_path_factory.mktemp("ckpt") / "run", threshold=0.42, provenance={"data": "unit"}
@@ -69,7 +50,7 @@ def test_round_trip_gives_bit_identical_scores(saved):
 
 
 def test_embedded_backbone_round_trip(tmp_path):
-    model = FlowCLAS(tiny_cfg(seed=1)).eval()
+    model = FlowCLAS(random_config(seed=1)).eval()
     with torch.no_grad():
         model.backbone.vit.blocks[0].ls1.gamma.fill_(0.5)  # differs from a fresh random init
     path = save_checkpoint(model, tmp_path / "emb", embed_backbone=True)
@@ -139,7 +120,7 @@ def test_tensor_key_and_shape_mismatches_are_reported(saved, tmp_path):
 
 @pytest.mark.parametrize("bad", ["../secret.safetensors", "/etc/passwd", "..", "sub/backbone.safetensors", 3])
 def test_embedded_backbone_outside_the_checkpoint_is_rejected(tmp_path, bad):
-    model = FlowCLAS(tiny_cfg(seed=1)).eval()
+    model = FlowCLAS(random_config(seed=1)).eval()
     path = save_checkpoint(model, tmp_path / "ckpt", embed_backbone=True)
     # A real safetensors file outside the directory: the loader must not even open it.
     (tmp_path / "secret.safetensors").write_bytes((path / "backbone.safetensors").read_bytes())
@@ -149,7 +130,7 @@ def test_embedded_backbone_outside_the_checkpoint_is_rejected(tmp_path, bad):
 
 
 def test_image_threshold_round_trip_and_old_checkpoints(tmp_path):
-    model = FlowCLAS(tiny_cfg()).eval()
+    model = FlowCLAS(random_config()).eval()
     path = save_checkpoint(model, tmp_path / "new", threshold=0.5, image_threshold=1.25)
     assert json.loads((path / "config.json").read_text())["image_threshold"] == 1.25
     loaded = load_checkpoint(path)

@@ -4,32 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from flowclas_ros.model import BackboneConfig, FlowCLAS, FlowConfig, ModelConfig, ScoreConfig
+from flowclas_ros.model import BackboneConfig, FlowCLAS
 from flowclas_ros.model.flowclas.anomaly_map import GaussianBlur, image_score, image_score_np
 from flowclas_ros.model.flowclas.loss import nll_loss, supcon_loss
+from flowclas_ros.model.random_checkpoint import perturb_trainable, random_config
 
 torch.set_num_threads(1)
 
 
-def tiny_cfg(seed: int = 0, **score) -> ModelConfig:
-    return ModelConfig(
-        backbone=BackboneConfig(name="vit_small_patch14_dinov2", weights="none"),
-        flow=FlowConfig(steps=2, proj_dim=16),
-        score=ScoreConfig(**score),
-        seed=seed,
-    )
-
-
-def perturb_trainable(model: FlowCLAS, seed: int = 0, scale: float = 0.05) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.trainable_parameters():
-            param.add_(scale * torch.randn(param.shape, generator=gen))
-
-
 @pytest.fixture(scope="module")
 def model() -> FlowCLAS:
-    net = FlowCLAS(tiny_cfg())
+    net = FlowCLAS(random_config())
     perturb_trainable(net)
     return net.eval()
 
@@ -60,10 +45,10 @@ def test_same_seed_same_model_and_outputs_and_rng_untouched():
     torch.manual_seed(7)
     expected_next = torch.rand(1)
     torch.manual_seed(7)
-    a = FlowCLAS(tiny_cfg(seed=3))
+    a = FlowCLAS(random_config(seed=3))
     assert torch.equal(torch.rand(1), expected_next)  # construction does not consume global RNG
-    b = FlowCLAS(tiny_cfg(seed=3))
-    c = FlowCLAS(tiny_cfg(seed=4))
+    b = FlowCLAS(random_config(seed=3))
+    c = FlowCLAS(random_config(seed=4))
     for name, tensor in a.state_dict().items():
         assert torch.equal(tensor, b.state_dict()[name]), name
     x = torch.randn(2, 3, 42, 42)
@@ -73,7 +58,7 @@ def test_same_seed_same_model_and_outputs_and_rng_untouched():
 
 
 def test_training_step_never_touches_backbone():
-    net = FlowCLAS(tiny_cfg())
+    net = FlowCLAS(random_config())
     net.train()
     assert not net.backbone.training and net.flow.training
     backbone_before = {k: v.clone() for k, v in net.backbone.state_dict().items()}
@@ -109,7 +94,7 @@ def test_nll_map_sums_to_image_nll(model):
 
 
 def test_nll_kind_is_negative_channel_mean_log_prob():
-    net = FlowCLAS(tiny_cfg(kind="nll")).eval()
+    net = FlowCLAS(random_config(kind="nll")).eval()
     x = torch.randn(1, 3, 28, 42)
     with torch.no_grad():
         padded, _ = net.pad_input(x)
@@ -134,7 +119,7 @@ def test_fixed_pos_embed_matches_dynamic_and_can_be_undone(model):
 
 
 def test_register_variant_and_multi_layer_features():
-    cfg = tiny_cfg()
+    cfg = random_config()
     cfg.backbone.name = "vit_small_patch14_reg4_dinov2"
     cfg.backbone.layers = [3, -1]
     net = FlowCLAS(cfg).eval()
@@ -149,7 +134,7 @@ def test_register_variant_and_multi_layer_features():
 
 
 def test_cnn_backbone_multiscale():
-    cfg = tiny_cfg()
+    cfg = random_config()
     cfg.backbone = BackboneConfig(name="resnet18", weights="none", layers=[2, 3])
     net = FlowCLAS(cfg).eval()
     assert (net.patch_size, net.pad_multiple, net.feature_dim) == (8, 16, 128 + 256)
@@ -200,11 +185,11 @@ def test_raw_vit_features_without_input_norm(tmp_path):
     """backbone.norm=false + flow.input_norm=none: the patch scale reaches the flow; round-trips."""
     from flowclas_ros.model import load_checkpoint, save_checkpoint
 
-    cfg = tiny_cfg()
+    cfg = random_config()
     cfg.backbone.norm = False
     cfg.flow.input_norm = "none"
     raw_net = FlowCLAS(cfg).eval()
-    normed_net = FlowCLAS(tiny_cfg()).eval()
+    normed_net = FlowCLAS(random_config()).eval()
     assert isinstance(raw_net.norm, torch.nn.Identity)
     assert not any(k.startswith("norm.") for k in raw_net.state_dict())
     x = torch.randn(2, 3, 56, 56)

@@ -8,14 +8,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from flowclas_ros.model import (
-    BackboneConfig,
-    FlowCLAS,
-    FlowConfig,
-    ModelConfig,
-    PreprocessConfig,
-    save_checkpoint,
-)
+from flowclas_ros.model.random_checkpoint import random_checkpoint
 from flowclas_ros.runtime import BACKENDS, Prediction, create_backend
 from flowclas_ros.runtime.engine_cache import CACHE_ENV, onnx_cache_path
 from flowclas_ros.runtime.onnx_backend import OnnxRuntimeBackend, session_options
@@ -25,17 +18,14 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    cfg = ModelConfig(
-        backbone=BackboneConfig(weights="none"),
-        flow=FlowConfig(steps=2, proj_dim=16),
-        preprocess=PreprocessConfig(input_size=(42, 56)),
+    return random_checkpoint(
+        tmp_path_factory.mktemp("rt_onnx") / "ckpt",
+        input_size=(42, 56),
+        perturb=0.02,
+        perturb_seed=1,
+        threshold=0.7,
+        provenance={},
     )
-    model = FlowCLAS(cfg).eval()
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for param in model.trainable_parameters():
-            param.add_(0.02 * torch.randn(param.shape, generator=gen))
-    return save_checkpoint(model, tmp_path_factory.mktemp("rt_onnx") / "ckpt", threshold=0.7, provenance={})
 
 
 @pytest.fixture(scope="module")

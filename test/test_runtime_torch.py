@@ -5,14 +5,8 @@ import pytest
 import torch
 
 from flowclas_ros.data.transforms import resize_score_map, to_model_input
-from flowclas_ros.model import (
-    BackboneConfig,
-    FlowCLAS,
-    FlowConfig,
-    ModelConfig,
-    PreprocessConfig,
-    save_checkpoint,
-)
+from flowclas_ros.model import ModelConfig, PreprocessConfig, save_checkpoint
+from flowclas_ros.model.random_checkpoint import random_model
 from flowclas_ros.runtime import InferenceBackend, Prediction, create_backend
 from flowclas_ros.runtime.torch_backend import TorchBackend
 
@@ -21,16 +15,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    cfg = ModelConfig(
-        backbone=BackboneConfig(weights="none"),
-        flow=FlowConfig(steps=2, proj_dim=16),
-        preprocess=PreprocessConfig(input_size=(50, 64)),
-    )
-    model = FlowCLAS(cfg).eval()
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in model.trainable_parameters():
-            param.add_(0.05 * torch.randn(param.shape, generator=gen))
+    model = random_model(input_size=(50, 64), perturb=0.05)
     return model, save_checkpoint(model, tmp_path_factory.mktemp("rt") / "ckpt", threshold=0.5, provenance={})
 
 

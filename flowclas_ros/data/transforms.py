@@ -28,23 +28,29 @@ def resize_image(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
 
 
 def to_model_input(images: list[np.ndarray], cfg: PreprocessConfig) -> torch.Tensor:
-    """Resizes RGB uint8 images to ``cfg.input_size`` and normalises them.
+    """Resizes RGB uint8 images to ``cfg.input_size`` (unless ``cfg.resize`` is off) and normalises them.
 
     Args:
-        images: HxWx3 uint8 RGB arrays of any sizes.
-        cfg: Input size (height, width), mean and std (on 0..1 pixels).
+        images: HxWx3 uint8 RGB arrays of any sizes (one size when ``cfg.resize`` is off).
+        cfg: Input size (height, width), mean and std (on 0..1 pixels), resize switch.
 
     Returns:
         (B, 3, h, w) float32 tensor, ``(pixel / 255 - mean) / std``.
     """
     if len(images) == 0:
         raise ValueError("to_model_input: no images")
+    check_image(images[0])
+    size = tuple(cfg.input_size) if cfg.resize else images[0].shape[:2]
     scale = np.asarray(cfg.std, dtype=np.float32) * 255.0
     offset = np.asarray(cfg.mean, dtype=np.float32) * 255.0
-    batch = np.empty((len(images), 3, *cfg.input_size), dtype=np.float32)
+    batch = np.empty((len(images), 3, *size), dtype=np.float32)
     for i, image in enumerate(images):
         check_image(image, i)
-        resized = resize_image(image, cfg.input_size).astype(np.float32)
+        if not cfg.resize and image.shape[:2] != size:  # one native size per batch
+            raise ValueError(
+                f"image {i}: {image.shape[:2]} differs from image 0 {size} (native-resolution batch)"
+            )
+        resized = resize_image(image, size).astype(np.float32)
         batch[i] = ((resized - offset) / scale).transpose(2, 0, 1)
     return torch.from_numpy(batch)
 

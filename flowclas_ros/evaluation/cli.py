@@ -12,19 +12,23 @@ import math
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
+from flowclas_ros.cli_errors import OneLineParser, one_line
 from flowclas_ros.data.bag import BagReadWarning
+from flowclas_ros.data.benchmarks import BENCHMARKS
 from flowclas_ros.evaluation.accumulator import EvalAccumulator
-from flowclas_ros.evaluation.frames import BagFrames, EvalInputError, FolderFrames
+from flowclas_ros.evaluation.frames import BagFrames, BenchmarkFrames, EvalInputError, FolderFrames
 from flowclas_ros.evaluation.metrics import DEFAULT_NUM_BINS
 from flowclas_ros.evaluation.report import build_metrics, fmt, write_metrics, write_report
+from flowclas_ros.runtime.sam2_refine import add_refine_arguments, check_refine_args, refiner_from_args
 
 PROG = "flowclas-eval"
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 EXAMPLES = """examples:
   flowclas-eval --checkpoint runs/a/checkpoint --data data/val --out eval/val
+  flowclas-eval --checkpoint ckpt --data RoadAnomaly --dataset road_anomaly --out eval/ra
   flowclas-eval --checkpoint ckpt --bag rec.bag --image-topic /camera/image_raw \\
       --mask-topic /camera/anomaly_mask --out eval/rec
   flowclas-eval --live --checkpoint ckpt --bag rec.bag --image-topic /camera/image_raw \\
@@ -32,16 +36,9 @@ EXAMPLES = """examples:
 """
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Argument errors as one line (no usage dump), exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    p = _OneLineParser(
+    p = OneLineParser(
         prog=PROG,
         description="Evaluate a FlowCLAS checkpoint: pixel AUROC / AP / FPR95 (ignore label 255 excluded), "
         "image AUROC, latency; writes OUT/metrics.json and OUT/report.md.",
@@ -54,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     src.add_argument(
         "--data", metavar="ROOT", help="folder dataset: ROOT/images/<stem>.png|jpg, ROOT/masks/<stem>.png"
+    )
+    src.add_argument(
+        "--dataset",
+        choices=tuple(BENCHMARKS),
+        metavar="NAME",
+        help="read --data ROOT in a public benchmark's own layout and labels: "
+        f"{', '.join(BENCHMARKS)} (default: the folder layout above)",
     )
     src.add_argument("--bag", metavar="BAG", help="rosbag2 directory (sqlite3 or mcap) or .db3/.mcap file")
     src.add_argument("--image-topic", metavar="T", help="image topic in the bag (Image or CompressedImage)")
@@ -101,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU threads for torch (default: torch's choice; use 1 on a busy shared machine)",
     )
 
+    add_refine_arguments(p)
+
     met = p.add_argument_group("metrics and report")
     met.add_argument(
         "--score-range",
@@ -128,6 +134,13 @@ def _check_args(args: argparse.Namespace) -> None:
     """Cross-argument checks (raise EvalInputError with a one-line reason)."""
     if bool(args.data) == bool(args.bag):
         raise EvalInputError("give exactly one of --data ROOT or --bag BAG")
+    if args.dataset and not args.data:
+        raise EvalInputError("--dataset NAME needs --data ROOT")
+    problem = check_refine_args(args)
+    if problem:
+        raise EvalInputError(problem)
+    if args.refine != "none" and args.live:
+        raise EvalInputError("--refine applies to offline evaluation, not --live (the node does not refine)")
     if args.data and (args.image_topic or args.mask_topic or args.mask_dir):
         raise EvalInputError("--image-topic/--mask-topic/--mask-dir only apply to --bag")
     if args.bag and not args.image_topic:
@@ -168,8 +181,10 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     _check_args(args)
     out_dir = Path(args.out)
     progress = not args.no_progress
-    if args.data:
-        frames: FolderFrames | BagFrames = FolderFrames(args.data)
+    if args.data and args.dataset:
+        frames: FolderFrames | BagFrames = BenchmarkFrames(args.dataset, args.data)
+    elif args.data:
+        frames = FolderFrames(args.data)
     else:
         frames = BagFrames(
             args.bag,
@@ -209,7 +224,11 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             import torch
 
             torch.set_num_threads(args.threads)
-        with create_backend(args.backend, args.checkpoint, device=args.device) as backend:
+        refiner = refiner_from_args(args)  # package and files checked before the model loads
+        backend = create_backend(args.backend, args.checkpoint, device=args.device)
+        if refiner is not None:
+            backend = refiner.wrap(backend)
+        with backend:
             acc = accumulator(backend.config.score.kind)
             timing = evaluate_frames(
                 frames, backend, acc, batch_size=args.batch_size, total=len(frames), progress=progress
@@ -234,13 +253,19 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         live=live,
         warnings=warn,
     )
+    metrics["refine"] = (
+        {
+            "kind": "sam2",
+            "checkpoint": args.sam2_checkpoint,
+            "config": args.sam2_config,
+            "options": args.sam2_option,
+        }
+        if args.refine == "sam2"
+        else {"kind": "none"}
+    )
     write_metrics(metrics, out_dir)
     write_report(acc, metrics, out_dir)
     return metrics
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ValueError, OSError, ImportError, RuntimeError) as err:
         if args.debug:
             raise
-        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -94,6 +94,44 @@ class FolderFrames:
         return []
 
 
+class BenchmarkFrames(FolderFrames):
+    """Frames of a public benchmark in its released layout (:mod:`flowclas_ros.data.benchmarks`).
+
+    Raises:
+        EvalInputError: Unknown name, or ROOT not in the benchmark's layout (from the constructor).
+    """
+
+    kind = "benchmark"
+
+    def __init__(self, name: str, root: str | Path) -> None:  # noqa: D107 - see the class
+        from flowclas_ros.data.benchmarks import open_benchmark
+
+        self.root = Path(root)
+        try:
+            self.dataset, self.benchmark = open_benchmark(name, root)
+        except ValueError as err:
+            raise EvalInputError(str(err)) from err
+
+    @property
+    def n_unpaired(self) -> int:
+        """Images without a label (MVTec ``good`` images count as labelled: all normal)."""
+        return 0 if self.dataset.zero_mask_if_missing else super().n_unpaired
+
+    def describe(self) -> dict[str, Any]:
+        """Source description for metrics.json: the dataset, its layout and the label convention applied."""
+        from flowclas_ros.data.benchmarks import ONE_BIT_NOTE
+
+        n_one_bit = self.dataset.n_one_bit_masks
+        return {
+            **super().describe(),
+            "dataset": self.benchmark.name,
+            "layout": self.benchmark.layout,
+            "label_convention": self.benchmark.convention + (f"; {ONE_BIT_NOTE}" if n_one_bit else ""),
+            "n_one_bit_masks": n_one_bit,
+            "resolution": "native: labels are never resized; the checkpoint decides any model-input resize",
+        }
+
+
 class BagFrames:
     """Frames of one image topic of a rosbag2, with masks from a topic or folder paired by stamp.
 

@@ -261,6 +261,7 @@ def _markdown(metrics: dict[str, Any], figures: dict[str, str], ranking: str) ->
     lines += [
         f"- source: {src.get('kind')} `{src.get('path')}`"
         + (f", topic `{src['image_topic']}`" if src.get("image_topic") else ""),
+        *([f"- dataset: {src['dataset']}; labels: {src['label_convention']}"] if src.get("dataset") else []),
         f"- checkpoint: `{m['checkpoint']}`" if m["checkpoint"] else "- checkpoint: the attached node's",
         f"- backend: {m['backend']} on {m['device']}",
         f"- created: {m['created']} (flowclas_ros {m['flowclas_ros_version']})",

@@ -111,9 +111,14 @@ def read_checkpoint_identity(path: str | Path) -> CheckpointIdentity:
 
 
 def with_input_size(config: ModelConfig, input_size: tuple[int, int]) -> ModelConfig:
-    """A copy of ``config`` whose ``preprocess.input_size`` is ``input_size``."""
+    """A copy of ``config`` whose ``preprocess.input_size`` is ``input_size``.
+
+    A fixed-size graph always takes that size, so ``preprocess.resize`` is set:
+    a native-resolution checkpoint's images are resized to the export size.
+    """
     copy = from_dict(ModelConfig, to_dict(config))
     copy.preprocess.input_size = (int(input_size[0]), int(input_size[1]))
+    copy.preprocess.resize = True
     return copy
 
 

@@ -175,6 +175,8 @@ def create_backbone(cfg: BackboneConfig, *, warn_random: bool = True) -> FrozenB
     Raises:
         BackboneError: Unknown model, offline hub, missing / bad weights file.
     """
+    if cfg.name.startswith("rein_"):
+        return _create_rein_backbone(cfg, warn_random)
     if not timm.is_model(cfg.name.split(".")[0]):
         raise BackboneError(f"backbone.name: {cfg.name!r} is not a timm model")
     pretrained = cfg.weights == "hub"
@@ -200,6 +202,50 @@ def create_backbone(cfg: BackboneConfig, *, warn_random: bool = True) -> FrozenB
     backbone = ViTFeatures(net, cfg.layers, cfg.norm) if is_vit(cfg.name) else CNNFeatures(net)
     backbone.freeze()
     return backbone
+
+
+def _create_rein_backbone(cfg: BackboneConfig, warn_random: bool) -> FrozenBackbone:
+    """The authors' Rein-DINOv2 (``rein_dinov2_vitb14`` / ``rein_dinov2_vitl14``), see ``rein_dinov2``.
+
+    ``weights: file`` loads Meta's DINOv2 file (``weights_file``) and the Rein
+    file (``rein_file``), each checked against its sha256 when set;
+    ``weights: none`` keeps random DINOv2 and Rein weights (tests).
+    ``layers`` must select the last block; ``norm`` is ignored (no final norm).
+    """
+    from flowclas_ros.model import rein_dinov2  # imports this module: loaded lazily
+
+    if cfg.name not in rein_dinov2.REIN_MODELS:
+        names = ", ".join(rein_dinov2.REIN_MODELS)
+        raise BackboneError(f"backbone.name: {cfg.name!r} unknown; expected one of {names}")
+    depth = rein_dinov2.REIN_MODELS[cfg.name][2]
+    if [layer % depth for layer in cfg.layers] != [depth - 1]:
+        raise BackboneError(f"backbone.layers: {cfg.name} gives the last block only ([-1]), not {cfg.layers}")
+    if cfg.weights == "hub":
+        raise BackboneError(f"backbone.weights: no hub for {cfg.name}; use file (or none for tests)")
+    model = rein_dinov2.ReinDinoV2(cfg.name)
+    if cfg.weights == "file":
+        _check_file("weights_file", cfg.weights_file, cfg.weights_sha256)
+        _check_file("rein_file", cfg.rein_file, cfg.rein_sha256)
+        try:
+            rein_dinov2.load_dinov2_file(model, str(Path(cfg.weights_file).expanduser()))
+            rein_dinov2.load_rein_file(model, str(Path(cfg.rein_file).expanduser()))
+        except ValueError as exc:  # UnsafeFileError and key / shape mismatches
+            raise BackboneError(str(exc)) from exc
+    elif warn_random:
+        _warn_random(cfg.name)
+    model.freeze()
+    return model
+
+
+def _check_file(key: str, file: str, sha256: str) -> None:
+    """Raises BackboneError when ``backbone.<key>`` is empty, missing or does not hash to ``sha256``."""
+    if not file:
+        raise BackboneError(f"backbone.weights=file needs backbone.{key}")
+    path = Path(file).expanduser()
+    if not path.is_file():
+        raise BackboneError(f"{path}: backbone.{key} not found")
+    if sha256 and sha256_file(path).lower() != sha256.lower():
+        raise BackboneError(f"{path}: sha256 is {sha256_file(path)}, backbone.{key} expects {sha256}")
 
 
 def _warn_random(name: str) -> None:

@@ -19,7 +19,9 @@ class BackboneConfig:
     Attributes:
         name: timm model name, e.g. ``vit_small_patch14_dinov2`` or
             ``vit_small_patch14_reg4_dinov2``; a timm ResNet/WideResNet name
-            (``resnet18``, ``wide_resnet50_2``) selects the CNN (CL-flow) path.
+            (``resnet18``, ``wide_resnet50_2``) selects the CNN (CL-flow) path;
+            ``rein_dinov2_vitb14`` / ``rein_dinov2_vitl14`` the FlowCLAS
+            authors' Rein-DINOv2 (see ``model/rein_dinov2.py``).
         weights: ``hub`` (timm / Hugging Face hub, online), ``file`` (a local
             state_dict in timm or official DINOv2 torch-hub key format) or
             ``none`` (random init, for tests only).
@@ -36,6 +38,10 @@ class BackboneConfig:
             per-token LayerNorm would discard each patch's contrast and
             brightness (a Gaussian baseline on the demo split drops from AP
             0.46 to 0.16).
+        rein_file: ``rein_dinov2_*`` backbones with ``weights: file``: the
+            authors' Rein file (``{"state_dict": {"backbone.reins.*": ...}}``);
+            ``weights_file`` is then Meta's ``dinov2_vit*14_pretrain.pth``.
+        rein_sha256: Hash of ``rein_file``, checked on load when set.
     """
 
     name: str = "vit_small_patch14_dinov2"
@@ -44,6 +50,8 @@ class BackboneConfig:
     weights_sha256: str = ""
     layers: list[int] = field(default_factory=lambda: [-1])
     norm: bool = True
+    rein_file: str = ""
+    rein_sha256: str = ""
 
 
 @dataclass
@@ -56,8 +64,13 @@ class FlowConfig:
             ``none``: features enter the flow as they are; its first ActNorm
             still standardises each channel from the data, but the per-cell
             scale survives (use with ``backbone.norm: false``).
+        variant: ``default``: our flow (``flow.py``). ``official``: the
+            FlowCLAS authors' pinned-FrEIA ActNorm, "residual" subnet,
+            coupling and base distribution (``flow_official.py``; uses
+            ``steps`` and ``clamp``, ignores ``hidden_ratio`` / ``kernel_sizes``).
     """
 
+    variant: Literal["default", "official"] = "default"
     input_norm: Literal["layernorm", "none"] = "layernorm"
     steps: int = 16
     clamp: float = 2.0
@@ -82,13 +95,24 @@ class PreprocessConfig:
     Attributes:
         input_size: (height, width) the image is resized to before the model;
             each side is padded up to a multiple of the patch size internally.
+            With ``resize: false`` it only fixes the ONNX / TensorRT export size.
         mean: Per-channel RGB mean, on 0..1 pixels.
         std: Per-channel RGB std.
+        resize: ``true``: resize to ``input_size``. ``false``: native
+            resolution (the authors' evaluation); the torch backend scores each
+            image at its own size.
+        padding: ``bottom_right``: zeros (the mean colour) after normalisation
+            at the bottom / right. ``symmetric`` (the authors'): 0.0 on 0..1
+            pixels, i.e. ``-mean / std`` after normalisation, split evenly
+            with the odd pixel bottom / right. Both return maps of exactly the
+            input size.
     """
 
     input_size: tuple[int, int] = (224, 224)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    resize: bool = True
+    padding: Literal["bottom_right", "symmetric"] = "bottom_right"
 
 
 @dataclass

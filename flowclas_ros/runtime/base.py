@@ -62,8 +62,11 @@ class InferenceBackend(abc.ABC):
         """Scores HxWx3 uint8 RGB images of any sizes.
 
         Images are resized to ``config.preprocess.input_size``, scored in one
-        batch, and each score map is resized back to its image's size.
+        batch, and each score map is resized back to its image's size. With
+        ``preprocess.resize: false`` each image is scored at its own size.
         """
+        if not self.config.preprocess.resize and len(images) > 1:
+            return [prediction for image in images for prediction in self.predict([image])]
         batch = to_model_input(images, self.config.preprocess).numpy()
         start = time.perf_counter()
         scores = np.asarray(self._forward(batch), dtype=np.float32)

@@ -91,7 +91,7 @@ def features_of_items(
     batch = items["mixed"].shape[0]
     feats = images_to_features(model, torch.cat([items["mixed"], items["outlier"]]), device, amp_dtype)
     grid = (feats.shape[-2], feats.shape[-1])
-    symmetric = getattr(model.cfg.preprocess, "padding", "bottom_right") == "symmetric"
+    symmetric = model.cfg.preprocess.padding == "symmetric"
     masks = torch.cat([items["mask"], items["outlier_mask"]])
     masks = masks_to_cells(masks, grid, model.pad_multiple, symmetric)
     masks = masks.to(device)

@@ -65,15 +65,17 @@ class ResumeState:
 def trainable_state(
     model: FlowCLAS, extra_modules: dict[str, torch.nn.Module] | None = None
 ) -> dict[str, torch.Tensor]:
-    """Every model tensor except the frozen backbone's, detached, on CPU.
+    """Every model tensor except the frozen backbone's and VL4AD text scorer's, detached, on CPU.
 
-    ``extra_modules`` (training-only modules such as the segmentation head) are
-    added under ``<name>.`` key prefixes.
+    The text scorer is frozen and rebuilt from the config (its CLIP shares tensors between
+    two module paths, which safetensors refuses to write twice). ``extra_modules``
+    (training-only modules such as the segmentation head) are added under ``<name>.`` key
+    prefixes.
     """
     state = {
         k: v.detach().cpu().contiguous()
         for k, v in model.state_dict().items()
-        if not k.startswith("backbone.")
+        if not k.startswith(("backbone.", "text_scorer."))
     }
     for name, module in (extra_modules or {}).items():
         state.update({f"{name}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
@@ -250,6 +252,7 @@ def save_best(
     threshold: float | None,
     provenance: dict[str, Any],
     name: str = BEST_DIR,
+    image_threshold: float | None = None,
 ) -> Path:
     """Writes ``RUN_DIR/<name>/`` (DESIGN.md format) via a temp directory and renames.
 
@@ -260,7 +263,7 @@ def save_best(
     best, tmp, old = run_dir / name, run_dir / f".{name}.tmp", run_dir / f".{name}.old"
     if tmp.exists():
         shutil.rmtree(tmp)
-    save_checkpoint(model, tmp, threshold=threshold, provenance=provenance)
+    save_checkpoint(model, tmp, threshold=threshold, provenance=provenance, image_threshold=image_threshold)
     if old.exists():
         shutil.rmtree(old)
     if best.exists():

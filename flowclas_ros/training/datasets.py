@@ -11,64 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from flowclas_ros.config_io import ConfigError
+from flowclas_ros.data.benchmarks import MVTEC_LAYOUT, FileListDataset, open_mvtec
 from flowclas_ros.data.cityscapes import CityscapesDataset
-from flowclas_ros.data.folder import LAYOUT_HINT, DatasetError, FolderDataset, list_images
+from flowclas_ros.data.folder import LAYOUT_HINT, DatasetError, FolderDataset
 from flowclas_ros.synthetic.synthetic_scenes import SceneConfig, generate_dataset
 from flowclas_ros.training.config import DataConfig
 from flowclas_ros.training.distributed import DistContext, barrier
-
-MVTEC_LAYOUT = (
-    "expected an MVTec AD category folder: CATEGORY/train/good/*.png, CATEGORY/test/<defect>/*.png, "
-    "CATEGORY/ground_truth/<defect>/<stem>_mask.png"
-)
-
-
-class FileListDataset(FolderDataset):
-    """A :class:`FolderDataset` over explicit image / mask file lists (subsets, other layouts).
-
-    Args:
-        root: Reported as the dataset root.
-        image_paths: Image files.
-        mask_paths: Mask file per image, or None.
-        label_map: Raw mask id -> {0, 1, 255}.
-        zero_mask_if_missing: ``load_mask`` returns an all-normal mask for
-            images without a mask file (MVTec ``good`` test images).
-        stems: Item names (default: the image file stems); must be unique.
-    """
-
-    def __init__(
-        self,
-        root: Path,
-        image_paths: Sequence[Path],
-        mask_paths: Sequence[Path | None],
-        label_map: dict[int, int] | None = None,
-        default_label: int | None = None,
-        zero_mask_if_missing: bool = False,
-        stems: Sequence[str] | None = None,
-    ):
-        # Fills the attributes FolderDataset's loaders use, without its folder scan.
-        self.root = Path(root)
-        self.image_paths = list(image_paths)
-        self.mask_paths = list(mask_paths)
-        self.stems = list(stems) if stems is not None else [p.stem for p in self.image_paths]
-        self.label_map = {int(k): int(v) for k, v in (label_map or {}).items()}
-        self.default_label = default_label
-        self.zero_mask_if_missing = zero_mask_if_missing
-
-    @property
-    def has_masks(self) -> bool:
-        """True if every image has a mask (or gets a zero one)."""
-        return self.zero_mask_if_missing or super().has_masks
-
-    def load_mask(self, index: int, shape: tuple[int, int] | None = None) -> np.ndarray | None:
-        """The mask, or zeros of the image's size when missing and ``zero_mask_if_missing``."""
-        if self.mask_paths[index] is None and self.zero_mask_if_missing:
-            shape = shape or self.load_image(index).shape[:2]
-            return np.zeros(shape, np.uint8)
-        return super().load_mask(index, shape)
 
 
 def subset(data: FolderDataset, indices: Sequence[int]) -> FileListDataset:
@@ -85,26 +34,11 @@ def subset(data: FolderDataset, indices: Sequence[int]) -> FileListDataset:
 
 
 def mvtec_split(category: Path, split: str, key: str) -> FileListDataset:
-    """MVTec AD ``train`` (``train/good``) or ``test`` (all defects; masks 255 -> 1, good -> zeros)."""
-    split_dir = category / split
-    if not split_dir.is_dir():
-        raise ConfigError(f"{key}: {str(split_dir)!r} not found; {MVTEC_LAYOUT}")
-    defects = ["good"] if split == "train" else sorted(p.name for p in split_dir.iterdir() if p.is_dir())
-    images: list[Path] = []
-    masks: list[Path | None] = []
-    stems: list[str] = []
-    for defect in defects:
-        folder = split_dir / defect
-        if not folder.is_dir():
-            raise ConfigError(f"{key}: {str(folder)!r} not found; {MVTEC_LAYOUT}")
-        for stem, path in list_images(folder).items():
-            mask = category / "ground_truth" / defect / f"{stem}_mask.png"
-            images.append(path)
-            masks.append(mask if mask.is_file() else None)
-            stems.append(f"{defect}_{stem}")  # MVTec numbers files per defect folder
-    if not images:
-        raise ConfigError(f"{key}: no images under {str(split_dir)!r}; {MVTEC_LAYOUT}")
-    return FileListDataset(category, images, masks, {255: 1}, None, split == "test", stems)
+    """MVTec AD ``train`` or ``test`` (``data.benchmarks.open_mvtec``); errors name ``key``."""
+    try:
+        return open_mvtec(category, split)
+    except DatasetError as exc:
+        raise ConfigError(f"{key}: {exc}") from exc
 
 
 def resolve(cfg: DataConfig, value: str) -> Path:

@@ -48,7 +48,7 @@ def balanced_count(mixed_mask: torch.Tensor, outlier_mask: torch.Tensor, max_vie
 class FlowCLASObjective(nn.Module):
     """Computes the loss of one :class:`FeatureBatch`.
 
-    * NLL (``model/loss.py:nll_loss``) over the inlier cells (mask 0) of the
+    * NLL (``model/flowclas/loss.py:nll_loss``) over the inlier cells (mask 0) of the
       mixed images only.
     * SupCon (``supcon_loss``) on ``model.project(z)``: anchors are up to
       ``anchors_outlier`` pasted-outlier cells and ``anchors_inlier`` inlier

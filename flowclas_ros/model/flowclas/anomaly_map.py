@@ -34,19 +34,26 @@ def nll_score(log_prob_map: torch.Tensor) -> torch.Tensor:
     return -log_prob_map
 
 
-def upsample_crop(score: torch.Tensor, padded_hw: tuple[int, int], out_hw: tuple[int, int]) -> torch.Tensor:
+def upsample_crop(
+    score: torch.Tensor,
+    padded_hw: tuple[int, int],
+    out_hw: tuple[int, int],
+    offset: tuple[int, int] = (0, 0),
+) -> torch.Tensor:
     """Bilinearly upsamples (B, h, w) to the padded input size, then crops the padding off.
 
     Args:
         score: Per-cell scores (B, h, w).
         padded_hw: Padded input size the features were computed from.
-        out_hw: Original input size (top-left part of the padded input).
+        out_hw: Original input size.
+        offset: Top / left padding: the image starts there in the padded input.
 
     Returns:
         (B, out_h, out_w) scores.
     """
     up = F.interpolate(score.unsqueeze(1), size=padded_hw, mode="bilinear", align_corners=False)
-    return up[:, 0, : out_hw[0], : out_hw[1]]
+    top, left = offset
+    return up[:, 0, top : top + out_hw[0], left : left + out_hw[1]]
 
 
 class GaussianBlur(nn.Module):

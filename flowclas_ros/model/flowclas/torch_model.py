@@ -9,6 +9,7 @@ from torch import nn
 from flowclas_ros.model.backbone import FrozenBackbone, create_backbone
 from flowclas_ros.model.config import ModelConfig
 from flowclas_ros.model.flow import DiagonalGaussian, build_flow
+from flowclas_ros.model.flow_official import OfficialFlow, OfficialGaussian
 from flowclas_ros.model.flowclas.anomaly_map import (
     GaussianBlur,
     image_score,
@@ -50,8 +51,12 @@ class FlowCLAS(nn.Module):
             self.backbone: FrozenBackbone = create_backbone(cfg.backbone, warn_random=warn_random_backbone)
             channels = self.backbone.feature_dim
             self.norm = nn.LayerNorm(channels) if cfg.flow.input_norm == "layernorm" else nn.Identity()
-            self.flow = build_flow(channels, cfg.flow, seed=cfg.seed)
-            self.base = DiagonalGaussian(channels)
+            if cfg.flow.variant == "official":  # the authors' flow; parameter names follow their checkpoint
+                self.flow = OfficialFlow(channels, cfg.flow, seed=cfg.seed)
+                self.base = OfficialGaussian(channels)
+            else:
+                self.flow = build_flow(channels, cfg.flow, seed=cfg.seed)
+                self.base = DiagonalGaussian(channels)
             self.proj_head = nn.Conv2d(channels, cfg.flow.proj_dim, kernel_size=1)
             # Optional VL4AD scorer; built under the same seed so a random-init CLIP is reproducible.
             self.text_scorer = create_text_scorer(cfg.text, cfg.preprocess.mean, cfg.preprocess.std)
@@ -85,15 +90,30 @@ class FlowCLAS(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def pad_input(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Zero-pads (B, 3, H, W) at the bottom / right to multiples of ``pad_multiple``.
+        """Pads a normalised (B, 3, H, W) batch to multiples of ``pad_multiple``.
 
-        Zero is the mean colour after normalisation. Returns the padded batch
-        and the original (H, W).
+        ``preprocess.padding: bottom_right`` pads zeros (the mean colour after
+        normalisation) at the bottom / right. ``symmetric`` pads what 0.0 on
+        0..1 pixels becomes after normalisation (``-mean / std`` per channel),
+        split evenly with the odd pixel at the bottom / right, as the authors
+        pad before normalising. Returns the padded batch and the original (H, W).
         """
         height, width = x.shape[-2], x.shape[-1]
         pad_h = (-height) % self.pad_multiple
         pad_w = (-width) % self.pad_multiple
-        return F.pad(x, (0, pad_w, 0, pad_h)), (height, width)
+        if self.cfg.preprocess.padding != "symmetric":
+            return F.pad(x, (0, pad_w, 0, pad_h)), (height, width)
+        pads = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
+        mean = torch.tensor(self.cfg.preprocess.mean, dtype=x.dtype, device=x.device)
+        std = torch.tensor(self.cfg.preprocess.std, dtype=x.dtype, device=x.device)
+        border = F.pad(torch.zeros_like(x[:, :1]), pads, value=1.0)  # 1 on the padding, 0 inside
+        return F.pad(x, pads) + border * (-mean / std).view(1, 3, 1, 1), (height, width)
+
+    def pad_offset(self, padded_hw: tuple[int, int], image_hw: tuple[int, int]) -> tuple[int, int]:
+        """Top / left padding ``pad_input`` added (non-zero only for symmetric padding)."""
+        if self.cfg.preprocess.padding != "symmetric":
+            return 0, 0
+        return (padded_hw[0] - image_hw[0]) // 2, (padded_hw[1] - image_hw[1]) // 2
 
     def extract_features(self, x: torch.Tensor) -> torch.Tensor:
         """Frozen backbone features (B, C, H / patch, W / patch) of a padded batch, without autograd."""
@@ -139,7 +159,8 @@ class FlowCLAS(nn.Module):
         log_prob = self.log_prob_map(z)
         cell = likelihood_score(log_prob) if self.cfg.score.kind == "likelihood" else nll_score(log_prob)
         padded_hw = (feats.shape[-2] * self.patch_size, feats.shape[-1] * self.patch_size)
-        return self.blur(upsample_crop(cell, padded_hw, image_hw))
+        offset = self.pad_offset(padded_hw, image_hw)
+        return self.blur(upsample_crop(cell, padded_hw, image_hw, offset))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Anomaly map (B, H, W) for a normalised batch (B, 3, H, W) of any H, W (the exported graph)."""

@@ -1,0 +1,1 @@
+"""Importing the FlowCLAS authors' released models (``flowclas-import``)."""
