@@ -209,3 +209,25 @@ def test_nll_from_log_prob_equals_nll_loss():
         want = nll_loss(z, ldj, mask, base.mean, base.log_sigma, reduction)
         got = nll_from_log_prob(base.log_prob(z), ldj, mask, reduction)
         assert float(got.detach()) == pytest.approx(float(want.detach()), rel=1e-5)
+
+
+def test_onecycle_state_resumes_through_weights_only_load(tmp_path):
+    def build():
+        param = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.AdamW([param], lr=1e-5)
+        return optimizer, build_scheduler(optimizer, OptimConfig(lr=1e-5, schedule="onecycle"), 10)
+
+    optimizer, scheduler = build()
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
+    torch.save({"o": optimizer.state_dict(), "s": scheduler.state_dict()}, tmp_path / "optim.pt")
+    saved = torch.load(tmp_path / "optim.pt", weights_only=True)  # what load_training_state does
+    again_opt, again = build()
+    again_opt.load_state_dict(saved["o"])
+    again.load_state_dict(saved["s"])
+    for opt, sched in ((optimizer, scheduler), (again_opt, again)):
+        opt.step()
+        sched.step()
+    assert again.get_last_lr() == scheduler.get_last_lr()
+    assert again_opt.param_groups[0]["betas"] == optimizer.param_groups[0]["betas"]
