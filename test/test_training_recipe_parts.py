@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 from recipe_support import CONFIGS, make_allo, make_cityscapes, make_coco, onecycle_expected
+from train_support import tiny_train_dict
 
 from flowclas_ros.config_io import ConfigError, apply_overrides, from_dict, load, read_mapping, to_dict
 from flowclas_ros.data.cityscapes import CityscapesDataset, label_ids_to_train_ids
@@ -19,10 +20,12 @@ from flowclas_ros.data.outlier_exposure import OEConfig
 from flowclas_ros.model.config import PreprocessConfig
 from flowclas_ros.model.flow import DiagonalGaussian
 from flowclas_ros.model.flowclas.loss import lovasz_softmax_loss, nll_from_log_prob, nll_loss
+from flowclas_ros.model.flowclas.torch_model import FlowCLAS
+from flowclas_ros.training.checkpointing import load_training_state, save_training_state
 from flowclas_ros.training.cli import main
 from flowclas_ros.training.config import OptimConfig, TrainConfig
-from flowclas_ros.training.objective import balanced_count
-from flowclas_ros.training.optim import build_scheduler, decays
+from flowclas_ros.training.objective import FlowCLASObjective, balanced_count
+from flowclas_ros.training.optim import build_optimizer, build_scheduler, decays
 
 
 @pytest.mark.parametrize("anneal", ["linear", "cos"])
@@ -231,3 +234,24 @@ def test_onecycle_state_resumes_through_weights_only_load(tmp_path):
         sched.step()
     assert again.get_last_lr() == scheduler.get_last_lr()
     assert again_opt.param_groups[0]["betas"] == optimizer.param_groups[0]["betas"]
+
+
+def test_seg_head_state_saved_and_restored_with_the_training_state(tmp_path):
+    cfg = from_dict(TrainConfig, tiny_train_dict(tmp_path))
+    cfg.seg.enabled = True
+    model = FlowCLAS(cfg.model)
+    objective = FlowCLASObjective(model, cfg.loss, None, cfg.seg)
+    extra = objective.extra_modules()
+    optimizer = build_optimizer(model, cfg.optim, extra)
+    scheduler = build_scheduler(optimizer, cfg.optim, 10)
+    assert any(p is extra["seg_head"][0].weight for g in optimizer.param_groups for p in g["params"])
+    with torch.no_grad():
+        extra["seg_head"][0].weight.add_(1.0)
+    path = save_training_state(tmp_path / "run", 3, model, optimizer, scheduler, None, {}, extra)
+    other = FlowCLASObjective(FlowCLAS(cfg.model), cfg.loss, None, cfg.seg)
+    other_extra = other.extra_modules()
+    other_opt = build_optimizer(other.model, cfg.optim, other_extra)
+    other_sched = build_scheduler(other_opt, cfg.optim, 10)
+    load_training_state(path, other.model, other_opt, other_sched, None, extra_modules=other_extra)
+    for key, value in extra["seg_head"].state_dict().items():
+        torch.testing.assert_close(other_extra["seg_head"].state_dict()[key], value)
