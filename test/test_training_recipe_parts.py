@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -255,3 +257,12 @@ def test_seg_head_state_saved_and_restored_with_the_training_state(tmp_path):
     load_training_state(path, other.model, other_opt, other_sched, None, extra_modules=other_extra)
     for key, value in extra["seg_head"].state_dict().items():
         torch.testing.assert_close(other_extra["seg_head"].state_dict()[key], value)
+
+
+def test_official_variant_projection_head_has_the_authors_kaiming_init():
+    cfg = from_dict(TrainConfig, tiny_train_dict(Path("unused"))).model
+    cfg.flow.variant, cfg.flow.proj_dim = "official", 64
+    head = FlowCLAS(cfg).proj_head
+    fan_out = head.weight.shape[0]  # 1x1 kernel
+    assert float(head.weight.std()) == pytest.approx(math.sqrt(2.0 / fan_out), rel=0.1)
+    assert float(head.bias.abs().max()) == 0.0
