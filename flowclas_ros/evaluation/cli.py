@@ -236,7 +236,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             torch.set_num_threads(args.threads)
         elif args.threads and args.backend in THREAD_OPTION:
             options[THREAD_OPTION[args.backend]] = args.threads
-        refiner = refiner_from_args(args)  # package and files checked before the model loads
+        refiner = refiner_from_args(args, PROG)  # package and files checked before the model loads
         backend = create_backend(args.backend, args.checkpoint, device=args.device, **options)
         if refiner is not None:
             backend = refiner.wrap(backend)
