@@ -5,18 +5,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from flowclas_ros.export.onnx_export import export_onnx
-from flowclas_ros.model import (
-    BackboneConfig,
-    FlowCLAS,
-    FlowConfig,
-    ModelConfig,
-    PreprocessConfig,
-    save_checkpoint,
-)
 from flowclas_ros.model.checkpoint_meta import INPUT_NAME, KEY_DYNAMIC_BATCH
+from flowclas_ros.model.random_checkpoint import random_checkpoint
 from flowclas_ros.runtime.onnx_backend import OnnxRuntimeBackend
 
 FIXED = 3
@@ -25,14 +17,8 @@ FIXED = 3
 @pytest.fixture(scope="module")
 def fixed_batch_onnx(tmp_path_factory):
     """A real export with its batch axis then pinned to 3 (what a fixed-batch exporter or tool writes)."""
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        backbone=BackboneConfig(weights="none"),
-        flow=FlowConfig(steps=2, proj_dim=16),
-        preprocess=PreprocessConfig(input_size=(28, 42)),
-    )
     tmp = tmp_path_factory.mktemp("fixed_batch")
-    checkpoint = save_checkpoint(FlowCLAS(cfg).eval(), tmp / "ckpt", threshold=0.5, provenance={})
+    checkpoint = random_checkpoint(tmp / "ckpt", input_size=(28, 42), threshold=0.5, provenance={})
     dynamic = export_onnx(checkpoint, tmp / "dynamic.onnx", dynamic_batch=True).path
     model = onnx.load(str(dynamic))
     for value in (model.graph.input[0], model.graph.output[0]):
