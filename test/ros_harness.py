@@ -44,7 +44,13 @@ def require_ros() -> None:
         pytest.fail(f"ROS environment not available ({err}); run tests with 'make test' (scripts/env.sh)")
 
 
-def make_tiny_checkpoint(path: Path, *, threshold: float | None = 100.0, nan_weights: bool = False) -> Path:
+def make_tiny_checkpoint(
+    path: Path,
+    *,
+    threshold: float | None = 100.0,
+    nan_weights: bool = False,
+    image_threshold: float | None = None,
+) -> Path:
     """A small random-init checkpoint (ViT-S, no weights, 2 flow steps, 56x56 input, NLL score).
 
     The flow's parameters are perturbed and the score is the NLL, so scores vary with the
@@ -61,6 +67,7 @@ def make_tiny_checkpoint(path: Path, *, threshold: float | None = 100.0, nan_wei
         perturb=0.1,
         nan_weights=nan_weights,
         threshold=threshold,
+        image_threshold=image_threshold,
         provenance={"test": "tiny"},
     )
 

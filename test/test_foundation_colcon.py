@@ -82,8 +82,18 @@ def test_install_tree_layout(colcon_install: Path) -> None:
     pkg = prefix / SITE / "flowclas_ros"
     assert (pkg / "ros" / "node.py").is_file() and (pkg / "model").is_dir()
     assert (pkg / "msg" / "_anomaly_result.py").is_file()
+    assert (pkg / "model" / "vl4ad" / "prompt_sets" / "road.yaml").is_file()  # prompt_set:=road
     # Our __init__.py replaced the empty one rosidl generates.
     assert "__version__" in (pkg / "__init__.py").read_text()
+
+
+def test_colcon_test_runs_the_pytest_suite(colcon_install: Path) -> None:
+    """`colcon test` runs ctest in the build directory: the suite must be registered there."""
+    build = colcon_install.parents[1] / "build" / "flowclas_ros"
+    proc = subprocess.run(["ctest", "-N", "-V"], cwd=build, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "flowclas_ros_pytest" in proc.stdout and '"-m" "pytest"' in proc.stdout, proc.stdout[-3000:]
+    assert str(REPO_ROOT / "test") in proc.stdout, proc.stdout[-3000:]
 
 
 def test_installed_package_imports_from_install_tree_only(colcon_install: Path, tmp_path: Path) -> None:

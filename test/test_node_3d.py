@@ -200,6 +200,9 @@ def test_cloud_points_regions_and_markers_match_the_scene(env):
     assert len(cubes) == len(labels) == 1 and cubes[0].action == Marker.ADD
     assert cubes[0].pose.position.z == pytest.approx(1.5, abs=0.01)
     assert labels[0].text == f"{region.peak_score:.2f}"
+    # A finite lifetime by default (two frame periods, clamped), so a dead node leaves no boxes.
+    lifetimes = {m.lifetime.sec + m.lifetime.nanosec * 1e-9 for m in markers.markers}
+    assert all(0.0 < t <= 10.0 for t in lifetimes), lifetimes
 
 
 def test_frame_without_matching_depth_still_gets_2d_outputs(env):
@@ -212,20 +215,40 @@ def test_frame_without_matching_depth_still_gets_2d_outputs(env):
     assert result.regions and not any(r.has_3d for r in result.regions)
     time.sleep(0.5)  # the cloud would have been sent before the result
     assert _find(env.rec.points_d, "late_depth") is None
+    _check_markers_deleted(env, "late_depth")  # no usable depth: the old boxes must go
 
 
-def test_markers_deleted_and_cloud_empty_when_the_anomaly_leaves(env):
+def _check_markers_deleted(env, frame_id: str) -> None:
     from visualization_msgs.msg import Marker
 
-    (answer,) = env.client.set_parameters(NODE, {"threshold": 1e9})
-    assert answer.successful, answer.reason
-    stamp = now_stamp(env.client)
-    markers = _send_until(env, _scene(env, "scene_clear", stamp), env.rec.markers_d, "scene_clear")
+    markers = _wait(env, env.rec.markers_d, frame_id)
     assert markers.markers and all(m.action == Marker.DELETE for m in markers.markers)
     assert {(m.ns, m.id) for m in markers.markers} == {
         ("anomaly/cam_d/boxes", 0),
         ("anomaly/cam_d/labels", 0),
     }
+
+
+def test_markers_deleted_when_depth_stops(env):
+    stamp = now_stamp(env.client)
+    _send_until(env, _scene(env, "depth_shown", stamp), env.rec.markers_d, "depth_shown")
+    # Colour frames only (the depth stream stopped): the next frame deletes the shown markers.
+    time.sleep(0.2)
+    rgb = textured_image(H, W, seed=4)
+    msg = image_msg(rgb, "rgb8", "depth_gone", now_stamp(env.client))
+    _send_until(env, [(env.pubs.image_d, msg)], env.rec.result_d, "depth_gone")
+    _check_markers_deleted(env, "depth_gone")
+
+
+def test_markers_deleted_and_cloud_empty_when_the_anomaly_leaves(env):
+    time.sleep(0.2)
+    _send_until(env, _scene(env, "scene_shown", now_stamp(env.client)), env.rec.markers_d, "scene_shown")
+    (answer,) = env.client.set_parameters(NODE, {"threshold": 1e9})
+    assert answer.successful, answer.reason
+    time.sleep(0.2)
+    stamp = now_stamp(env.client)
+    _send_until(env, _scene(env, "scene_clear", stamp), env.rec.markers_d, "scene_clear")
+    _check_markers_deleted(env, "scene_clear")
     cloud = _wait(env, env.rec.points_d, "scene_clear")
     assert cloud.width * cloud.height == 0 and stamp_ns(cloud.header.stamp) == stamp_ns(stamp)
     assert _wait(env, env.rec.result_d, "scene_clear").regions == []

@@ -159,7 +159,7 @@ def _check_frame_outputs(env, camera: str, frame_id: str, rgb: np.ndarray, stamp
     np.testing.assert_array_equal(mask, np.where(score >= threshold, 255, 0))
     assert result.threshold == pytest.approx(threshold)
     assert result.image_score == pytest.approx(float(score.max()), rel=1e-5)
-    assert result.is_anomalous == (result.image_score >= result.threshold)
+    assert result.is_anomalous == (result.image_score >= result.image_threshold)
     assert result.anomalous_fraction == pytest.approx(np.mean(score >= threshold), abs=1e-6)
     assert 0.0 < result.anomalous_fraction < 1.0
     regions = find_regions(score, threshold, MIN_AREA, max_regions=50)

@@ -42,7 +42,9 @@ def _fused_checkpoint(path):
     return save_checkpoint(FlowCLAS(cfg).eval(), path, threshold=0.5)
 
 
-def test_prompt_set_switches_live_and_bad_values_are_rejected(tmp_path):
+def test_prompt_set_is_read_at_configure_and_needs_thresholds_for_another_set(tmp_path):
+    """The checkpoint's thresholds belong to its own prompts' fused score: another set needs its own."""
+    from lifecycle_msgs.msg import Transition
     from sensor_msgs.msg import Image
 
     from flowclas_ros.msg import AnomalyResult
@@ -61,11 +63,24 @@ def test_prompt_set_switches_live_and_bad_values_are_rejected(tmp_path):
         results = client.subscribe(f"{NODE}/prompt_in_camera/result", AnomalyResult)
         pub = client.publisher(TOPIC, Image)
         client.wait_matched(pub, STARTUP_TIMEOUT_S)
+        (live,) = client.set_parameters(NODE, {"prompt_set": "orbital_inspection"})
+        assert not live.successful and "read at configure" in live.reason
+        assert client.change_state(NODE, Transition.TRANSITION_DEACTIVATE)
+        assert client.change_state(NODE, Transition.TRANSITION_CLEANUP)
         (ok,) = client.set_parameters(NODE, {"prompt_set": "orbital_inspection"})
         assert ok.successful, ok.reason
+        # NaN thresholds = the checkpoint's, calibrated on planetary_rover: refused for another set.
+        assert not client.change_state(NODE, Transition.TRANSITION_CONFIGURE)
+        assert "also set threshold and image_threshold" in proc.output()
         (bad,) = client.set_parameters(NODE, {"prompt_set": "no_such_prompt_set"})
-        assert not bad.successful and "prompt_set" in bad.reason
-        assert client.get_parameters(NODE, ["prompt_set"])["prompt_set"] == "orbital_inspection"
+        assert bad.successful  # the name is checked at configure
+        results_set = client.set_parameters(NODE, {"threshold": 0.4, "image_threshold": 0.6})
+        assert all(r.successful for r in results_set)
+        assert not client.change_state(NODE, Transition.TRANSITION_CONFIGURE)
+        assert "prompt_set: ConfigError" in proc.output() and "no_such_prompt_set" in proc.output()
+        (ok,) = client.set_parameters(NODE, {"prompt_set": "orbital_inspection"})
+        assert client.change_state(NODE, Transition.TRANSITION_CONFIGURE)
+        assert client.change_state(NODE, Transition.TRANSITION_ACTIVATE)
         rgb = textured_image(56, 56, seed=3)
 
         def answered():
@@ -73,10 +88,11 @@ def test_prompt_set_switches_live_and_bad_values_are_rejected(tmp_path):
             time.sleep(0.2)  # inputs are best effort: resend until answered, at 5 Hz
             return results.snapshot()
 
-        client.wait_for(answered, 60.0, "a result after the prompt switch")
+        (result, *_) = client.wait_for(answered, 60.0, "a result with the other prompt set")
+        assert result.threshold == pytest.approx(0.4) and result.image_threshold == pytest.approx(0.6)
     finally:
         client.close()
         rc, out = proc.stop()
     assert rc == 0, out
-    assert "prompt set 'orbital_inspection' active (encoded)" in out, out
+    assert "prompt set 'orbital_inspection'" in out, out
     assert "Traceback" not in out, out

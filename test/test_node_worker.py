@@ -137,3 +137,56 @@ def test_frame_stage_gets_each_frame_and_skips_nonfinite_ones(setup):
     assert camera == 0 and header.frame_id == "staged" and mask.shape == score_map.shape == (40, 56)
     np.testing.assert_array_equal(mask > 0, score_map >= settings.threshold)
     assert stage.skipped == [(0, "poisoned")]  # NaN scores: the stage clears what it showed
+
+
+def test_outputs_are_lifecycle_publishers_silent_until_activated():
+    require_ros()
+    import rclpy
+    from rclpy.lifecycle import LifecycleNode, LifecyclePublisher
+
+    from flowclas_ros.msg import AnomalyResult
+    from flowclas_ros.ros.outputs import CameraOutputs
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = LifecycleNode("silent_outputs_test", context=context)
+    try:
+        outputs = CameraOutputs.create(node, "cam")
+        publishers = [outputs.result, outputs.score_map, outputs.mask, outputs.overlay]
+        assert all(isinstance(p, LifecyclePublisher) and not p.is_activated for p in publishers)
+        outputs.result.publish(AnomalyResult())  # inactive: dropped, no error
+        node.trigger_configure()
+        node.trigger_activate()
+        assert all(p.is_activated for p in publishers)
+        node.trigger_deactivate()
+        assert not any(p.is_activated for p in publishers)
+        outputs.destroy(node)
+    finally:
+        node.destroy_node()
+        context.try_shutdown()
+
+
+def test_parameters_apply_without_post_set_callbacks_like_on_humble():
+    """Humble's rclpy has no add_post_set_parameters_callback: the node applies values in the check."""
+    require_ros()
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from flowclas_ros.ros.anomaly_node import AnomalyNode
+
+    class HumbleLikeNode(AnomalyNode):
+        @property
+        def add_post_set_parameters_callback(self):
+            raise AttributeError("not in Humble")
+
+    context = rclpy.Context()
+    rclpy.init(context=context, args=["x", "--ros-args", "-p", "autostart:=false"])
+    node = HumbleLikeNode(context=context)
+    try:
+        (ok,) = node.set_parameters([Parameter("overlay_alpha", Parameter.Type.DOUBLE, 0.25)])
+        assert ok.successful and node._values["overlay_alpha"] == 0.25  # noqa: SLF001
+        (bad,) = node.set_parameters([Parameter("overlay_alpha", Parameter.Type.DOUBLE, 3.0)])
+        assert not bad.successful and node._values["overlay_alpha"] == 0.25  # noqa: SLF001
+    finally:
+        node.destroy_node()
+        context.try_shutdown()

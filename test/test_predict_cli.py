@@ -79,7 +79,7 @@ def test_folder_torch_writes_maps_at_image_resolution_and_overlays(checkpoint, i
 def test_single_file_onnxruntime_matches_torch(checkpoint, onnx_file, images, tmp_path):
     folder, written = images
     out = tmp_path / "out"
-    args = ["--checkpoint", str(onnx_file), "--backend", "onnxruntime", "--no-progress"]
+    args = ["--checkpoint", str(onnx_file), "--backend", "onnxruntime", "--threads", "1", "--no-progress"]
     assert main([*args, "--input", str(folder / "img1.jpg"), "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["img1.npy", "img1.png"]
     score = np.load(out / "img1.npy")

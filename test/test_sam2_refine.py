@@ -124,7 +124,8 @@ def test_sam2_setup_errors_are_one_line(sam2_checkpoint, tmp_path, capsys):
     wrong = tmp_path / "wrong.pt"
     torch.save({"model": {"not_a_sam2_key": torch.zeros(2)}}, wrong)
     with pytest.raises(
-        Sam2Error, match=r"does not match --sam2-config .*missing.*unexpected \(e.g. not_a_sam2_key"
+        Sam2Error,
+        match=r"does not match --sam2-config .*missing: .*\(\+\d+ more\); unexpected: not_a_sam2_key$",
     ):
         Sam2Refiner.from_files(wrong, SAM2_CONFIG)
     with pytest.raises(Sam2Error, match="--sam2-option 'points=3'"):

@@ -172,7 +172,7 @@ def test_text_cache_hit_and_invalidation():
     assert scorer.class_names == ("sand", "sky", "cable") and scorer.num_id == 2
     assert scorer.set_prompts(with_ood) is False and calls["n"] == 1
 
-    assert scorer.set_prompts("road") is True  # by name, from config/prompts
+    assert scorer.set_prompts("road") is True  # by name, from the packaged prompt sets
     assert calls["n"] == 2 and scorer.cfg.prompt_set == "road"
     assert scorer.cfg.prompts == load_prompt_set("road")
 

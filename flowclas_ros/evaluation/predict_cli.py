@@ -23,14 +23,17 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
 
 import numpy as np
 
+from flowclas_ros.cli_errors import OneLineParser, one_line
+from flowclas_ros.runtime.base import BACKENDS as REGISTRY
+from flowclas_ros.runtime.base import THREAD_OPTION
 from flowclas_ros.runtime.sam2_refine import add_refine_arguments, check_refine_args, refiner_from_args
 
 PROG = "flowclas-predict"
-BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+BACKENDS = tuple(REGISTRY)  # torch, onnxruntime, openvino, tensorrt
+"""``--threads`` as each non-torch backend's constructor option (flowclas-eval maps it the same way)."""
 
 EXAMPLES = """examples:
   flowclas-predict --checkpoint runs/a/checkpoint --input photos/ --out pred/
@@ -47,16 +50,9 @@ class PredictInputError(ValueError):
     """The command line cannot be run (the message names the path or flag and the problem)."""
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Argument errors as one line (no usage dump), exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    p = _OneLineParser(
+    p = OneLineParser(
         prog=PROG,
         description="Score images with a FlowCLAS checkpoint: OUT/<stem>.npy (float32 score map at the "
         "image's resolution) and OUT/<stem>.png (heat-map overlay) per image.",
@@ -83,7 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="T",
         help="pixel threshold for the overlay's boxes and label (default: the checkpoint's; none: no boxes)",
     )
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's choice)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads of the backend (default: the backend's own choice)",
+    )
     ov = p.add_argument_group("overlay")
     ov.add_argument(
         "--overlay-alpha",
@@ -144,6 +145,12 @@ def _check_args(args: argparse.Namespace, inputs: list[Path], out_dir: Path) -> 
     problem = check_refine_args(args)
     if problem:
         raise PredictInputError(problem)
+    from flowclas_ros.runtime import BACKENDS as REGISTERED
+
+    if args.backend not in REGISTERED:
+        raise PredictInputError(
+            f"--backend {args.backend} is not available here (registered: {', '.join(sorted(REGISTERED))})"
+        )
     # Writing OUT/<stem>.png into the input folder would overwrite a PNG input.
     inputs_resolved = {path.resolve() for path in inputs}
     for path in inputs:
@@ -204,21 +211,24 @@ def _run(args: argparse.Namespace) -> PredictSummary:
     inputs = list_inputs(Path(args.input))
     out_dir = Path(args.out)
     _check_args(args, inputs, out_dir)
-    refiner = refiner_from_args(args)  # package and files checked before the model loads
+    refiner = refiner_from_args(args, PROG)  # package and files checked before the model loads
+    options = {}
     if args.threads and args.backend == "torch":
         import torch
 
         torch.set_num_threads(args.threads)
+    elif args.threads and args.backend in THREAD_OPTION:
+        options[THREAD_OPTION[args.backend]] = args.threads
     from flowclas_ros.runtime import create_backend
 
     summary = PredictSummary()
     try:
-        backend = create_backend(args.backend, args.checkpoint, device=args.device)
+        backend = create_backend(args.backend, args.checkpoint, device=args.device, **options)
     except ImportError:
         raise  # a missing runtime library: its own message says what to install
     except Exception as err:  # noqa: BLE001 - e.g. ORT's InvalidProtobuf derives from no builtin error
         raise PredictInputError(
-            f"--checkpoint {args.checkpoint}: the {args.backend} backend cannot load it ({_one_line(err)})"
+            f"--checkpoint {args.checkpoint}: the {args.backend} backend cannot load it ({one_line(err)})"
         ) from err
     if refiner is not None:
         backend = refiner.wrap(backend)
@@ -260,10 +270,6 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     return known + ((checkpoint.CheckpointError,) if checkpoint is not None else ())
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run ``flowclas-predict``; returns the exit status (0 ok, 1 bad input / skipped images, 2 usage)."""
     args = build_parser().parse_args(argv)
@@ -275,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - CLI boundary: one line, unless --debug
         if args.debug or not isinstance(err, _known_errors()):
             raise
-        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
         return 1
     n_in = len(summary.written) + len(summary.skipped)
     what = "score map(s)" if args.no_overlay else "score map(s) and overlay(s)"

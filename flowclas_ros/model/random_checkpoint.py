@@ -78,7 +78,14 @@ def random_checkpoint(
     *,
     threshold: float | None = None,
     provenance: dict[str, Any] | None = None,
+    image_threshold: float | None = None,
     **model: Any,
 ) -> Path:
     """Writes :func:`random_model` (``model``: its arguments) as a checkpoint directory at ``path``."""
-    return save_checkpoint(random_model(**model), path, threshold=threshold, provenance=provenance)
+    return save_checkpoint(
+        random_model(**model),
+        path,
+        threshold=threshold,
+        provenance=provenance,
+        image_threshold=image_threshold,
+    )

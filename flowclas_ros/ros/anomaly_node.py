@@ -95,8 +95,11 @@ class AnomalyNode(NodeHealthMixin, LifecycleNode):
             if reason:
                 raise ValueError(f"invalid parameter {reason}")
         depth_settings(self._values)  # cross-field checks (min_range < max_range); ValueError
-        self.add_on_set_parameters_callback(self._check_parameters)
-        self.add_post_set_parameters_callback(self._apply_parameters)
+        if hasattr(self, "add_post_set_parameters_callback"):  # Iron and later (Jazzy)
+            self.add_on_set_parameters_callback(self._check_parameters)
+            self.add_post_set_parameters_callback(self._apply_parameters)
+        else:  # Humble has no post-set callbacks: apply as soon as the checks pass
+            self.add_on_set_parameters_callback(self._check_and_apply)
         self._state = "unconfigured"
         self._configure_error: str | None = None
         self._backend: InferenceBackend | None = None
@@ -138,7 +141,8 @@ class AnomalyNode(NodeHealthMixin, LifecycleNode):
                     f"{param.name} is read at configure; deactivate and clean up the node first "
                     f"(it is {self._state})"
                 )
-            if reason is None and param.name in NAN_MEANS_CHECKPOINT and math.isnan(param.value):
+            nan = isinstance(param.value, float) and math.isnan(param.value)
+            if reason is None and param.name in NAN_MEANS_CHECKPOINT and nan:
                 if self._backend is not None:
                     reason = f"{param.name}: NaN (the checkpoint's) is resolved at configure; give a number"
             if reason:
@@ -150,6 +154,12 @@ class AnomalyNode(NodeHealthMixin, LifecycleNode):
             except ValueError as err:
                 return SetParametersResult(successful=False, reason=str(err))
         return SetParametersResult(successful=True)
+
+    def _check_and_apply(self, params: list[Parameter]) -> SetParametersResult:
+        result = self._check_parameters(params)
+        if result.successful:
+            self._apply_parameters(params)
+        return result
 
     def _apply_parameters(self, params: list[Parameter]) -> None:
         for param in params:
@@ -179,7 +189,11 @@ class AnomalyNode(NodeHealthMixin, LifecycleNode):
             if not values["checkpoint"]:
                 raise ValueError("parameter 'checkpoint' is empty: set it to a checkpoint directory")
             options = backend_options(
-                values["backend"], values["input_size"], values["max_batch"], len(cameras)
+                values["backend"],
+                values["input_size"],
+                values["max_batch"],
+                len(cameras),
+                values["precision"],
             )
             backend = create_backend(values["backend"], values["checkpoint"], values["device"], **options)
         except Exception as err:  # noqa: BLE001 - any load failure becomes one clear line
@@ -209,9 +223,11 @@ class AnomalyNode(NodeHealthMixin, LifecycleNode):
         size = backend.config.preprocess.input_size
         size_text = f"{size[0]}x{size[1]}" if backend.config.preprocess.resize else "native resolution"
         self.get_logger().info(
-            f"configured: backend {backend.name} on {backend.device}, input {size_text}, "
+            f"configured: backend {backend.describe()}, input {size_text}, "
             f"threshold {self._settings.threshold:.4g}, "
-            f"image_threshold {self._settings.image_threshold:.4g}, cameras: "
+            f"image_threshold {self._settings.image_threshold:.4g}, "
+            + (f"prompt set {values['prompt_set']!r}, " if values["prompt_set"] else "")
+            + "cameras: "
             + ", ".join(f"{self.resolve_topic_name(c.topic)} -> ~/{c.name}/" for c in cameras)
             + "".join(
                 f"; 3D for {c.name}: {self.resolve_topic_name(d.depth_topic)} + "

@@ -17,6 +17,7 @@ config names Python classes to instantiate, so a user-supplied YAML could run co
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -132,17 +133,11 @@ def load_sam2_weights(model: Any, checkpoint: str | Path, config: str) -> None:
         raise Sam2Error(
             f"--sam2-checkpoint {path}: expected a dict with a 'model' state dict (SAM2's format)"
         )
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k].shape))
-    if missing or unexpected or wrong:
-        parts = [
-            f"{len(names)} {what} (e.g. {', '.join(names[:3])})"
-            for what, names in (("missing", missing), ("unexpected", unexpected), ("wrong-shape", wrong))
-            if names
-        ]
-        raise Sam2Error(f"--sam2-checkpoint {path} does not match --sam2-config {config}: {'; '.join(parts)}")
+    from flowclas_ros.model.state_keys import describe_mismatch
+
+    problem = describe_mismatch(model.state_dict(), state, limit=3)
+    if problem:
+        raise Sam2Error(f"--sam2-checkpoint {path} does not match --sam2-config {config}: {problem}")
     model.load_state_dict(state, strict=True)
 
 
@@ -216,13 +211,13 @@ class RefinedBackend:
         """The wrapped backend's predictions with refined score maps and image scores."""
         from dataclasses import replace
 
-        from flowclas_ros.model.flowclas.anomaly_map import image_score_np
+        from flowclas_ros.runtime import base  # its image_score_np: the one predict() itself uses
 
         kind = self.backend.config.score.image_score
         out = []
         for image, prediction in zip(images, self.backend.predict(images)):
             refined = self.refiner.refine(image, prediction.score_map)
-            out.append(replace(prediction, score_map=refined, image_score=image_score_np(refined, kind)))
+            out.append(replace(prediction, score_map=refined, image_score=base.image_score_np(refined, kind)))
         return out
 
     def close(self) -> None:
@@ -269,9 +264,22 @@ def check_refine_args(args: argparse.Namespace) -> str | None:
     return None
 
 
-def refiner_from_args(args: argparse.Namespace) -> Sam2Refiner | None:
+CPU_SLOW_POINTS = 16
+"""Warn from this ``points_per_side`` up on a CPU: the authors' 32x32 grid took 793 s for one 640x480
+image with SAM2.1 Hiera-T on 2 busy cores (the encoder alone 17 s; the rest: 3072 full-size candidates)."""
+
+
+def refiner_from_args(args: argparse.Namespace, prog: str) -> Sam2Refiner | None:
     """The refiner the flags ask for (None for ``--refine none``); loads SAM2 on ``args.device``."""
     if args.refine != "sam2":
         return None
     options = parse_generator_options(args.sam2_option)
-    return Sam2Refiner.from_files(args.sam2_checkpoint, args.sam2_config, device=args.device, **options)
+    refiner = Sam2Refiner.from_files(args.sam2_checkpoint, args.sam2_config, device=args.device, **options)
+    points = options.get("points_per_side", AUTHORS_GENERATOR["points_per_side"])
+    if str(args.device).startswith("cpu") and points >= CPU_SLOW_POINTS:
+        print(
+            f"{prog}: warning: SAM2 with {points}x{points} points on the CPU takes minutes per image; "
+            "--sam2-option points_per_side=8 is ~16x fewer prompts (or use --device cuda)",
+            file=sys.stderr,
+        )
+    return refiner

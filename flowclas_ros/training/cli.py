@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             "val_fpr95": best.get("fpr95"),
             "val_image_auroc": best.get("image_auroc"),
             "threshold": summary.threshold,
+            "image_threshold": summary.image_threshold,
             "images_per_s": round(summary.images_per_s, 2),
             "wall_s": round(summary.wall_s, 1),
         }

@@ -40,13 +40,13 @@ class GenerateConfig:
 class DataConfig:
     """Where the images are.
 
-    Folders use the DESIGN.md layout ``ROOT/images/<stem>.png|jpg`` (+ optional
+    Folders use the docs/ARCHITECTURE.md layout ``ROOT/images/<stem>.png|jpg`` (+ optional
     ``ROOT/masks/<stem>.png``) unless ``layout`` is ``mvtec``.
 
     Attributes:
         root: Optional base folder; relative ``train`` / ``val`` / ``test`` paths
             are resolved against it (and the generator writes into it).
-        layout: ``folder`` (DESIGN.md), ``mvtec`` (MVTec AD category folder:
+        layout: ``folder`` (docs/ARCHITECTURE.md), ``mvtec`` (MVTec AD category folder:
             ``train/good/*.png``, ``test/<defect>/*.png``,
             ``ground_truth/<defect>/<stem>_mask.png``; ``train`` is the category
             folder and ``test`` may name it too) or ``cityscapes`` (``train`` is
@@ -262,7 +262,11 @@ class TrainConfig:
         epochs: Used when ``steps`` is 0.
         checkpoint_every: Write the resumable training state every N steps.
         val_every: Validate every N steps; 0 = at the end of every epoch.
-        target_fpr: Inlier-pixel FPR at which the threshold is calibrated on val.
+        target_fpr: Inlier-pixel FPR at which the pixel threshold is calibrated on val. A
+            deployment choice: it sets how much of a normal scene the mask may cover
+            (0.05 = 5 % of normal pixels); the node's ``threshold`` parameter overrides it.
+        image_target_fpr: Share of the normal val images whose image score may reach the
+            image threshold (``is_anomalous``); stored as the checkpoint's ``image_threshold``.
         amp: Autocast on CUDA: ``auto`` (bf16 if supported, else fp16), ``bf16``,
             ``fp16`` or ``off``. CPU always runs fp32.
         device: ``auto`` (CUDA if available), ``cpu``, ``cuda`` or ``cuda:N``.
@@ -290,6 +294,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     val_every: int = 0
     target_fpr: float = 0.05
+    image_target_fpr: float = 0.01
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
     device: str = "auto"
     seed: int = 0
@@ -307,6 +312,8 @@ class TrainConfig:
             raise ValueError("checkpoint_every and log_every must be >= 1, val_every >= 0")
         if not 0.0 < self.target_fpr < 1.0:
             raise ValueError(f"target_fpr must be in (0, 1), got {self.target_fpr}")
+        if not 0.0 <= self.image_target_fpr < 1.0:
+            raise ValueError(f"image_target_fpr must be in [0, 1), got {self.image_target_fpr}")
         if self.num_workers < 0 or self.threads < 0:
             raise ValueError("num_workers and threads must be >= 0")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):

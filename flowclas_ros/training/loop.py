@@ -66,7 +66,7 @@ class TrainSummary:
         best_metrics: Val metrics of the saved checkpoint (None if never validated).
         best_step: Step of the saved checkpoint.
         checkpoint: ``RUN_DIR/checkpoint`` (None if not written yet).
-        threshold: Calibrated threshold stored in the checkpoint.
+        threshold: Calibrated pixel threshold stored in the checkpoint.
         images_per_s: Training throughput in samples (mixed + outlier image pairs) per second,
             over all processes, excluding validation and feature caching.
         wall_s: Wall time of this invocation.
@@ -83,6 +83,7 @@ class TrainSummary:
     wall_s: float
     resumed_from: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    image_threshold: float | None = None  # calibrated image threshold stored in the checkpoint
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
@@ -204,6 +205,7 @@ class Trainer:
             },
             "val_metrics": result.metrics,
             "target_fpr": cfg.target_fpr,
+            "image_target_fpr": cfg.image_target_fpr,
             "step": step,
             "train_config": to_dict(cfg),
             "git_commit": git_commit(),
@@ -261,7 +263,7 @@ class Trainer:
         optimizer = build_optimizer(model, cfg.optim, extra_modules)
         scheduler = build_scheduler(optimizer, cfg.optim, total)
         scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-        step, best = 0, {"ap": None, "step": -1, "metrics": None, "threshold": None}
+        step, best = 0, {"ap": None, "step": -1, "metrics": None, "threshold": None, "image_threshold": None}
         per_metric: dict[str, Any] = {}
         state_path = find_latest_state(self.run_dir) if resuming else None
         if state_path is not None:
@@ -326,22 +328,36 @@ class Trainer:
                         row.update(seg_ce=values[4], seg_lovasz=values[5])
                 val_due = step % cfg.val_every == 0 if cfg.val_every else step % steps_per_epoch == 0
                 if val_due or step == total:
-                    result = validate(model, valset, ctx, cfg.target_fpr, cfg.batch_size, amp_dtype)
+                    result = validate(
+                        model, valset, ctx, cfg.target_fpr, cfg.batch_size, amp_dtype, cfg.image_target_fpr
+                    )
                     row = {**(row or {"step": step, "epoch": epoch}), **val_columns(result)}
                     history.append({"step": step, **result.metrics, "threshold": result.threshold})
                     if is_better(result, best):
                         best = {"ap": result.metrics["ap"], "step": step, "metrics": result.metrics}
                         best["threshold"] = result.threshold
+                        best["image_threshold"] = result.image_threshold
                         if main:
                             save_best(
-                                self.run_dir, model, result.threshold, self._provenance(data, result, step)
+                                self.run_dir,
+                                model,
+                                result.threshold,
+                                self._provenance(data, result, step),
+                                image_threshold=result.image_threshold,
                             )
                         barrier(ctx)
                     if cfg.checkpoint_per_metric:
                         for name in improved(result.metrics, per_metric, step):
                             if main:
                                 prov = self._provenance(data, result, step)
-                                save_best(self.run_dir, model, result.threshold, prov, name=name)
+                                save_best(
+                                    self.run_dir,
+                                    model,
+                                    result.threshold,
+                                    prov,
+                                    name=name,
+                                    image_threshold=result.image_threshold,
+                                )
                         barrier(ctx)
                 if row:
                     log.write(row)
@@ -375,6 +391,7 @@ class Trainer:
             wall_s=time.perf_counter() - wall_start,
             resumed_from=resumed_from,
             history=history,
+            image_threshold=best.get("image_threshold"),
         )
 
     @staticmethod

@@ -1,5 +1,10 @@
 """Validation during training: pixel AUROC / AP / FPR95, image AUROC and threshold calibration.
 
+Two thresholds are calibrated: the pixel one at ``target_fpr`` of the inlier pixels and
+the image one at ``image_target_fpr`` of the normal images (:mod:`.calibration`). With
+VL4AD fusion on, the fusion statistics are fitted first and everything is measured on
+the fused score (then the maps are kept in memory instead of binning cells).
+
 Metrics come from :mod:`flowclas_ros.evaluation.metrics` (the code
 ``flowclas-eval`` uses). Scores and masks are compared at the model input
 size (masks resized by nearest neighbour), or at each image's native size
@@ -16,7 +21,6 @@ upsamples and bins.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,7 +35,9 @@ from flowclas_ros.data.transforms import to_model_input
 from flowclas_ros.evaluation.metrics import ImageMetrics, PixelMetrics
 from flowclas_ros.model.flowclas.anomaly_map import image_score, likelihood_score, nll_score, upsample_crop
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
-from flowclas_ros.training.batches import images_to_features, pad_sides, padding_mode
+from flowclas_ros.model.vl4ad.fusion import fuse
+from flowclas_ros.training.batches import images_to_features
+from flowclas_ros.training.calibration import calibrate_and_fuse, fusion_enabled, image_threshold_at_fpr
 from flowclas_ros.training.distributed import DistContext, all_gather_rows, all_reduce_minmax, all_reduce_sum_
 
 ValMode = Literal["masks", "oe"]
@@ -44,10 +50,12 @@ class ValResult:
     Attributes:
         metrics: ``ap``, ``auroc``, ``fpr95``, ``image_auroc``, counts, ``score_range``, ...
         threshold: Pixel threshold at the target inlier FPR (None without inlier pixels).
+        image_threshold: Image threshold at the target normal-image FPR (None without normal images).
     """
 
     metrics: dict[str, Any]
     threshold: float | None
+    image_threshold: float | None = None
 
 
 def choose_val_mode(data: FolderDataset, requested: str) -> ValMode:
@@ -63,6 +71,11 @@ def choose_val_mode(data: FolderDataset, requested: str) -> ValMode:
     return "oe"
 
 
+def native_resolution(model: FlowCLAS) -> bool:
+    """True when ``model.preprocess.resize`` is false (no resize: the official full-resolution evaluation)."""
+    return not model.cfg.preprocess.resize
+
+
 def cell_scores(model: FlowCLAS, feats: torch.Tensor) -> torch.Tensor:
     """Per-cell anomaly scores (B, h, w), the part of ``FlowCLAS.score_features`` before upsampling."""
     z, _ = model.flow_forward(feats)
@@ -71,21 +84,9 @@ def cell_scores(model: FlowCLAS, feats: torch.Tensor) -> torch.Tensor:
 
 
 def cells_to_pixels(model: FlowCLAS, cells: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
-    """Upsamples, crops and blurs cell scores exactly as ``FlowCLAS.score_features`` does.
-
-    With ``symmetric`` padding the crop starts at the top / left padding instead of at 0.
-    """
+    """Upsamples, crops and blurs cell scores exactly as ``FlowCLAS.score_features`` does."""
     padded_hw = (cells.shape[-2] * model.patch_size, cells.shape[-1] * model.patch_size)
-    left, _, top, _ = pad_sides(image_hw[0], image_hw[1], model.pad_multiple, padding_mode(model))
-    if left == 0 and top == 0:
-        return model.blur(upsample_crop(cells, padded_hw, image_hw))
-    full = upsample_crop(cells, padded_hw, padded_hw)
-    return model.blur(full[:, top : top + image_hw[0], left : left + image_hw[1]])
-
-
-def native_resolution(model: FlowCLAS) -> bool:
-    """True when ``model.preprocess.resize`` is false (no resize; older configs always resize)."""
-    return not bool(getattr(model.cfg.preprocess, "resize", True))
+    return model.blur(upsample_crop(cells, padded_hw, image_hw, model.pad_offset(padded_hw, image_hw)))
 
 
 class ValidationSet:
@@ -126,44 +127,60 @@ class ValidationSet:
         self.n_total = count
         self.source = OETrainDataset(data, oe, self.preprocess, seed=seed, hflip=False, vary_per_epoch=False)
         self.cache_features = cache_features
-        self._cache: list[tuple[torch.Tensor, np.ndarray]] | None = None
+        self._cache: dict[bool, list[tuple[torch.Tensor, np.ndarray, torch.Tensor | None]]] = {}
 
-    def _load(self, index: int) -> tuple[torch.Tensor, np.ndarray]:
-        if self.mode == "oe":
+    def _load(self, index: int, clean: bool = False) -> tuple[torch.Tensor, np.ndarray]:
+        if self.mode == "oe" and not clean:
             item = self.source[index]
             return item["mixed"], item["mask"].numpy()
-        if self.native:  # full resolution: normalise at the image's own size
-            data = self.source.data
-            image = data.load_image(index)
-            mask = data.load_mask(index, image.shape[:2])
-            pre = dataclasses.replace(self.preprocess, input_size=tuple(image.shape[:2]))
-            return to_model_input([image], pre)[0], mask
-        image, mask = self.source.load_inlier(index)
-        return to_model_input([image], self.preprocess)[0], mask
+        if self.native:  # full resolution (preprocess.resize false: to_model_input keeps the size)
+            image = self.source.data.load_image(index)
+            mask = self.source.data.load_mask(index, image.shape[:2])
+        else:
+            image, mask = self.source.load_inlier(index)
+        if mask is None:  # a clean image without a mask file: every pixel is an inlier
+            mask = np.zeros(image.shape[:2], np.uint8)
+        return torch.from_numpy(to_model_input([image], self.preprocess)[0]), mask
 
-    def batches(self, model: FlowCLAS, device: torch.device, batch_size: int, amp_dtype: torch.dtype | None):
-        """Yields (features (B, C, h, w) on ``device``, masks uint8 (B, H, W) numpy)."""
-        if self._cache is not None:
-            for feats, masks in self._cache:
-                yield feats.to(device), masks
+    def batches(
+        self,
+        model: FlowCLAS,
+        device: torch.device,
+        batch_size: int,
+        amp_dtype: torch.dtype | None,
+        clean: bool = False,
+    ):
+        """Yields (features (B, C, h, w) on ``device``, masks uint8 (B, H, W), text maps or None).
+
+        ``clean`` (OE mode): the images without pasted objects, the normal images of the image
+        threshold. Text score maps (B, H, W) come with fusion on (the text scorer is frozen,
+        so they are cached with the features).
+        """
+        if clean in self._cache:
+            for feats, masks, text in self._cache[clean]:
+                yield feats.to(device), masks, None if text is None else text.to(device)
             return
         cache = []
         for start in range(0, len(self.indices), batch_size):
-            loaded = [self._load(i) for i in self.indices[start : start + batch_size]]
+            loaded = [self._load(i, clean) for i in self.indices[start : start + batch_size]]
             for group in _same_size_runs(loaded):
-                feats, masks = self._features(model, group, device, amp_dtype)
+                feats, masks, text = self._features(model, group, device, amp_dtype)
                 if self.cache_features:
-                    cache.append((feats.cpu(), masks))
-                yield feats, masks
+                    cache.append((feats.cpu(), masks, None if text is None else text.cpu()))
+                yield feats, masks, text
         if self.cache_features:
-            self._cache = cache
+            self._cache[clean] = cache
 
     @staticmethod
     def _features(model: FlowCLAS, loaded, device: torch.device, amp_dtype: torch.dtype | None):
-        """(features, masks) of a list of same-size (image, mask) pairs."""
+        """(features, masks, text maps or None) of a list of same-size (image, mask) pairs.
+
+        The text maps (VL4AD fusion on) are the frozen text scorer's: cached with the features.
+        """
         images = torch.stack([image for image, _ in loaded])
         masks = np.stack([mask for _, mask in loaded])
-        return images_to_features(model, images, device, amp_dtype), masks
+        text = model.text_score(images.to(device)).float() if fusion_enabled(model) else None
+        return images_to_features(model, images, device, amp_dtype), masks, text
 
 
 def _same_size_runs(loaded: list) -> list[list]:
@@ -185,16 +202,23 @@ def validate(
     target_fpr: float,
     batch_size: int = 8,
     amp_dtype: torch.dtype | None = None,
+    image_target_fpr: float = 0.01,
 ) -> ValResult:
-    """Scores the val set and computes metrics and the calibrated threshold on every process."""
+    """Scores the val set and computes metrics and the calibrated thresholds on every process."""
     was_training = model.training
     model.eval()
-    cells, all_masks = [], []
-    for feats, masks in valset.batches(model, ctx.device, batch_size, amp_dtype):
+    cells, all_masks, texts = [], [], []
+    for feats, masks, text in valset.batches(model, ctx.device, batch_size, amp_dtype):
         cells.append(cell_scores(model, feats).float().cpu())
         all_masks.append(masks)
-    low = min((float(c.min()) for c in cells), default=float("inf"))
-    high = max((float(c.max()) for c in cells), default=float("-inf"))
+        texts.append(text)
+    fused = None
+    if fusion_enabled(model):  # the deployed score: calibrate the fusion, measure the fused maps
+        flow_maps = [cells_to_pixels(model, c, tuple(m.shape[-2:])) for c, m in zip(cells, all_masks)]
+        fused = calibrate_and_fuse(model, flow_maps, [t.cpu() for t in texts], all_masks, ctx)
+    bounded = cells if fused is None else fused  # cells bound every upsampled pixel score
+    low = min((float(c.min()) for c in bounded), default=float("inf"))
+    high = max((float(c.max()) for c in bounded), default=float("-inf"))
     low, high = all_reduce_minmax(low, high, ctx)
     if not (np.isfinite(low) and np.isfinite(high)):
         raise FloatingPointError(f"validation scores are not finite (range {low}..{high}); training diverged")
@@ -202,8 +226,8 @@ def validate(
     pixel = PixelMetrics(score_range=(low - 1e-3 * span, high + 1e-3 * span))
     image = ImageMetrics()
     kind = model.cfg.score.image_score
-    for cell, masks in zip(cells, all_masks):
-        maps = cells_to_pixels(model, cell, tuple(masks.shape[-2:]))
+    for index, (cell, masks) in enumerate(zip(cells, all_masks)):
+        maps = cells_to_pixels(model, cell, tuple(masks.shape[-2:])) if fused is None else fused[index]
         pixel.update(maps.numpy(), masks)
         for score, mask in zip(image_score(maps, kind).tolist(), masks):
             image.add(score, mask=mask)
@@ -215,8 +239,38 @@ def validate(
     threshold = pixel.threshold_at_fpr(target_fpr) if metrics["n_neg"] > 0 else None
     if threshold is not None:
         metrics["at_threshold"] = pixel.at_threshold(threshold)
+    normal = _normal_image_scores(model, valset, image, ctx, batch_size, amp_dtype)
+    image_threshold = image_threshold_at_fpr(normal, image_target_fpr)
+    if image_threshold is not None:
+        metrics["image_threshold"] = {"n_normal": int(normal.size), "target_fpr": image_target_fpr}
     model.train(was_training)
-    return ValResult(metrics=metrics, threshold=threshold)
+    return ValResult(metrics=metrics, threshold=threshold, image_threshold=image_threshold)
+
+
+def _normal_image_scores(
+    model: FlowCLAS,
+    valset: ValidationSet,
+    scored: ImageMetrics,
+    ctx: DistContext,
+    batch_size: int,
+    amp_dtype: torch.dtype | None,
+) -> np.ndarray:
+    """Image scores of the normal val images of every process.
+
+    With masks: the scored images without an anomalous pixel. In OE mode every val image
+    carries pasted objects, so the clean originals are scored (once more, cached).
+    """
+    if valset.mode == "masks":
+        local = scored.scores[~scored.labels]
+    else:
+        parts = []
+        for feats, masks, text in valset.batches(model, ctx.device, batch_size, amp_dtype, clean=True):
+            maps = cells_to_pixels(model, cell_scores(model, feats).float().cpu(), tuple(masks.shape[-2:]))
+            if text is not None:  # fusion statistics as calibrated on the main pass
+                maps = fuse(maps, text.cpu().to(maps.dtype), model.cfg.fusion)
+            parts.append(image_score(maps, model.cfg.score.image_score).numpy())
+        local = np.concatenate(parts) if parts else np.empty(0)
+    return all_gather_rows(np.asarray(local, np.float64).reshape(-1, 1), ctx).ravel()
 
 
 def _image_auroc(image: ImageMetrics, ctx: DistContext) -> dict[str, Any]:

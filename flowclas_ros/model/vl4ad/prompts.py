@@ -1,8 +1,8 @@
-"""Text prompt sets for the VL4AD outlier scorer (``config/prompts/*.yaml``).
+"""Text prompt sets for the VL4AD outlier scorer (``prompt_sets/*.yaml`` beside this module).
 
 A prompt set describes in words what is normal in a scene (in-distribution,
 "ID" classes, each with several prompts) and, optionally, what outliers to
-expect (OOD classes). See ``config/prompts/planetary_rover.yaml`` for the
+expect (OOD classes). See ``prompt_sets/planetary_rover.yaml`` for the
 schema; :class:`PromptSet` documents every key.
 
 Resolution turns a prompt set into the flat class list the scorer uses:
@@ -150,8 +150,12 @@ def text_cache_key(ps: PromptSet) -> str:
 
 
 def bundled_prompt_dir() -> Path:
-    """The ``config/prompts`` folder shipped with the package (source tree layout)."""
-    return Path(__file__).resolve().parents[3] / "config" / "prompts"
+    """The prompt sets shipped as package data (``prompt_sets/`` beside this module).
+
+    Found the same way from the source tree, a pip install (``setup.cfg`` package_data) and a
+    colcon install (CMakeLists.txt installs the package directory whole).
+    """
+    return Path(__file__).resolve().parent / "prompt_sets"
 
 
 def _search_dirs() -> list[Path]:
