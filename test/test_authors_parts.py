@@ -198,6 +198,8 @@ def test_safe_load_reads_tensors_and_keeps_foreign_objects_inert(tmp_path):
     module.Transform = Transform
     sys.modules[module.__name__] = module
     base = torch.arange(12.0).reshape(3, 4)
+    tagged = torch.ones(2)
+    tagged.note = "python state"  # pickled through torch._tensor._rebuild_from_type_v2
     try:
         torch.save(
             {
@@ -205,6 +207,8 @@ def test_safe_load_reads_tensors_and_keeps_foreign_objects_inert(tmp_path):
                 "b": torch.tensor(True),
                 "h": torch.ones(2, dtype=torch.bfloat16),
                 "t": Transform(),
+                "tagged": tagged,
+                "path": Path("/data/x"),
             },
             tmp_path / "x.pth",
         )
@@ -216,6 +220,7 @@ def test_safe_load_reads_tensors_and_keeps_foreign_objects_inert(tmp_path):
     )
     assert isinstance(data["t"], Opaque) and data["t"].qualname == "not_installed_here.Transform"
     assert data["t"].state == {"size": (14, 14)}
+    assert torch.equal(data["tagged"], torch.ones(2)) and isinstance(data["path"], Opaque)
     (tmp_path / "legacy.pth").write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(UnsafeFileError, match="not a torch zip"):
         safe_torch_load(tmp_path / "legacy.pth")

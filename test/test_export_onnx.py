@@ -8,15 +8,15 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from flowclas_ros.export import (
-    ExportVerificationError,
+from flowclas_ros.checkpoint_meta import (
+    KEY_CONFIG,
+    KEY_INPUT_SIZE,
+    KEY_SHA256,
     ModelMismatchError,
-    export_onnx,
-    main,
     read_checkpoint_identity,
     read_onnx_metadata,
 )
-from flowclas_ros.export.metadata import KEY_CONFIG, KEY_INPUT_SIZE, KEY_SHA256
+from flowclas_ros.export import ExportVerificationError, export_onnx, main
 from flowclas_ros.export.verify import compare, verification_inputs, verify_onnx
 from flowclas_ros.model import (
     BackboneConfig,

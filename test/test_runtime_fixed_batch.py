@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 
-from flowclas_ros.export.metadata import INPUT_NAME, KEY_DYNAMIC_BATCH
+from flowclas_ros.checkpoint_meta import INPUT_NAME, KEY_DYNAMIC_BATCH
 from flowclas_ros.export.onnx_export import export_onnx
 from flowclas_ros.model import (
     BackboneConfig,

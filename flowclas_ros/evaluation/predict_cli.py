@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from flowclas_ros.cli_errors import OneLineParser, one_line
+from flowclas_ros.runtime.base import BACKENDS as REGISTRY
+from flowclas_ros.runtime.base import THREAD_OPTION
 from flowclas_ros.runtime.sam2_refine import add_refine_arguments, check_refine_args, refiner_from_args
 
 PROG = "flowclas-predict"
-BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
-THREAD_OPTION = {"onnxruntime": "intra_op_threads", "openvino": "threads"}
+BACKENDS = tuple(REGISTRY)  # torch, onnxruntime, openvino, tensorrt
 """``--threads`` as each non-torch backend's constructor option (flowclas-eval maps it the same way)."""
 
 EXAMPLES = """examples:

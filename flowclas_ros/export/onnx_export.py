@@ -24,7 +24,7 @@ import onnx
 import torch
 from tqdm import tqdm
 
-from flowclas_ros.export.metadata import (
+from flowclas_ros.checkpoint_meta import (
     INPUT_NAME,
     OUTPUT_NAME,
     CheckpointIdentity,
@@ -253,59 +253,3 @@ def _export_verified(
             staged.unlink(missing_ok=True)
         steps.update()
     return result
-
-
-def ensure_onnx(
-    checkpoint: str | Path | LoadedCheckpoint,
-    *,
-    identity: CheckpointIdentity | None = None,
-    input_size: tuple[int, int] | None = None,
-    dynamic_batch: bool = False,
-    cache_dir: str | Path | None = None,
-) -> Path:
-    """The cached ONNX export of a checkpoint, exported (and verified) on first use.
-
-    The cache file is keyed by the checkpoint hash, the input size and the batch
-    mode (see :func:`flowclas_ros.runtime.engine_cache.onnx_cache_path`).
-    """
-    from flowclas_ros.runtime.engine_cache import onnx_cache_path
-
-    if identity is None:
-        path = checkpoint.path if isinstance(checkpoint, LoadedCheckpoint) else checkpoint
-        identity = read_checkpoint_identity(path)
-    size = tuple(input_size or identity.config.preprocess.input_size)
-    target = onnx_cache_path(cache_dir, identity.sha256, size, dynamic_batch)
-    if not target.is_file():
-        logger.info("exporting %s to %s (first use; verified against torch)", identity.path, target)
-        export_onnx(checkpoint, target, input_size=size, dynamic_batch=dynamic_batch)
-    return target
-
-
-def resolve_onnx_source(
-    checkpoint: str | Path | LoadedCheckpoint,
-    onnx_path: str | Path | None,
-    *,
-    input_size: tuple[int, int] | None,
-    dynamic_batch: bool,
-    cache_dir: str | Path | None,
-) -> tuple[Path, CheckpointIdentity | None]:
-    """The ONNX file a backend runs, and the checkpoint identity it must match (None for a bare .onnx).
-
-    ``checkpoint`` may be a checkpoint (exported on first use via :func:`ensure_onnx`
-    unless ``onnx_path`` names the file) or an ``.onnx`` file itself.
-    """
-    source = Path(checkpoint.path if isinstance(checkpoint, LoadedCheckpoint) else checkpoint)
-    if source.suffix == ".onnx":
-        if onnx_path is not None and Path(onnx_path) != source:
-            raise ValueError(f"two ONNX files given: {source} and onnx_path={onnx_path}")
-        return source, None
-    identity = read_checkpoint_identity(source)
-    if onnx_path is None:
-        onnx_path = ensure_onnx(
-            checkpoint,
-            identity=identity,
-            input_size=input_size,
-            dynamic_batch=dynamic_batch,
-            cache_dir=cache_dir,
-        )
-    return Path(onnx_path), identity

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flowclas_ros.export.metadata import (
+from flowclas_ros.checkpoint_meta import (
     check_matches,
     parse_metadata,
     read_onnx_props,
@@ -158,7 +158,7 @@ class TensorRTBackend(InferenceBackend):
         cache_dir: str | Path | None,
     ) -> tuple[bytes, EngineRecord]:
         """Checkpoint / ONNX source: engine from the cache, built when missing or stale."""
-        from flowclas_ros.export.onnx_export import resolve_onnx_source
+        from flowclas_ros.runtime.onnx_backend import resolve_onnx_source
 
         onnx_path, identity = resolve_onnx_source(
             checkpoint,

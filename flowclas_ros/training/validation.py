@@ -140,7 +140,7 @@ class ValidationSet:
             image, mask = self.source.load_inlier(index)
         if mask is None:  # a clean image without a mask file: every pixel is an inlier
             mask = np.zeros(image.shape[:2], np.uint8)
-        return to_model_input([image], self.preprocess)[0], mask
+        return torch.from_numpy(to_model_input([image], self.preprocess)[0]), mask
 
     def batches(
         self,
