@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from official_formats import official_native_checkpoint
 
 from flowclas_ros.model.config import FlowConfig, ModelConfig, PreprocessConfig
 from flowclas_ros.model.flow_official import OfficialFlow, OfficialGaussian
@@ -229,21 +230,9 @@ def test_safe_load_reads_tensors_and_keeps_foreign_objects_inert(tmp_path):
 
 def test_official_variant_native_resolution_exports_at_a_fixed_size(tmp_path):
     from flowclas_ros.export import main as export_main
-    from flowclas_ros.model import BackboneConfig, FlowCLAS, save_checkpoint
     from flowclas_ros.runtime.base import create_backend
 
-    cfg = ModelConfig(
-        backbone=BackboneConfig(weights="none", norm=False),
-        flow=FlowConfig(variant="official", steps=2, proj_dim=16),
-        preprocess=PreprocessConfig(mean=(0.2083, 0.2124, 0.2146), std=(0.2669, 0.27, 0.2711), resize=False,
-                                    padding="symmetric"),
-    )  # fmt: skip
-    model = FlowCLAS(cfg).eval()
-    gen = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for param in model.trainable_parameters():
-            param.add_(0.003 * torch.randn(param.shape, generator=gen))
-    ckpt = save_checkpoint(model, tmp_path / "ckpt", threshold=0.5, image_threshold=0.6)
+    ckpt = official_native_checkpoint(tmp_path / "ckpt")
     rng = np.random.default_rng(0)
     small, large = (rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((31, 45), (40, 29)))
     native = create_backend("torch", ckpt)
