@@ -33,10 +33,10 @@ import numpy as np
 import onnx
 import torch
 
-from flowclas_ros.checkpoint_meta import KEY_PRECISION, read_checkpoint_identity, with_input_size
 from flowclas_ros.export.onnx_export import export_onnx
 from flowclas_ros.export.reduced import calibration_batches, pixel_ap, quantize_int8, set_props
 from flowclas_ros.export.verify import verification_inputs
+from flowclas_ros.model.checkpoint_meta import KEY_PRECISION, read_checkpoint_identity, with_input_size
 from flowclas_ros.model.config import PreprocessConfig
 from flowclas_ros.runtime.base import InferenceBackend
 from flowclas_ros.runtime.onnx_backend import OnnxRuntimeBackend

@@ -15,10 +15,10 @@ import pytest
 import torch
 from official_formats import flowclas_state, lightning_checkpoint, write_lightning, write_official_files
 
-from flowclas_ros.checkpoint_meta import sha256_file
 from flowclas_ros.importer.cli import main as import_main
 from flowclas_ros.importer.keymap import DROPPED, MAPPED, OfficialImportError, check_against, map_state
 from flowclas_ros.model.checkpoint import load_checkpoint, trainable_state
+from flowclas_ros.model.checkpoint_meta import sha256_file
 from flowclas_ros.runtime.base import create_backend
 
 STEPS = 2

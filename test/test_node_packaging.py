@@ -37,7 +37,7 @@ PIP_NAMES = {  # import name -> distribution in requirements/host.txt
     "mcap": "mcap",
     "zstandard": "zstandard",
 }
-OPTIONAL = {"tensorrt", "openvino", "lz4", "apsw", "backports", "compression", "sam2"}
+OPTIONAL = {"tensorrt", "openvino", "nncf", "lz4", "apsw", "backports", "compression", "sam2"}
 """Imported lazily for optional backends / formats (README says how to add them), or not modules."""
 
 

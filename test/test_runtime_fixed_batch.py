@@ -7,7 +7,6 @@ import onnx
 import pytest
 import torch
 
-from flowclas_ros.checkpoint_meta import INPUT_NAME, KEY_DYNAMIC_BATCH
 from flowclas_ros.export.onnx_export import export_onnx
 from flowclas_ros.model import (
     BackboneConfig,
@@ -17,6 +16,7 @@ from flowclas_ros.model import (
     PreprocessConfig,
     save_checkpoint,
 )
+from flowclas_ros.model.checkpoint_meta import INPUT_NAME, KEY_DYNAMIC_BATCH
 from flowclas_ros.runtime.onnx_backend import OnnxRuntimeBackend
 
 FIXED = 3

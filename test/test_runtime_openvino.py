@@ -11,9 +11,9 @@ pytest.importorskip("openvino")
 
 from ros_harness import make_tiny_checkpoint  # noqa: E402
 
-from flowclas_ros.checkpoint_meta import KEY_PRECISION, KEY_QUALITY, ModelMismatchError, read_onnx_props  # noqa: E402
 from flowclas_ros.export import main as export_main  # noqa: E402
 from flowclas_ros.export import reduced  # noqa: E402
+from flowclas_ros.model.checkpoint_meta import KEY_PRECISION, KEY_QUALITY, ModelMismatchError, read_onnx_props  # noqa: E402
 from flowclas_ros.runtime import create_backend  # noqa: E402
 from flowclas_ros.runtime.openvino_backend import OpenVINOBackend, OpenVINODeviceError  # noqa: E402
 from flowclas_ros.synthetic.synthetic_scenes import SceneConfig, generate_dataset  # noqa: E402

@@ -138,7 +138,7 @@ def test_torch_is_not_installed(setup):
     _, venv, env = setup
     modules = "flowclas_ros.runtime.base, flowclas_ros.ros.node, flowclas_ros.runtime.openvino_backend"
     probe = (
-        f"import importlib.util, json, sys; import {modules}, flowclas_ros.checkpoint_meta; "
+        f"import importlib.util, json, sys; import {modules}, flowclas_ros.model.checkpoint_meta; "
         f"print(json.dumps([[m, importlib.util.find_spec(m) is not None] for m in {list(HEAVY)!r}]"
         " + [['loaded', sorted(set(sys.modules) & {'torch', 'timm', 'FrEIA'})], "
         "['file', flowclas_ros.__file__]]))"

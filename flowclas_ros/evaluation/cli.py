@@ -1,6 +1,6 @@
 """``flowclas-eval``: evaluate a checkpoint on a folder dataset, a rosbag2, or live through the node.
 
-Writes ``OUT/metrics.json`` (DESIGN.md keys plus extensions) and ``OUT/report.md``
+Writes ``OUT/metrics.json`` (docs/ARCHITECTURE.md keys plus extensions) and ``OUT/report.md``
 with PR/ROC curves and the worst/best frames as overlays.
 """
 
@@ -169,7 +169,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _checkpoint_score_kind(checkpoint: str | None) -> str | None:
     """``score.kind`` of a checkpoint directory or exported model (no model is built); None if unknown."""
-    from flowclas_ros.checkpoint_meta import (
+    from flowclas_ros.model.checkpoint_meta import (
         CheckpointError,
         ModelMismatchError,
         read_checkpoint_identity,
@@ -236,7 +236,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             torch.set_num_threads(args.threads)
         elif args.threads and args.backend in THREAD_OPTION:
             options[THREAD_OPTION[args.backend]] = args.threads
-        refiner = refiner_from_args(args)  # package and files checked before the model loads
+        refiner = refiner_from_args(args, PROG)  # package and files checked before the model loads
         backend = create_backend(args.backend, args.checkpoint, device=args.device, **options)
         if refiner is not None:
             backend = refiner.wrap(backend)
@@ -283,7 +283,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Run ``flowclas-eval``; returns the exit status (0 ok, 1 bad input or failure, 2 usage)."""
     args = build_parser().parse_args(argv)
-    from flowclas_ros.checkpoint_meta import CheckpointError
+    from flowclas_ros.model.checkpoint_meta import CheckpointError
 
     try:
         with warnings.catch_warnings():

@@ -1,7 +1,7 @@
 """flowclas_ros.export: ONNX export (verified against torch) and TensorRT engine building (no ROS imports).
 
 ``flowclas-export`` is :func:`main`. What an export remembers about its checkpoint is
-read and written by :mod:`flowclas_ros.checkpoint_meta` (torch-free).
+read and written by :mod:`flowclas_ros.model.checkpoint_meta` (torch-free).
 """
 
 from flowclas_ros.export.cli import main

@@ -10,9 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-from flowclas_ros.checkpoint_meta import CheckpointError, ModelMismatchError, format_size, read_onnx_props
 from flowclas_ros.export.onnx_export import ExportError, ExportReport, export_onnx
 from flowclas_ros.export.verify import ExportVerificationError
+from flowclas_ros.model.checkpoint_meta import (
+    CheckpointError,
+    ModelMismatchError,
+    format_size,
+    read_onnx_props,
+)
 
 _EPILOG = """examples:
   flowclas-export --checkpoint runs/a/checkpoint --format onnx --out model.onnx

@@ -24,7 +24,9 @@ import onnx
 import torch
 from tqdm import tqdm
 
-from flowclas_ros.checkpoint_meta import (
+from flowclas_ros.export.verify import VerificationResult, verify_onnx
+from flowclas_ros.model.checkpoint import LoadedCheckpoint, load_checkpoint
+from flowclas_ros.model.checkpoint_meta import (
     INPUT_NAME,
     OUTPUT_NAME,
     CheckpointIdentity,
@@ -32,8 +34,6 @@ from flowclas_ros.checkpoint_meta import (
     read_checkpoint_identity,
     with_input_size,
 )
-from flowclas_ros.export.verify import VerificationResult, verify_onnx
-from flowclas_ros.model.checkpoint import LoadedCheckpoint, load_checkpoint
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 
 logger = logging.getLogger(__name__)

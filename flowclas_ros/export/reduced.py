@@ -28,17 +28,17 @@ from typing import Any
 import numpy as np
 import onnx
 
-from flowclas_ros.checkpoint_meta import (
+from flowclas_ros.data.folder import FolderDataset
+from flowclas_ros.data.transforms import to_model_input
+from flowclas_ros.evaluation.accumulator import EvalAccumulator
+from flowclas_ros.evaluation.frames import FolderFrames
+from flowclas_ros.model.checkpoint_meta import (
     INPUT_NAME,
     KEY_PRECISION,
     KEY_QUALITY,
     KEY_VERIFY,
     read_onnx_props,
 )
-from flowclas_ros.data.folder import FolderDataset
-from flowclas_ros.data.transforms import to_model_input
-from flowclas_ros.evaluation.accumulator import EvalAccumulator
-from flowclas_ros.evaluation.frames import FolderFrames
 from flowclas_ros.model.config import PreprocessConfig
 from flowclas_ros.runtime.base import InferenceBackend
 
@@ -209,10 +209,10 @@ def export_openvino(args: Any, print_onnx: Callable[[Any], None]) -> dict[str, A
     import os
     import tempfile
 
-    from flowclas_ros.checkpoint_meta import with_input_size
     from flowclas_ros.export.onnx_export import export_onnx
     from flowclas_ros.export.verify import torch_reference, verification_inputs
     from flowclas_ros.model.checkpoint import load_checkpoint
+    from flowclas_ros.model.checkpoint_meta import with_input_size
     from flowclas_ros.runtime.onnx_backend import OnnxRuntimeBackend
     from flowclas_ros.runtime.openvino_backend import OpenVINOBackend
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 
-from flowclas_ros.checkpoint_meta import sha256_file
 from flowclas_ros.importer.keymap import (
     TOP_LEVEL,
     OfficialImportError,
@@ -30,6 +29,7 @@ from flowclas_ros.importer.keymap import (
 )
 from flowclas_ros.model.backbone import BackboneError
 from flowclas_ros.model.checkpoint import CheckpointError, save_checkpoint, trainable_state
+from flowclas_ros.model.checkpoint_meta import sha256_file
 from flowclas_ros.model.config import BackboneConfig
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 from flowclas_ros.model.safe_load import UnsafeFileError, safe_torch_load

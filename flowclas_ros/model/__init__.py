@@ -16,7 +16,7 @@ _EXPORTS = {
     "ModelConfig": "flowclas_ros.model.config",
     "PreprocessConfig": "flowclas_ros.model.config",
     "ScoreConfig": "flowclas_ros.model.config",
-    "CheckpointError": "flowclas_ros.checkpoint_meta",
+    "CheckpointError": "flowclas_ros.model.checkpoint_meta",
     "LoadedCheckpoint": "flowclas_ros.model.checkpoint",
     "load_checkpoint": "flowclas_ros.model.checkpoint",
     "save_checkpoint": "flowclas_ros.model.checkpoint",

@@ -22,7 +22,7 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import checkpoint_filter_fn
 from torch import nn
 
-from flowclas_ros.checkpoint_meta import sha256_file
+from flowclas_ros.model.checkpoint_meta import sha256_file
 from flowclas_ros.model.config import BackboneConfig
 
 logger = logging.getLogger(__name__)

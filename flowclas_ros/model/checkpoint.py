@@ -14,7 +14,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from flowclas_ros.checkpoint_meta import (
+from flowclas_ros.config_io import ConfigError, from_dict, to_dict
+from flowclas_ros.model.backbone import BackboneError
+from flowclas_ros.model.checkpoint_meta import (
     BACKBONE_FILE,
     CONFIG_FILE,
     FLOW_FILE,
@@ -25,8 +27,6 @@ from flowclas_ros.checkpoint_meta import (
     is_trainable_key,
     read_config_file,
 )
-from flowclas_ros.config_io import ConfigError, from_dict, to_dict
-from flowclas_ros.model.backbone import BackboneError
 from flowclas_ros.model.config import ModelConfig
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 from flowclas_ros.model.vl4ad.text_scorer import TextScorerError
@@ -70,7 +70,7 @@ class LoadedCheckpoint:
 def trainable_state(model: FlowCLAS) -> dict[str, torch.Tensor]:
     """The tensors a checkpoint or training state stores: all but the frozen parts, detached, on CPU.
 
-    The rule is :func:`flowclas_ros.checkpoint_meta.is_trainable_key` (frozen parts are referenced by
+    The rule is :func:`flowclas_ros.model.checkpoint_meta.is_trainable_key` (frozen parts are referenced by
     the config, not copied).
     """
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if is_trainable_key(k)}

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from flowclas_ros.checkpoint_meta import (
+from flowclas_ros.model.checkpoint_meta import (
     INPUT_NAME,
     ModelMismatchError,
     check_matches,

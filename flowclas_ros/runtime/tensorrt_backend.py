@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flowclas_ros.checkpoint_meta import (
+from flowclas_ros.model.checkpoint import LoadedCheckpoint
+from flowclas_ros.model.checkpoint_meta import (
     check_matches,
     parse_metadata,
     read_onnx_props,
 )
-from flowclas_ros.model.checkpoint import LoadedCheckpoint
 from flowclas_ros.runtime.base import InferenceBackend
 from flowclas_ros.runtime.engine_cache import (
     EngineCacheError,

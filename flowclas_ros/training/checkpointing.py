@@ -31,9 +31,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from flowclas_ros.checkpoint_meta import is_trainable_key
 from flowclas_ros.model.checkpoint import save_checkpoint
 from flowclas_ros.model.checkpoint import trainable_state as model_trainable_state
+from flowclas_ros.model.checkpoint_meta import is_trainable_key
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 
 STATE_DIR = "state"
@@ -252,7 +252,7 @@ def save_best(
     name: str = BEST_DIR,
     image_threshold: float | None = None,
 ) -> Path:
-    """Writes ``RUN_DIR/<name>/`` (DESIGN.md format) via a temp directory and renames.
+    """Writes ``RUN_DIR/<name>/`` (docs/ARCHITECTURE.md format) via a temp directory and renames.
 
     Returns:
         The checkpoint directory.

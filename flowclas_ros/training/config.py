@@ -40,13 +40,13 @@ class GenerateConfig:
 class DataConfig:
     """Where the images are.
 
-    Folders use the DESIGN.md layout ``ROOT/images/<stem>.png|jpg`` (+ optional
+    Folders use the docs/ARCHITECTURE.md layout ``ROOT/images/<stem>.png|jpg`` (+ optional
     ``ROOT/masks/<stem>.png``) unless ``layout`` is ``mvtec``.
 
     Attributes:
         root: Optional base folder; relative ``train`` / ``val`` / ``test`` paths
             are resolved against it (and the generator writes into it).
-        layout: ``folder`` (DESIGN.md), ``mvtec`` (MVTec AD category folder:
+        layout: ``folder`` (docs/ARCHITECTURE.md), ``mvtec`` (MVTec AD category folder:
             ``train/good/*.png``, ``test/<defect>/*.png``,
             ``ground_truth/<defect>/<stem>_mask.png``; ``train`` is the category
             folder and ``test`` may name it too) or ``cityscapes`` (``train`` is

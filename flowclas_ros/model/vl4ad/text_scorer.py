@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowclas_ros.checkpoint_meta import sha256_file
+from flowclas_ros.model.checkpoint_meta import sha256_file
 from flowclas_ros.model.vl4ad.anomaly_map import class_logits, outlier_score, stack_class_embeddings
 from flowclas_ros.model.vl4ad.clip_dense import DenseClipEncoder
 from flowclas_ros.model.vl4ad.config import TextScorerConfig
