@@ -167,6 +167,8 @@ def main() -> int:
             loads.append(os.getloadavg())
             latency[size] = time_interleaved(fns, args.repeats, args.warmup)
             loads.append(os.getloadavg())
+            for name, p50 in latency[size].items():  # as measured: a long run's numbers survive an abort
+                print(f"  {size}x{size} {name}: p50 {p50:.1f} ms (load {loads[-1][0]:.1f})", flush=True)
             if (size, size) == tuple(native):
                 ap_ref, score_range = pixel_ap(
                     backends["torch fp32"], args.data / "test", None, args.ap_frames
@@ -176,7 +178,7 @@ def main() -> int:
                     if name != "torch fp32":
                         ap, _ = pixel_ap(backend, args.data / "test", score_range, args.ap_frames)
                         delta_ap[name] = abs(ap - ap_ref)
-                print(f"  pixel AP torch fp32 on {args.data / 'test'}: {ap_ref:.4f}")
+                print(f"  pixel AP torch fp32: {ap_ref:.4f}; |ΔAP| {delta_ap}", flush=True)
             for backend in backends.values():
                 backend.close()
     node = json.loads(args.node_json.read_text()) if args.node_json else {}

@@ -63,32 +63,42 @@ def _ros_pins() -> list[str]:
     return [f"{req}=={pins[req.split('[')[0]]}" for req in ROS_RUNTIME]
 
 
+def _install_tree(venv: Path, pip: list[str], extra: list[str]) -> None:
+    """``pip install <copy of this tree>[runtime]`` (building in the repo writes into colcon's build/)."""
+    source = venv / "src"
+    shutil.rmtree(source, ignore_errors=True)
+    skip = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(REPO / "flowclas_ros", source / "flowclas_ros", ignore=skip)
+    for name in ("setup.cfg", "setup.py", "pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
+    subprocess.run([*pip, *extra, f"{source}[runtime]"], check=True, cwd=venv)
+    shutil.rmtree(source)
+
+
 def _venv() -> Path:
-    """The cached torch-free venv (built on first use); the package is installed from a copy of this tree."""
+    """The torch-free venv: dependencies cached by the packaging / pin files; this tree installed each run."""
     digest = hashlib.sha256()
     for name in HASHED:
         digest.update(name.encode() + (REPO / name).read_bytes())
     digest.update(" ".join(ROS_RUNTIME).encode())
     venv = REPO / ".cache" / f"torchfree-{digest.hexdigest()[:16]}"
     python = venv / "bin" / "python"
-    if (venv / ".complete").is_file():
-        return venv
-    shutil.rmtree(venv, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-input"]
     constraints = ["-c", str(REPO / "requirements" / "constraints.txt")]
+    if (venv / ".complete").is_file():  # deps unchanged: refresh only our package (~10 s)
+        _install_tree(venv, pip, ["--no-deps", "--force-reinstall"])
+        return venv
+    shutil.rmtree(venv, ignore_errors=True)
+    for _ in (1, 2):  # ensurepip failed once, transiently, on the loaded shared machine
+        command = [sys.executable, "-m", "venv", "--clear", str(venv)]
+        made = subprocess.run(command, capture_output=True, text=True)
+        if made.returncode == 0:
+            break
+    assert made.returncode == 0, f"python -m venv failed twice: {made.stdout}{made.stderr}"
     # Exactly what the docs tell a robot to run: `pip install .[runtime]` (+ the ROS wheels).
-    subprocess.run(
-        [*pip, *constraints, "-r", str(REPO / "requirements" / "runtime.txt"), *_ros_pins()], check=True
-    )
-    source = venv / "src"  # a clean copy: building in the repo would write into colcon's build/
-    shutil.copytree(
-        REPO / "flowclas_ros", source / "flowclas_ros", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    for name in ("setup.cfg", "setup.py", "pyproject.toml", "README.md"):
-        shutil.copy2(REPO / name, source / name)
-    subprocess.run([*pip, *constraints, f"{source}[runtime]"], check=True, cwd=venv)
-    shutil.rmtree(source)
+    runtime = str(REPO / "requirements" / "runtime.txt")
+    subprocess.run([*pip, *constraints, "-r", runtime, *_ros_pins()], check=True)
+    _install_tree(venv, pip, constraints)
     (venv / ".complete").write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
     return venv
 

@@ -21,7 +21,7 @@ from flowclas_ros.data.oe_dataset import OETrainDataset
 from flowclas_ros.data.outlier_exposure import OEConfig
 from flowclas_ros.model.config import PreprocessConfig
 from flowclas_ros.model.flow import DiagonalGaussian
-from flowclas_ros.model.flowclas.loss import lovasz_softmax_loss, nll_from_log_prob, nll_loss
+from flowclas_ros.model.flowclas.loss import lovasz_softmax_loss, nll_from_log_prob, nll_loss, supcon_loss
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 from flowclas_ros.training.checkpointing import load_training_state, save_training_state
 from flowclas_ros.training.cli import main
@@ -263,6 +263,28 @@ def test_official_variant_projection_head_has_the_authors_kaiming_init():
     cfg = from_dict(TrainConfig, tiny_train_dict(Path("unused"))).model
     cfg.flow.variant, cfg.flow.proj_dim = "official", 64
     head = FlowCLAS(cfg).proj_head
-    fan_out = head.weight.shape[0]  # 1x1 kernel
-    assert float(head.weight.std()) == pytest.approx(math.sqrt(2.0 / fan_out), rel=0.1)
-    assert float(head.bias.abs().max()) == 0.0
+    weight, bias = head.weight.detach(), head.bias.detach()
+    fan_out = weight.shape[0]  # 1x1 kernel
+    assert float(weight.std()) == pytest.approx(math.sqrt(2.0 / fan_out), rel=0.1)
+    assert float(bias.abs().max()) == 0.0
+
+
+def test_supcon_all_anchors_is_the_official_mean():
+    """The official InfoNCE: mean over every anchor of mean_{p} log(e^l_p / (e^l_p + sum_n e^l_n))."""
+    gen = torch.Generator().manual_seed(0)
+    anchors = torch.nn.functional.normalize(torch.randn(3, 4, generator=gen), dim=1)
+    labels = torch.tensor([1, 0, 1])  # anchor 1 (inlier) has no positive: no other inlier anywhere
+    extra = torch.nn.functional.normalize(torch.randn(2, 4, generator=gen), dim=1)
+    contrast, contrast_labels = torch.cat([anchors, extra]), torch.tensor([1, 0, 1, 1, 1])
+    logits = anchors @ contrast.T / 0.1
+    same = labels.view(-1, 1) == contrast_labels.view(1, -1)
+    positive = same.clone()
+    positive[torch.arange(3), torch.arange(3)] = False
+    neg = (torch.exp(logits) * ~same).sum(1, keepdim=True)
+    log_prob = logits - torch.log(torch.exp(logits) + neg)
+    want = -((log_prob * positive).sum(1) / positive.sum(1).clamp(min=1e-8)).mean()
+    args = (anchors, labels, contrast, contrast_labels, 0.1)
+    got = supcon_loss(*args, anchors_lead_contrast=True, all_anchors=True)
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+    only_valid = supcon_loss(*args, anchors_lead_contrast=True)
+    assert float(only_valid) == pytest.approx(float(want) * 3 / 2, rel=1e-5)

@@ -158,6 +158,7 @@ SHARED = {
     ("optim", "grad_clip"): 0.0,
     ("loss", "sampling"): "balanced",
     ("loss", "max_views"): 512,
+    ("loss", "anchor_mean"): "all",
     ("loss", "alpha"): 1e-6,
     ("amp",): "bf16",
     ("checkpoint_per_metric",): True,

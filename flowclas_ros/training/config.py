@@ -168,6 +168,9 @@ class LossConfig:
             #outlier-image object, #outlier-image background) cells of each set
             (the background term is left out when all of it is ignored).
         max_views: Upper bound of N for ``balanced`` sampling (official 512).
+        anchor_mean: ``with_positives``: the contrastive loss averages over
+            anchors that have a positive. ``all`` (official): over every anchor,
+            one without positives counting 0.
     """
 
     alpha: float = 1e-6
@@ -179,6 +182,7 @@ class LossConfig:
     contrast_inlier: int = 512
     sampling: Literal["independent", "balanced"] = "independent"
     max_views: int = 512
+    anchor_mean: Literal["with_positives", "all"] = "with_positives"
 
     def __post_init__(self) -> None:
         if self.max_views < 1:

@@ -133,7 +133,13 @@ class FlowCLASObjective(nn.Module):
             con = flat.sum() * 0.0  # keeps every parameter in the graph (DDP needs that)
         else:
             con = supcon_loss(
-                anchors, anchor_labels, contrast, contrast_labels, cfg.temperature, anchors_lead_contrast=True
+                anchors,
+                anchor_labels,
+                contrast,
+                contrast_labels,
+                cfg.temperature,
+                anchors_lead_contrast=True,
+                all_anchors=cfg.anchor_mean == "all",
             )
         loss = cfg.alpha * nll + con
         parts = {

@@ -64,6 +64,7 @@ def supcon_loss(
     temperature: float = 0.1,
     *,
     anchors_lead_contrast: bool = False,
+    all_anchors: bool = False,
 ) -> torch.Tensor:
     """Supervised pixel contrastive (InfoNCE) loss with binary labels, as in FlowCLAS.
 
@@ -85,6 +86,9 @@ def supcon_loss(
         anchors_lead_contrast: Set when ``contrast_emb[:N]`` are the anchors
             themselves (same order), as when the anchor set is part of the
             contrast set; each anchor's pair with itself is then not a positive.
+        all_anchors: Average over every anchor, an anchor without positives
+            counting 0 (the official ``_info_nce``), instead of over the anchors
+            that have a positive.
 
     Returns:
         Scalar loss.
@@ -104,7 +108,7 @@ def supcon_loss(
     valid = pos_count > 0
     if not bool(valid.any()):
         return logits.sum() * 0.0
-    return per_anchor[valid].mean()
+    return per_anchor.mean() if all_anchors else per_anchor[valid].mean()
 
 
 def lovasz_jaccard_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
