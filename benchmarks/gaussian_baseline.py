@@ -48,7 +48,7 @@ def backbone_features(model: FlowCLAS, data: FolderDataset, batch: int, desc: st
     out = []
     for start in tqdm(range(0, len(data), batch), desc=desc, unit="batch"):
         images = [data.load_image(i) for i in range(start, min(len(data), start + batch))]
-        padded, _ = model.pad_input(to_model_input(images, model.cfg.preprocess))
+        padded, _ = model.pad_input(torch.from_numpy(to_model_input(images, model.cfg.preprocess)))
         out.append(model.extract_features(padded))
     return torch.cat(out)
 

@@ -1,7 +1,8 @@
 """flowclas_ros: pixel-wise anomaly detection (FlowCLAS) for ROS 2 robots.
 
-The core (``model``, ``data``, ``training``, ``evaluation``, ``export``,
-``runtime``) imports no ROS; ``flowclas_ros.ros`` is the only rclpy adapter.
+The core (``model``, ``data``, ``synthetic``, ``runtime``, ``evaluation``, ``export``,
+``importer``, ``training``) imports no ROS; ``flowclas_ros.ros`` is the only rclpy adapter.
+docs/ARCHITECTURE.md maps the layers.
 When built with colcon, the generated ``flowclas_ros.msg`` lives beside it.
 """
 

@@ -58,7 +58,7 @@ def _launch_setup(context: LaunchContext) -> list:
             executable=EXECUTABLE,
             name=EXECUTABLE,
             namespace=namespace,
-            parameters=[params_file, overrides],
+            parameters=[params_file, overrides] if overrides else [params_file],
             remappings=remappings,
             output="screen",
             emulate_tty=True,
@@ -71,14 +71,14 @@ def _launch_setup(context: LaunchContext) -> list:
         handle, rviz_file = tempfile.mkstemp(prefix="flowclas_", suffix=".rviz")
         with os.fdopen(handle, "w") as stream:
             stream.write(text)
-        sim_time = {"use_sim_time": overrides["use_sim_time"]} if "use_sim_time" in overrides else {}
+        sim_time = [{"use_sim_time": overrides["use_sim_time"]}] if "use_sim_time" in overrides else []
         actions += [
             Node(
                 package="rviz2",
                 executable="rviz2",
                 name="rviz2",
                 arguments=["-d", rviz_file],
-                parameters=[sim_time],
+                parameters=sim_time,
                 output="screen",
             ),
             RegisterEventHandler(OnShutdown(on_shutdown=lambda *_: Path(rviz_file).unlink(missing_ok=True))),

@@ -209,3 +209,28 @@ def write_official_files(directory: Path, preset: str, arch: str = "b", steps: i
     state = flowclas_state(dim, steps=steps, seg_classes=20 if preset == "city" else 0)
     write_lightning(paths["checkpoint"], lightning_checkpoint(state, arch))
     return paths
+
+
+def official_native_checkpoint(path: Path) -> Path:
+    """A small checkpoint shaped like an imported one: ViT-S (random), official 2-step flow, ALLO
+    statistics, native resolution, symmetric padding; flow perturbed so scores vary."""
+    from flowclas_ros.model import (
+        BackboneConfig,
+        FlowCLAS,
+        FlowConfig,
+        ModelConfig,
+        PreprocessConfig,
+        save_checkpoint,
+    )
+    from flowclas_ros.model.random_checkpoint import perturb_trainable
+
+    cfg = ModelConfig(
+        backbone=BackboneConfig(weights="none", norm=False),
+        flow=FlowConfig(variant="official", steps=2, proj_dim=16),
+        preprocess=PreprocessConfig(
+            mean=(0.2083, 0.2124, 0.2146), std=(0.2669, 0.27, 0.2711), resize=False, padding="symmetric"
+        ),
+    )
+    model = FlowCLAS(cfg, warn_random_backbone=False).eval()
+    perturb_trainable(model, seed=3, scale=0.003)
+    return save_checkpoint(model, path, threshold=0.5, image_threshold=0.6)

@@ -126,7 +126,7 @@ def make_coco(root: Path, sizes: list[tuple[int, int]], meta_ood: bool, seed: in
 
 
 def make_anomaly_folder(root: Path, sizes: list[tuple[int, int]], anomaly_id: int = 1, seed: int = 2) -> Path:
-    """DESIGN.md folder with masks: grey ground, one magenta square labelled ``anomaly_id``, 255 border."""
+    """Folder dataset with masks: grey ground, one magenta square labelled ``anomaly_id``, 255 border."""
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "masks").mkdir(parents=True, exist_ok=True)
@@ -143,7 +143,7 @@ def make_anomaly_folder(root: Path, sizes: list[tuple[int, int]], anomaly_id: in
 
 
 def make_allo(root: Path, seed: int = 3) -> Path:
-    """ALLO-like DESIGN.md folders: train (semantic ids 0..7 and 255, no anomaly), val with id 8 anomalies."""
+    """ALLO-like folder datasets: train (semantic ids 0..7 and 255, no anomaly), val with id 8 anomalies."""
     rng = np.random.default_rng(seed)
     train = root / "train"
     (train / "images").mkdir(parents=True, exist_ok=True)

@@ -17,8 +17,8 @@ from official_formats import flowclas_state, lightning_checkpoint, write_lightni
 
 from flowclas_ros.importer.cli import main as import_main
 from flowclas_ros.importer.keymap import DROPPED, MAPPED, OfficialImportError, check_against, map_state
-from flowclas_ros.model.backbone import sha256_file
-from flowclas_ros.model.checkpoint import _trainable_state, load_checkpoint
+from flowclas_ros.model.checkpoint import load_checkpoint, trainable_state
+from flowclas_ros.model.checkpoint_meta import sha256_file
 from flowclas_ros.runtime.base import create_backend
 
 STEPS = 2
@@ -146,4 +146,4 @@ def _theirs(ours: str) -> str:
 
 def test_expected_keys_match_the_built_model(loaded):
     mapped = map_state(flowclas_state(768, steps=STEPS, seg_classes=20), "city.ckpt")
-    check_against(mapped, _trainable_state(loaded.model), "city.ckpt")  # no error: the key lists agree
+    check_against(mapped, trainable_state(loaded.model), "city.ckpt")  # no error: the key lists agree

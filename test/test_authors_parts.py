@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from official_formats import official_native_checkpoint
 
 from flowclas_ros.model.config import FlowConfig, ModelConfig, PreprocessConfig
 from flowclas_ros.model.flow_official import OfficialFlow, OfficialGaussian
@@ -198,6 +199,8 @@ def test_safe_load_reads_tensors_and_keeps_foreign_objects_inert(tmp_path):
     module.Transform = Transform
     sys.modules[module.__name__] = module
     base = torch.arange(12.0).reshape(3, 4)
+    tagged = torch.ones(2)
+    tagged.note = "python state"  # pickled through torch._tensor._rebuild_from_type_v2
     try:
         torch.save(
             {
@@ -205,6 +208,8 @@ def test_safe_load_reads_tensors_and_keeps_foreign_objects_inert(tmp_path):
                 "b": torch.tensor(True),
                 "h": torch.ones(2, dtype=torch.bfloat16),
                 "t": Transform(),
+                "tagged": tagged,
+                "path": Path("/data/x"),
             },
             tmp_path / "x.pth",
         )
@@ -216,6 +221,7 @@ def test_safe_load_reads_tensors_and_keeps_foreign_objects_inert(tmp_path):
     )
     assert isinstance(data["t"], Opaque) and data["t"].qualname == "not_installed_here.Transform"
     assert data["t"].state == {"size": (14, 14)}
+    assert torch.equal(data["tagged"], torch.ones(2)) and isinstance(data["path"], Opaque)
     (tmp_path / "legacy.pth").write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(UnsafeFileError, match="not a torch zip"):
         safe_torch_load(tmp_path / "legacy.pth")
@@ -224,21 +230,9 @@ def test_safe_load_reads_tensors_and_keeps_foreign_objects_inert(tmp_path):
 
 def test_official_variant_native_resolution_exports_at_a_fixed_size(tmp_path):
     from flowclas_ros.export import main as export_main
-    from flowclas_ros.model import BackboneConfig, FlowCLAS, save_checkpoint
     from flowclas_ros.runtime.base import create_backend
 
-    cfg = ModelConfig(
-        backbone=BackboneConfig(weights="none", norm=False),
-        flow=FlowConfig(variant="official", steps=2, proj_dim=16),
-        preprocess=PreprocessConfig(mean=(0.2083, 0.2124, 0.2146), std=(0.2669, 0.27, 0.2711), resize=False,
-                                    padding="symmetric"),
-    )  # fmt: skip
-    model = FlowCLAS(cfg).eval()
-    gen = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for param in model.trainable_parameters():
-            param.add_(0.003 * torch.randn(param.shape, generator=gen))
-    ckpt = save_checkpoint(model, tmp_path / "ckpt", threshold=0.5, image_threshold=0.6)
+    ckpt = official_native_checkpoint(tmp_path / "ckpt")
     rng = np.random.default_rng(0)
     small, large = (rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((31, 45), (40, 29)))
     native = create_backend("torch", ckpt)

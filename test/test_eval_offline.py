@@ -75,7 +75,7 @@ def test_folder_eval_matches_sklearn_and_writes_the_report(ckpt, colour, capsys)
         assert m[key] == pytest.approx(ref[key], abs=1e-3), key
     # Even a random model sees the magenta squares: proves masks and score maps are aligned.
     assert 0.6 < m["auroc"] < 1.0 and m["pixel"]["n_ignored"] > 0 and m["pixel"]["n_clipped"] == 0
-    # DESIGN.md contract: these keys, spelled exactly, latency with exactly p50/p90/p99.
+    # docs/ARCHITECTURE.md contract: these keys, spelled exactly, latency with exactly p50/p90/p99.
     assert set(CONTRACT_KEYS) <= set(m)
     assert set(m["latency_ms"]) == {"p50", "p90", "p99"}
     assert 0 < m["latency_ms"]["p50"] <= m["latency_ms"]["p90"] <= m["latency_ms"]["p99"]

@@ -8,15 +8,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from flowclas_ros.export import (
-    ExportVerificationError,
-    ModelMismatchError,
-    export_onnx,
-    main,
-    read_checkpoint_identity,
-    read_onnx_metadata,
-)
-from flowclas_ros.export.metadata import KEY_CONFIG, KEY_INPUT_SIZE, KEY_SHA256
+from flowclas_ros.export import ExportVerificationError, export_onnx, main
 from flowclas_ros.export.verify import compare, verification_inputs, verify_onnx
 from flowclas_ros.model import (
     BackboneConfig,
@@ -26,6 +18,14 @@ from flowclas_ros.model import (
     PreprocessConfig,
     load_checkpoint,
     save_checkpoint,
+)
+from flowclas_ros.model.checkpoint_meta import (
+    KEY_CONFIG,
+    KEY_INPUT_SIZE,
+    KEY_SHA256,
+    ModelMismatchError,
+    read_checkpoint_identity,
+    read_onnx_metadata,
 )
 from flowclas_ros.runtime.onnx_backend import OnnxRuntimeBackend
 

@@ -51,7 +51,7 @@ def import_tree(name):
         return
     imported.append(name)
     for info in pkgutil.iter_modules(getattr(module, "__path__", []), name + "."):
-        if not info.name.startswith(EXCLUDED):
+        if not info.name.startswith(EXCLUDED) and not info.name.endswith(".__main__"):  # runs a CLI
             import_tree(info.name)
 
 
@@ -95,7 +95,7 @@ def check_report(report: dict, package_dir: Path) -> None:
     expected = {
         "flowclas_ros." + ".".join(p.relative_to(package_dir).with_suffix("").parts)
         for p in package_dir.rglob("*.py")
-        if p.name != "__init__.py"
+        if p.name not in ("__init__.py", "__main__.py")
     } | {
         "flowclas_ros." + ".".join(p.parent.relative_to(package_dir).parts)
         for p in package_dir.rglob("__init__.py")

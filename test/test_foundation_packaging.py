@@ -16,7 +16,7 @@ CMAKE = (REPO_ROOT / "CMakeLists.txt").read_text()
 PACKAGE = "flowclas_ros"
 EXECUTABLE = "anomaly_node"
 
-# The message contract (DESIGN.md, ROS interface). Extend compatibly: append fields only.
+# The message contract (docs/ARCHITECTURE.md, ROS interface). Extend compatibly: append fields only.
 RESULT_FIELDS = [
     ("std_msgs/Header", "header"),
     ("float32", "image_score"),

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from flowclas_ros.model import BackboneConfig, FlowCLAS
-from flowclas_ros.model.flowclas.anomaly_map import GaussianBlur, image_score, image_score_np
+from flowclas_ros.model.flowclas.anomaly_map import GaussianBlur, image_score
+from flowclas_ros.model.flowclas.image_score import image_score_np
 from flowclas_ros.model.flowclas.loss import nll_loss, supcon_loss
 from flowclas_ros.model.random_checkpoint import perturb_trainable, random_config
 

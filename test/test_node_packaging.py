@@ -36,8 +36,9 @@ PIP_NAMES = {  # import name -> distribution in requirements/host.txt
     "rosbags": "rosbags",
     "mcap": "mcap",
     "zstandard": "zstandard",
+    "lz4": "lz4",
 }
-OPTIONAL = {"tensorrt", "openvino", "lz4", "apsw", "backports", "compression", "sam2"}
+OPTIONAL = {"tensorrt", "openvino", "nncf", "sam2"}
 """Imported lazily for optional backends / formats (README says how to add them), or not modules."""
 
 

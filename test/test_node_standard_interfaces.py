@@ -52,6 +52,7 @@ def env(tmp_path_factory):
             "checkpoint": str(checkpoint),
             "autostart": False,
             "compressed": [False],  # a YAML array still overrides a typed empty default
+            "depth_topics": [],  # an empty YAML list (rcl: no value) still ends up a typed []
             "no_frame_warning_s": 60.0,
         },
     )

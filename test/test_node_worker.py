@@ -164,3 +164,29 @@ def test_outputs_are_lifecycle_publishers_silent_until_activated():
     finally:
         node.destroy_node()
         context.try_shutdown()
+
+
+def test_parameters_apply_without_post_set_callbacks_like_on_humble():
+    """Humble's rclpy has no add_post_set_parameters_callback: the node applies values in the check."""
+    require_ros()
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from flowclas_ros.ros.anomaly_node import AnomalyNode
+
+    class HumbleLikeNode(AnomalyNode):
+        @property
+        def add_post_set_parameters_callback(self):
+            raise AttributeError("not in Humble")
+
+    context = rclpy.Context()
+    rclpy.init(context=context, args=["x", "--ros-args", "-p", "autostart:=false"])
+    node = HumbleLikeNode(context=context)
+    try:
+        (ok,) = node.set_parameters([Parameter("overlay_alpha", Parameter.Type.DOUBLE, 0.25)])
+        assert ok.successful and node._values["overlay_alpha"] == 0.25  # noqa: SLF001
+        (bad,) = node.set_parameters([Parameter("overlay_alpha", Parameter.Type.DOUBLE, 3.0)])
+        assert not bad.successful and node._values["overlay_alpha"] == 0.25  # noqa: SLF001
+    finally:
+        node.destroy_node()
+        context.try_shutdown()

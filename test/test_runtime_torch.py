@@ -35,7 +35,7 @@ def test_predict_returns_maps_at_original_sizes(checkpoint):
         predictions = backend.predict(images)
     assert len(predictions) == len(images)
     with torch.no_grad():
-        reference = model(to_model_input(images, model.cfg.preprocess)).numpy()
+        reference = model(torch.from_numpy(to_model_input(images, model.cfg.preprocess))).numpy()
     for image, pred, ref in zip(images, predictions, reference):
         assert isinstance(pred, Prediction)
         assert pred.score_map.shape == image.shape[:2] and pred.score_map.dtype == np.float32
@@ -68,8 +68,8 @@ def test_to_model_input_normalises_and_resizes():
     cfg = PreprocessConfig(input_size=(4, 6), mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0))
     image = np.full((8, 12, 3), 255, dtype=np.uint8)
     batch = to_model_input([image], cfg)
-    assert batch.shape == (1, 3, 4, 6) and batch.dtype == torch.float32
-    torch.testing.assert_close(batch[0, :, 0, 0], torch.tensor([2.0, 1.0, 0.5]))
+    assert batch.shape == (1, 3, 4, 6) and batch.dtype == np.float32 and batch.flags.c_contiguous
+    np.testing.assert_allclose(batch[0, :, 0, 0], [2.0, 1.0, 0.5], rtol=1e-6)
 
 
 def test_resize_score_map_matches_torch_bilinear():

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
 from recipe_support import CONFIGS, make_allo, make_cityscapes, make_coco, onecycle_expected
+from train_support import tiny_train_dict
 
 from flowclas_ros.config_io import ConfigError, apply_overrides, from_dict, load, read_mapping, to_dict
 from flowclas_ros.data.cityscapes import CityscapesDataset, label_ids_to_train_ids
@@ -17,11 +20,14 @@ from flowclas_ros.data.oe_coco import CocoNativeSource
 from flowclas_ros.data.oe_dataset import OETrainDataset
 from flowclas_ros.data.outlier_exposure import OEConfig
 from flowclas_ros.model.config import PreprocessConfig
-from flowclas_ros.model.flowclas.loss import lovasz_softmax_loss
+from flowclas_ros.model.flow import DiagonalGaussian
+from flowclas_ros.model.flowclas.loss import lovasz_softmax_loss, nll_from_log_prob, nll_loss, supcon_loss
+from flowclas_ros.model.flowclas.torch_model import FlowCLAS
+from flowclas_ros.training.checkpointing import load_training_state, save_training_state
 from flowclas_ros.training.cli import main
 from flowclas_ros.training.config import OptimConfig, TrainConfig
-from flowclas_ros.training.objective import balanced_count
-from flowclas_ros.training.optim import build_scheduler, decays
+from flowclas_ros.training.objective import FlowCLASObjective, balanced_count
+from flowclas_ros.training.optim import build_optimizer, build_scheduler, decays
 
 
 @pytest.mark.parametrize("anneal", ["linear", "cos"])
@@ -194,3 +200,91 @@ def test_print_config_is_complete_and_round_trips(name, capsys):
     assert from_dict(TrainConfig, printed) == load(TrainConfig, CONFIGS / f"{name}.yaml", ["amp=off"])
     assert set(printed) == {f.name for f in TrainConfig.__dataclass_fields__.values()}
     assert read_mapping(CONFIGS / f"{name}.yaml")  # the file itself is unchanged input
+
+
+def test_nll_from_log_prob_equals_nll_loss():
+    gen = torch.Generator().manual_seed(0)
+    base = DiagonalGaussian(5)
+    with torch.no_grad():
+        base.mean.normal_(generator=gen)
+        base.log_sigma.normal_(generator=gen)
+    z, ldj = torch.randn(2, 5, 3, 4, generator=gen), torch.randn(2, generator=gen)
+    mask = torch.rand(2, 3, 4, generator=gen) > 0.3
+    for reduction in ("sum", "mean"):
+        want = nll_loss(z, ldj, mask, base.mean, base.log_sigma, reduction)
+        got = nll_from_log_prob(base.log_prob(z), ldj, mask, reduction)
+        assert float(got.detach()) == pytest.approx(float(want.detach()), rel=1e-5)
+
+
+def test_onecycle_state_resumes_through_weights_only_load(tmp_path):
+    def build():
+        param = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.AdamW([param], lr=1e-5)
+        return optimizer, build_scheduler(optimizer, OptimConfig(lr=1e-5, schedule="onecycle"), 10)
+
+    optimizer, scheduler = build()
+    for _ in range(3):
+        optimizer.step()
+        scheduler.step()
+    torch.save({"o": optimizer.state_dict(), "s": scheduler.state_dict()}, tmp_path / "optim.pt")
+    saved = torch.load(tmp_path / "optim.pt", weights_only=True)  # what load_training_state does
+    again_opt, again = build()
+    again_opt.load_state_dict(saved["o"])
+    again.load_state_dict(saved["s"])
+    for opt, sched in ((optimizer, scheduler), (again_opt, again)):
+        opt.step()
+        sched.step()
+    assert again.get_last_lr() == scheduler.get_last_lr()
+    assert again_opt.param_groups[0]["betas"] == optimizer.param_groups[0]["betas"]
+
+
+def test_seg_head_state_saved_and_restored_with_the_training_state(tmp_path):
+    cfg = from_dict(TrainConfig, tiny_train_dict(tmp_path))
+    cfg.seg.enabled = True
+    model = FlowCLAS(cfg.model)
+    objective = FlowCLASObjective(model, cfg.loss, None, cfg.seg)
+    extra = objective.extra_modules()
+    optimizer = build_optimizer(model, cfg.optim, extra)
+    scheduler = build_scheduler(optimizer, cfg.optim, 10)
+    assert any(p is extra["seg_head"][0].weight for g in optimizer.param_groups for p in g["params"])
+    with torch.no_grad():
+        extra["seg_head"][0].weight.add_(1.0)
+    path = save_training_state(tmp_path / "run", 3, model, optimizer, scheduler, None, {}, extra)
+    other = FlowCLASObjective(FlowCLAS(cfg.model), cfg.loss, None, cfg.seg)
+    other_extra = other.extra_modules()
+    other_opt = build_optimizer(other.model, cfg.optim, other_extra)
+    other_sched = build_scheduler(other_opt, cfg.optim, 10)
+    load_training_state(path, other.model, other_opt, other_sched, None, extra_modules=other_extra)
+    for key, value in extra["seg_head"].state_dict().items():
+        torch.testing.assert_close(other_extra["seg_head"].state_dict()[key], value)
+
+
+def test_official_variant_projection_head_has_the_authors_kaiming_init():
+    cfg = from_dict(TrainConfig, tiny_train_dict(Path("unused"))).model
+    cfg.flow.variant, cfg.flow.proj_dim = "official", 64
+    head = FlowCLAS(cfg).proj_head
+    weight, bias = head.weight.detach(), head.bias.detach()
+    fan_out = weight.shape[0]  # 1x1 kernel
+    assert float(weight.std()) == pytest.approx(math.sqrt(2.0 / fan_out), rel=0.1)
+    assert float(bias.abs().max()) == 0.0
+
+
+def test_supcon_all_anchors_is_the_official_mean():
+    """The official InfoNCE: mean over every anchor of mean_{p} log(e^l_p / (e^l_p + sum_n e^l_n))."""
+    gen = torch.Generator().manual_seed(0)
+    anchors = torch.nn.functional.normalize(torch.randn(3, 4, generator=gen), dim=1)
+    labels = torch.tensor([1, 0, 1])  # anchor 1 (inlier) has no positive: no other inlier anywhere
+    extra = torch.nn.functional.normalize(torch.randn(2, 4, generator=gen), dim=1)
+    contrast, contrast_labels = torch.cat([anchors, extra]), torch.tensor([1, 0, 1, 1, 1])
+    logits = anchors @ contrast.T / 0.1
+    same = labels.view(-1, 1) == contrast_labels.view(1, -1)
+    positive = same.clone()
+    positive[torch.arange(3), torch.arange(3)] = False
+    neg = (torch.exp(logits) * ~same).sum(1, keepdim=True)
+    log_prob = logits - torch.log(torch.exp(logits) + neg)
+    want = -((log_prob * positive).sum(1) / positive.sum(1).clamp(min=1e-8)).mean()
+    args = (anchors, labels, contrast, contrast_labels, 0.1)
+    got = supcon_loss(*args, anchors_lead_contrast=True, all_anchors=True)
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+    only_valid = supcon_loss(*args, anchors_lead_contrast=True)
+    assert float(only_valid) == pytest.approx(float(want) * 3 / 2, rel=1e-5)

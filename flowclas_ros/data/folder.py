@@ -1,4 +1,4 @@
-"""Image folders in the DESIGN.md layout: ``ROOT/images/<stem>.{png,jpg}`` + ``ROOT/masks/<stem>.png``.
+"""Image folders (docs/ARCHITECTURE.md layout): ``ROOT/images/<stem>.{png,jpg}`` + ``ROOT/masks/<stem>.png``.
 
 Masks are single channel: 0 = normal, 1 = anomaly, 255 = ignore. Datasets whose
 masks use other ids (e.g. ALLO: semantic ids, 8 = anomaly, 255 = ignore) are read
@@ -125,7 +125,7 @@ def list_images(folder: Path) -> dict[str, Path]:
 
 
 class FolderDataset:
-    """Images and optional masks in the DESIGN.md folder layout, in sorted stem order.
+    """Images and optional masks in the docs/ARCHITECTURE.md folder layout, in sorted stem order.
 
     Args:
         root: Dataset root holding ``images/`` and optionally ``masks/``.

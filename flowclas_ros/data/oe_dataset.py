@@ -149,7 +149,7 @@ class OETrainDataset(Dataset):
             keep = sample.paste_mask == 0  # pasted pixels override the inlier's own labels
             mask[keep & (inlier_mask == IGNORE_LABEL)] = IGNORE_LABEL
             mask[keep & (inlier_mask == 1)] = 1
-        pixels = to_model_input([sample.mixed, sample.outlier_image], self.preprocess)
+        pixels = torch.from_numpy(to_model_input([sample.mixed, sample.outlier_image], self.preprocess))
         item = {
             "mixed": pixels[0],
             "mask": torch.from_numpy(mask),

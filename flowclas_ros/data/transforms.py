@@ -1,10 +1,13 @@
-"""Image preprocessing shared by every inference backend, and score-map resizing."""
+"""Image preprocessing shared by every inference backend, and score-map resizing (numpy / OpenCV only).
+
+No torch here: the deployment runtime preprocesses without it. Training wraps the
+array with ``torch.from_numpy`` (no copy).
+"""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
 
 from flowclas_ros.model.config import PreprocessConfig
 
@@ -27,7 +30,7 @@ def resize_image(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def to_model_input(images: list[np.ndarray], cfg: PreprocessConfig) -> torch.Tensor:
+def to_model_input(images: list[np.ndarray], cfg: PreprocessConfig) -> np.ndarray:
     """Resizes RGB uint8 images to ``cfg.input_size`` (unless ``cfg.resize`` is off) and normalises them.
 
     Args:
@@ -35,7 +38,7 @@ def to_model_input(images: list[np.ndarray], cfg: PreprocessConfig) -> torch.Ten
         cfg: Input size (height, width), mean and std (on 0..1 pixels), resize switch.
 
     Returns:
-        (B, 3, h, w) float32 tensor, ``(pixel / 255 - mean) / std``.
+        (B, 3, h, w) float32 C-contiguous array, ``(pixel / 255 - mean) / std``.
     """
     if len(images) == 0:
         raise ValueError("to_model_input: no images")
@@ -50,9 +53,11 @@ def to_model_input(images: list[np.ndarray], cfg: PreprocessConfig) -> torch.Ten
             raise ValueError(
                 f"image {i}: {image.shape[:2]} differs from image 0 {size} (native-resolution batch)"
             )
-        resized = resize_image(image, size).astype(np.float32)
-        batch[i] = ((resized - offset) / scale).transpose(2, 0, 1)
-    return torch.from_numpy(batch)
+        resized = resize_image(image, size)
+        for c in range(3):  # one channel at a time into the planar batch: no HWC float temporaries
+            np.subtract(resized[..., c], offset[c], out=batch[i, c], dtype=np.float32)
+            batch[i, c] /= scale[c]
+    return batch
 
 
 def resize_score_map(score: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:

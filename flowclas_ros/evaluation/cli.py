@@ -1,13 +1,12 @@
 """``flowclas-eval``: evaluate a checkpoint on a folder dataset, a rosbag2, or live through the node.
 
-Writes ``OUT/metrics.json`` (DESIGN.md keys plus extensions) and ``OUT/report.md``
+Writes ``OUT/metrics.json`` (docs/ARCHITECTURE.md keys plus extensions) and ``OUT/report.md``
 with PR/ROC curves and the worst/best frames as overlays.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import warnings
@@ -21,10 +20,12 @@ from flowclas_ros.evaluation.accumulator import EvalAccumulator
 from flowclas_ros.evaluation.frames import BagFrames, BenchmarkFrames, EvalInputError, FolderFrames
 from flowclas_ros.evaluation.metrics import DEFAULT_NUM_BINS
 from flowclas_ros.evaluation.report import build_metrics, fmt, write_metrics, write_report
+from flowclas_ros.runtime.base import BACKENDS as REGISTRY
+from flowclas_ros.runtime.base import THREAD_OPTION
 from flowclas_ros.runtime.sam2_refine import add_refine_arguments, check_refine_args, refiner_from_args
 
 PROG = "flowclas-eval"
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = tuple(REGISTRY)  # torch, onnxruntime, openvino, tensorrt
 
 EXAMPLES = """examples:
   flowclas-eval --checkpoint runs/a/checkpoint --data data/val --out eval/val
@@ -102,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         metavar="N",
-        help="CPU threads for torch (default: torch's choice; use 1 on a busy shared machine)",
+        help="CPU threads of the backend (default: its own choice; use 1 on a busy shared machine)",
     )
 
     add_refine_arguments(p)
@@ -167,13 +168,21 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _checkpoint_score_kind(checkpoint: str | None) -> str | None:
-    """``score.kind`` from a checkpoint directory's config.json (no model is built); None if unknown."""
+    """``score.kind`` of a checkpoint directory or exported model (no model is built); None if unknown."""
+    from flowclas_ros.model.checkpoint_meta import (
+        CheckpointError,
+        ModelMismatchError,
+        read_checkpoint_identity,
+        read_onnx_metadata,
+    )
+
     if not checkpoint:
         return None
     try:
-        meta = json.loads((Path(checkpoint) / "config.json").read_text())
-        return str(meta["model"]["score"]["kind"])
-    except (OSError, ValueError, KeyError, TypeError):
+        if Path(checkpoint).suffix == ".onnx":
+            return read_onnx_metadata(checkpoint).identity.config.score.kind
+        return read_checkpoint_identity(checkpoint).config.score.kind
+    except (CheckpointError, ModelMismatchError, OSError):
         return None
 
 
@@ -220,12 +229,15 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         from flowclas_ros.evaluation.runner import evaluate_frames
         from flowclas_ros.runtime import create_backend
 
-        if args.threads:
+        options = {}
+        if args.threads and args.backend == "torch":
             import torch
 
             torch.set_num_threads(args.threads)
-        refiner = refiner_from_args(args)  # package and files checked before the model loads
-        backend = create_backend(args.backend, args.checkpoint, device=args.device)
+        elif args.threads and args.backend in THREAD_OPTION:
+            options[THREAD_OPTION[args.backend]] = args.threads
+        refiner = refiner_from_args(args, PROG)  # package and files checked before the model loads
+        backend = create_backend(args.backend, args.checkpoint, device=args.device, **options)
         if refiner is not None:
             backend = refiner.wrap(backend)
         with backend:
@@ -271,7 +283,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Run ``flowclas-eval``; returns the exit status (0 ok, 1 bad input or failure, 2 usage)."""
     args = build_parser().parse_args(argv)
-    from flowclas_ros.model.checkpoint import CheckpointError
+    from flowclas_ros.model.checkpoint_meta import CheckpointError
 
     try:
         with warnings.catch_warnings():

@@ -47,7 +47,7 @@ def bag_frame_name(index: int, stamp_ns: int) -> str:
 
 
 class FolderFrames:
-    """Frames of a folder dataset (DESIGN.md layout) in sorted stem order.
+    """Frames of a folder dataset (docs/ARCHITECTURE.md layout) in sorted stem order.
 
     Raises:
         EvalInputError: Missing folder, no images (from the constructor).

@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from flowclas_ros.cli_errors import OneLineParser, one_line
+from flowclas_ros.runtime.base import BACKENDS as REGISTRY
+from flowclas_ros.runtime.base import THREAD_OPTION
 from flowclas_ros.runtime.sam2_refine import add_refine_arguments, check_refine_args, refiner_from_args
 
 PROG = "flowclas-predict"
-BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
-THREAD_OPTION = {"onnxruntime": "intra_op_threads", "openvino": "threads"}
+BACKENDS = tuple(REGISTRY)  # torch, onnxruntime, openvino, tensorrt
 """``--threads`` as each non-torch backend's constructor option (flowclas-eval maps it the same way)."""
 
 EXAMPLES = """examples:
@@ -144,6 +145,12 @@ def _check_args(args: argparse.Namespace, inputs: list[Path], out_dir: Path) -> 
     problem = check_refine_args(args)
     if problem:
         raise PredictInputError(problem)
+    from flowclas_ros.runtime import BACKENDS as REGISTERED
+
+    if args.backend not in REGISTERED:
+        raise PredictInputError(
+            f"--backend {args.backend} is not available here (registered: {', '.join(sorted(REGISTERED))})"
+        )
     # Writing OUT/<stem>.png into the input folder would overwrite a PNG input.
     inputs_resolved = {path.resolve() for path in inputs}
     for path in inputs:
@@ -204,7 +211,7 @@ def _run(args: argparse.Namespace) -> PredictSummary:
     inputs = list_inputs(Path(args.input))
     out_dir = Path(args.out)
     _check_args(args, inputs, out_dir)
-    refiner = refiner_from_args(args)  # package and files checked before the model loads
+    refiner = refiner_from_args(args, PROG)  # package and files checked before the model loads
     options = {}
     if args.threads and args.backend == "torch":
         import torch

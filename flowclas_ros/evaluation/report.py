@@ -1,4 +1,4 @@
-"""Evaluation outputs: ``metrics.json`` (DESIGN.md contract) and a Markdown report with plots.
+"""Evaluation outputs: ``metrics.json`` (docs/ARCHITECTURE.md contract) and a Markdown report with plots.
 
 ``metrics.json`` always holds the contract keys ``auroc``, ``ap``, ``fpr95``
 (pixel level, ignore label excluded), ``image_auroc``, ``n_images`` and
@@ -26,7 +26,7 @@ from flowclas_ros.evaluation.accumulator import EvalAccumulator, percentiles
 from flowclas_ros.evaluation.examples import Example
 
 CONTRACT_KEYS = ("auroc", "ap", "fpr95", "image_auroc", "n_images", "latency_ms")
-"""Top-level keys of metrics.json fixed by DESIGN.md."""
+"""Top-level keys of metrics.json fixed by docs/ARCHITECTURE.md."""
 LATENCY_KEYS = ("p50", "p90", "p99")
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"

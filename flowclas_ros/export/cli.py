@@ -1,4 +1,7 @@
-"""``flowclas-export``: checkpoint -> verified ONNX file, or a TensorRT engine with its key sidecar."""
+"""``flowclas-export``: checkpoint -> verified ONNX, AP-gated OpenVINO bf16 / int8 ONNX, or a TensorRT engine.
+
+The OpenVINO path (parity, NNCF int8, the AP gate) is :mod:`flowclas_ros.export.reduced`.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +10,23 @@ import sys
 import time
 from pathlib import Path
 
-from flowclas_ros.export.metadata import ModelMismatchError, format_size, read_onnx_props
 from flowclas_ros.export.onnx_export import ExportError, ExportReport, export_onnx
 from flowclas_ros.export.verify import ExportVerificationError
-from flowclas_ros.model.checkpoint import CheckpointError
+from flowclas_ros.model.checkpoint_meta import (
+    CheckpointError,
+    ModelMismatchError,
+    format_size,
+    read_onnx_props,
+)
 
 _EPILOG = """examples:
   flowclas-export --checkpoint runs/a/checkpoint --format onnx --out model.onnx
   flowclas-export --checkpoint runs/a/checkpoint --format onnx --fp16 --out model_fp16.onnx
   flowclas-export --checkpoint runs/a/checkpoint --format engine --fp16 --out model.engine
+  flowclas-export --checkpoint runs/a/checkpoint --format openvino --precision int8 \
+      --calib-data runs/a/data/train --calib-n 32 --gate-data runs/a/data/test --out model-int8.onnx
 The engine build writes model.onnx beside model.engine and the engine key to model.engine.json.
+bf16 and int8 exports are written only when their pixel AP on --gate-data is within 0.005 of fp32.
 """
 
 
@@ -29,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint directory")
-    parser.add_argument("--format", required=True, choices=("onnx", "engine"), help="output kind")
+    parser.add_argument("--format", required=True, choices=("onnx", "openvino", "engine"), help="output kind")
     parser.add_argument("--out", required=True, type=Path, help="output file (.onnx or .engine)")
     parser.add_argument(
         "--input-size",
@@ -46,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
         "what a strongly typed TensorRT 10/11 engine runs",
     )
     parser.add_argument("--fp16-flow", action="store_true", help="with --fp16, cast the flow to float16 too")
+    ov = parser.add_argument_group("OpenVINO (--format openvino; writes an ONNX file)")
+    ov.add_argument(
+        "--precision", choices=("f32", "bf16", "int8"), default="f32", help="OpenVINO precision (default f32)"
+    )
+    ov.add_argument("--calib-data", type=Path, help="int8: folder dataset of training images to calibrate on")
+    ov.add_argument("--calib-n", type=int, default=32, help="int8: calibration images (default 32)")
+    ov.add_argument(
+        "--gate-data", type=Path, help="bf16 / int8: labelled folder dataset of the AP gate (the test split)"
+    )
+    ov.add_argument("--gate-n", type=int, help="use only the first N frames of --gate-data")
     engine = parser.add_argument_group("TensorRT engine (--format engine)")
     engine.add_argument("--workspace-mb", type=int, default=2048, help="builder workspace limit in MiB")
     engine.add_argument(
@@ -58,8 +78,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_openvino_args(args: argparse.Namespace) -> None:
+    if args.format != "openvino":
+        given = [f for f, v in (("--calib-data", args.calib_data), ("--gate-data", args.gate_data)) if v]
+        if args.precision != "f32" or given:
+            raise ValueError(f"{', '.join(given) or '--precision'} only apply to --format openvino")
+        return
+    if args.precision == "int8" and args.calib_data is None:
+        raise ValueError("--precision int8 needs --calib-data ROOT (training images to calibrate on)")
+    if args.precision != "f32" and args.gate_data is None:
+        raise ValueError(f"--precision {args.precision} needs --gate-data ROOT (labelled AP-gate images)")
+    for flag, path in (("--calib-data", args.calib_data), ("--gate-data", args.gate_data)):
+        if path is not None and not path.is_dir():
+            raise ValueError(f"{flag} {path}: not a dataset folder")
+    if args.gate_n is not None and args.gate_n < 1:
+        raise ValueError("--gate-n must be >= 1")
+
+
 def _check_args(args: argparse.Namespace) -> None:
-    if args.format == "onnx":
+    _check_openvino_args(args)
+    if args.format in ("onnx", "openvino"):
         engine_flags = {
             "--version-compatible": args.version_compatible,
             "--max-batch": args.max_batch is not None,
@@ -68,7 +106,7 @@ def _check_args(args: argparse.Namespace) -> None:
         if used:
             raise ValueError(f"{', '.join(used)} only apply to --format engine")
         if args.out.suffix != ".onnx":
-            raise ValueError(f"--out {args.out}: an ONNX export should end in .onnx")
+            raise ValueError(f"--out {args.out}: an ONNX / OpenVINO export should end in .onnx")
     elif args.out.suffix == ".onnx":
         raise ValueError(f"--out {args.out}: an engine must not end in .onnx (the ONNX is written beside it)")
     if args.input_size is not None and min(args.input_size) <= 0:
@@ -164,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
                     precision=_precision(args),
                 )
             )
+        elif args.format == "openvino":
+            from flowclas_ros.export.reduced import export_openvino
+
+            export_openvino(args, _print_onnx)
         else:
             _export_engine(args)
     except (

@@ -22,9 +22,10 @@ from collections import defaultdict, deque
 
 import onnx
 
+from flowclas_ros.model.checkpoint_meta import KEY_PRECISION  # noqa: F401 - re-exported for callers
+
 BACKBONE_PREFIX = "/backbone/"
-KEY_PRECISION = "flowclas.precision"
-"""ONNX metadata key: ``fp16`` (backbone float16, the rest float32), ``fp16-all`` or absent (float32)."""
+# KEY_PRECISION values written here: ``fp16`` (backbone float16, the rest float32) or ``fp16-all``.
 
 
 def backbone_nodes(graph: onnx.GraphProto) -> set[str]:
@@ -132,13 +133,13 @@ def verify_fp16(onnx_path: str, model, preprocess, *, dynamic_batch: bool):
     import numpy as np
     import onnxruntime as ort
 
-    from flowclas_ros.export.metadata import INPUT_NAME
     from flowclas_ros.export.verify import (
         ExportVerificationError,
         compare,
         torch_reference,
         verification_inputs,
     )
+    from flowclas_ros.model.checkpoint_meta import INPUT_NAME
 
     inputs = verification_inputs(preprocess)
     reference = torch_reference(model, inputs)

@@ -25,7 +25,9 @@ import onnx
 import torch
 from tqdm import tqdm
 
-from flowclas_ros.export.metadata import (
+from flowclas_ros.export.verify import VerificationResult, verify_onnx
+from flowclas_ros.model.checkpoint import LoadedCheckpoint, load_checkpoint
+from flowclas_ros.model.checkpoint_meta import (
     INPUT_NAME,
     KEY_VERIFY,
     OUTPUT_NAME,
@@ -34,8 +36,6 @@ from flowclas_ros.export.metadata import (
     read_checkpoint_identity,
     with_input_size,
 )
-from flowclas_ros.export.verify import VerificationResult, verify_onnx
-from flowclas_ros.model.checkpoint import LoadedCheckpoint, load_checkpoint
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 
 logger = logging.getLogger(__name__)
@@ -281,62 +281,3 @@ def _fp16_metadata(precision: str, result: VerificationResult) -> dict[str, str]
     from flowclas_ros.export.fp16 import KEY_PRECISION
 
     return {KEY_PRECISION: precision, KEY_VERIFY: json.dumps(result.to_dict(), sort_keys=True)}
-
-
-def ensure_onnx(
-    checkpoint: str | Path | LoadedCheckpoint,
-    *,
-    identity: CheckpointIdentity | None = None,
-    input_size: tuple[int, int] | None = None,
-    dynamic_batch: bool = False,
-    cache_dir: str | Path | None = None,
-    precision: str = "fp32",
-) -> Path:
-    """The cached ONNX export of a checkpoint, exported (and verified) on first use.
-
-    The cache file is keyed by the checkpoint hash, the input size, the batch mode and
-    the precision (see :func:`flowclas_ros.runtime.engine_cache.onnx_cache_path`).
-    """
-    from flowclas_ros.runtime.engine_cache import onnx_cache_path
-
-    if identity is None:
-        path = checkpoint.path if isinstance(checkpoint, LoadedCheckpoint) else checkpoint
-        identity = read_checkpoint_identity(path)
-    size = tuple(input_size or identity.config.preprocess.input_size)
-    target = onnx_cache_path(cache_dir, identity.sha256, size, dynamic_batch, precision)
-    if not target.is_file():
-        logger.info("exporting %s to %s (first use; verified against torch)", identity.path, target)
-        export_onnx(checkpoint, target, input_size=size, dynamic_batch=dynamic_batch, precision=precision)
-    return target
-
-
-def resolve_onnx_source(
-    checkpoint: str | Path | LoadedCheckpoint,
-    onnx_path: str | Path | None,
-    *,
-    input_size: tuple[int, int] | None,
-    dynamic_batch: bool,
-    cache_dir: str | Path | None,
-    precision: str = "fp32",
-) -> tuple[Path, CheckpointIdentity | None]:
-    """The ONNX file a backend runs, and the checkpoint identity it must match (None for a bare .onnx).
-
-    ``checkpoint`` may be a checkpoint (exported on first use via :func:`ensure_onnx`
-    unless ``onnx_path`` names the file) or an ``.onnx`` file itself.
-    """
-    source = Path(checkpoint.path if isinstance(checkpoint, LoadedCheckpoint) else checkpoint)
-    if source.suffix == ".onnx":
-        if onnx_path is not None and Path(onnx_path) != source:
-            raise ValueError(f"two ONNX files given: {source} and onnx_path={onnx_path}")
-        return source, None
-    identity = read_checkpoint_identity(source)
-    if onnx_path is None:
-        onnx_path = ensure_onnx(
-            checkpoint,
-            identity=identity,
-            input_size=input_size,
-            dynamic_batch=dynamic_batch,
-            cache_dir=cache_dir,
-            precision=precision,
-        )
-    return Path(onnx_path), identity

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from flowclas_ros.data.transforms import to_model_input
-from flowclas_ros.export.metadata import INPUT_NAME
+from flowclas_ros.model.checkpoint_meta import INPUT_NAME
 from flowclas_ros.model.config import PreprocessConfig
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 
@@ -69,7 +69,7 @@ def verification_inputs(preprocess: PreprocessConfig, seed: int = 0) -> np.ndarr
     rng = np.random.default_rng(seed)
     height, width = preprocess.input_size
     noise_image = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
-    images = to_model_input([*_real_images(), noise_image], preprocess).numpy()
+    images = to_model_input([*_real_images(), noise_image], preprocess)
     gaussian = rng.standard_normal((1, 3, height, width)).astype(np.float32)
     return np.concatenate([images, gaussian], axis=0)
 

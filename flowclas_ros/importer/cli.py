@@ -27,8 +27,9 @@ from flowclas_ros.importer.keymap import (
     map_state,
     model_config,
 )
-from flowclas_ros.model.backbone import BackboneError, sha256_file
-from flowclas_ros.model.checkpoint import CheckpointError, _trainable_state, save_checkpoint
+from flowclas_ros.model.backbone import BackboneError
+from flowclas_ros.model.checkpoint import CheckpointError, save_checkpoint, trainable_state
+from flowclas_ros.model.checkpoint_meta import sha256_file
 from flowclas_ros.model.config import BackboneConfig
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 from flowclas_ros.model.safe_load import UnsafeFileError, safe_torch_load
@@ -79,7 +80,7 @@ def import_official(checkpoint: Path, dinov2: Path, rein: Path, preset: str, out
     )
     cfg = model_config(preset, mapped, backbone)
     model = FlowCLAS(cfg, warn_random_backbone=False)  # loads and checks the DINOv2 and Rein files
-    check_against(mapped, _trainable_state(model), str(checkpoint))
+    check_against(mapped, trainable_state(model), str(checkpoint))
     model.load_state_dict(mapped.tensors, strict=False)  # backbone keys come from the two .pth files
     provenance = {
         "imported_from": "FlowCLAS authors' release (github.com/TRAILab/FlowCLAS), via flowclas-import",

@@ -10,7 +10,6 @@ keeps it in eval mode, so dropout / BatchNorm statistics never change.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -23,6 +22,7 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import checkpoint_filter_fn
 from torch import nn
 
+from flowclas_ros.model.checkpoint_meta import sha256_file
 from flowclas_ros.model.config import BackboneConfig
 
 logger = logging.getLogger(__name__)
@@ -259,15 +259,6 @@ def _warn_random(name: str) -> None:
         ALLOW_RANDOM_ENV,
         "!" * 78,
     )
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

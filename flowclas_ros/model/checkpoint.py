@@ -6,8 +6,6 @@ one message naming the file and what is wrong.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,18 +16,31 @@ from safetensors.torch import load_file, save_file
 
 from flowclas_ros.config_io import ConfigError, from_dict, to_dict
 from flowclas_ros.model.backbone import BackboneError
-from flowclas_ros.model.config import CONFIG_VERSION, ModelConfig
+from flowclas_ros.model.checkpoint_meta import (
+    BACKBONE_FILE,
+    CONFIG_FILE,
+    FLOW_FILE,
+    CheckpointError,
+    CheckpointMeta,
+    checkpoint_sha256,
+    config_json_text,
+    is_trainable_key,
+    read_config_file,
+)
+from flowclas_ros.model.config import ModelConfig
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 from flowclas_ros.model.vl4ad.text_scorer import TextScorerError
 
-CONFIG_FILE = "config.json"
-FLOW_FILE = "flow.safetensors"
-BACKBONE_FILE = "backbone.safetensors"
-_TOP_KEYS = {"version", "model", "threshold", "image_threshold", "provenance", "embedded_backbone"}
-
-
-class CheckpointError(Exception):
-    """A checkpoint cannot be written or read; the message names the file and the problem."""
+__all__ = [
+    "BACKBONE_FILE",
+    "CONFIG_FILE",
+    "FLOW_FILE",
+    "CheckpointError",
+    "LoadedCheckpoint",
+    "load_checkpoint",
+    "save_checkpoint",
+    "trainable_state",
+]
 
 
 @dataclass
@@ -56,12 +67,13 @@ class LoadedCheckpoint:
     image_threshold: float | None = None
 
 
-def _trainable_state(model: FlowCLAS) -> dict[str, torch.Tensor]:
-    return {
-        k: v.detach().cpu().contiguous()
-        for k, v in model.state_dict().items()
-        if not k.startswith(("backbone.", "text_scorer."))  # frozen parts are referenced, not copied
-    }
+def trainable_state(model: FlowCLAS) -> dict[str, torch.Tensor]:
+    """The tensors a checkpoint or training state stores: all but the frozen parts, detached, on CPU.
+
+    The rule is :func:`flowclas_ros.model.checkpoint_meta.is_trainable_key` (frozen parts are referenced by
+    the config, not copied).
+    """
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if is_trainable_key(k)}
 
 
 def save_checkpoint(
@@ -78,7 +90,7 @@ def save_checkpoint(
     Args:
         model: The model to save.
         path: Target directory.
-        threshold: Calibrated pixel threshold to store, or None.
+        threshold: Calibrated threshold to store, or None.
         provenance: JSON-serialisable provenance (training data, metrics, ...).
         embed_backbone: Also write the frozen backbone weights to ``backbone.safetensors``.
         image_threshold: Calibrated image-score threshold to store (key omitted when None).
@@ -88,81 +100,16 @@ def save_checkpoint(
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "version": CONFIG_VERSION,
-        "model": to_dict(model.cfg),
-        "threshold": None if threshold is None else float(threshold),
-        "provenance": provenance or {},
-        "embedded_backbone": BACKBONE_FILE if embed_backbone else None,
-    }
-    if image_threshold is not None:
-        meta["image_threshold"] = float(image_threshold)
-    try:
-        text = json.dumps(meta, indent=2) + "\n"  # key order kept: prompt class order matters
-    except TypeError as exc:
-        raise CheckpointError(f"{path / CONFIG_FILE}: provenance is not JSON-serialisable ({exc})") from exc
-    save_file(_trainable_state(model), str(path / FLOW_FILE))
+    meta = CheckpointMeta(
+        model.cfg, threshold, image_threshold, provenance or {}, BACKBONE_FILE if embed_backbone else None
+    )
+    text = config_json_text(meta, str(path / CONFIG_FILE))
+    save_file(trainable_state(model), str(path / FLOW_FILE))
     if embed_backbone:
         state = {k: v.detach().cpu().contiguous() for k, v in model.backbone.state_dict().items()}
         save_file(state, str(path / BACKBONE_FILE))
     (path / CONFIG_FILE).write_text(text)  # written last: a directory with config.json is complete
     return path
-
-
-def _read_meta(config_path: Path) -> dict[str, Any]:
-    if not config_path.is_file():
-        raise CheckpointError(f"{config_path}: missing (not a checkpoint directory?)")
-    try:
-        meta = json.loads(config_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{config_path}: not valid JSON ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{config_path}: top level must be a JSON object")
-    unknown = sorted(set(meta) - _TOP_KEYS)
-    if unknown:
-        raise CheckpointError(f"{config_path}: unknown key(s) {', '.join(unknown)}")
-    version = meta.get("version")
-    if version != CONFIG_VERSION:
-        raise CheckpointError(
-            f"{config_path}: checkpoint version {version!r} is not supported "
-            f"(this flowclas_ros reads version {CONFIG_VERSION})"
-        )
-    return meta
-
-
-THRESHOLD_KEYS = ("threshold", "image_threshold")
-
-
-def _optional_number(meta: dict[str, Any], key: str, config_path: Path) -> float | None:
-    """``meta[key]`` as a float, or None when absent / null (old checkpoints have no image_threshold)."""
-    value = meta.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise CheckpointError(f"{config_path}: {key} must be a number or null, got {value!r}")
-    return float(value)
-
-
-def _embedded_backbone(value: Any, config_path: Path) -> str | None:
-    """The ``embedded_backbone`` file name, checked to be a plain name inside the checkpoint directory.
-
-    A config could otherwise make the loader read any file on the machine (``../../x`` or ``/x``).
-    """
-    if value is None:
-        return None
-    name = str(value)
-    if (
-        not isinstance(value, str)
-        or not name
-        or Path(name).name != name
-        or name in (".", "..")
-        or "\\" in name
-    ):
-        raise CheckpointError(
-            f"{config_path}: embedded_backbone must be a file name inside the checkpoint directory "
-            f"(no directories, '..' or absolute paths), got {value!r}"
-        )
-    return name
 
 
 def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
@@ -222,17 +169,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     if not path.is_dir():
         raise CheckpointError(f"{path}: checkpoint directory not found")
     config_path, flow_path = path / CONFIG_FILE, path / FLOW_FILE
-    meta = _read_meta(config_path)
-    try:
-        cfg = from_dict(ModelConfig, meta.get("model", {}), prefix="model.")
-    except ConfigError as exc:
-        raise CheckpointError(f"{config_path}: {exc}") from exc
-    threshold, image_threshold = (_optional_number(meta, key, config_path) for key in THRESHOLD_KEYS)
-    provenance = meta.get("provenance") or {}
-    if not isinstance(provenance, dict):
-        raise CheckpointError(f"{config_path}: provenance must be an object")
+    config_bytes, meta = read_config_file(config_path)
+    cfg = meta.config
     state = _read_tensors(flow_path)
-    embedded = _embedded_backbone(meta.get("embedded_backbone"), config_path)
+    embedded = meta.embedded_backbone
     _resolve_weights_file(cfg, path)
     try:
         if embedded:
@@ -247,18 +187,17 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
         raise CheckpointError(f"{config_path}: backbone: {exc}") from exc
     except (TextScorerError, ConfigError) as exc:
         raise CheckpointError(f"{config_path}: text scorer: {exc}") from exc
-    _check_state(flow_path, state, _trainable_state(model))
+    _check_state(flow_path, state, trainable_state(model))
     model.load_state_dict(state, strict=False)  # backbone keys are not in the file
     model.to(device).eval()
-    digest = hashlib.sha256(config_path.read_bytes() + flow_path.read_bytes()).hexdigest()
     return LoadedCheckpoint(
         model=model,
         config=cfg,
-        threshold=threshold,
-        provenance=provenance,
+        threshold=meta.threshold,
+        image_threshold=meta.image_threshold,
+        provenance=meta.provenance,
         path=path,
-        sha256=digest,
-        image_threshold=image_threshold,
+        sha256=checkpoint_sha256(config_bytes, flow_path.read_bytes()),
     )
 
 

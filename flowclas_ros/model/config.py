@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from flowclas_ros.model.vl4ad.fusion import FusionConfig
-from flowclas_ros.model.vl4ad.text_scorer import TextScorerConfig
+from flowclas_ros.model.vl4ad.config import FusionConfig, TextScorerConfig
 
 CONFIG_VERSION = 1
 """Bump when a checkpoint written by an older version can no longer be read."""

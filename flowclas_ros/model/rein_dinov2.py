@@ -111,9 +111,20 @@ class ReinDinoV2(FrozenBackbone):
     def __init__(self, name: str):
         super().__init__()
         timm_name, dim, depth, heads = REIN_MODELS[name]
+        # weight_init="skip": timm's trunc-normal init of every weight costs ~4x the layers' own default init
+        # (50 s for ViT-L here) and is overwritten whenever weights are loaded; random models (tests) keep the
+        # layers' default init plus a small random position embedding.
         self.vit = timm.create_model(
-            timm_name, pretrained=False, num_classes=0, dynamic_img_size=True, init_values=1.0
+            timm_name,
+            pretrained=False,
+            num_classes=0,
+            dynamic_img_size=True,
+            init_values=1.0,
+            weight_init="skip",
         )
+        with torch.no_grad():
+            self.vit.pos_embed.normal_(0.0, 0.02)
+            self.vit.cls_token.normal_(0.0, 1e-6)
         self.reins = LoRAReins(depth, dim, heads)
         self.patch_size = 14
         self.pad_multiple = 14

@@ -44,10 +44,9 @@ _STORAGE_DTYPES = {
 }
 
 _REFUSED_MODULES = {
-    "os", "posix", "nt", "subprocess", "sys", "shutil", "socket", "importlib", "runpy", "pickle",
-    "_pickle", "marshal", "types", "code", "codeop", "ctypes", "webbrowser", "pty", "commands",
-    "platform", "multiprocessing", "signal", "threading", "asyncio", "io", "tempfile", "pathlib",
-    "ssl", "http", "urllib", "ftplib", "smtplib", "telnetlib", "inspect", "pdb", "timeit", "trace",
+    "os", "posix", "nt", "subprocess", "sys", "shutil", "socket", "importlib", "runpy", "pickle", "_pickle",
+    "marshal", "code", "codeop", "ctypes", "webbrowser", "pty", "commands", "multiprocessing", "signal",
+    "asyncio", "pdb", "timeit", "trace", "inspect", "builtins", "__builtin__",
 }  # fmt: skip
 """Top-level modules whose globals are refused outright (placeholders would be inert too, but a
 file that names them is hostile or broken, and the user should hear about it)."""
@@ -128,6 +127,14 @@ def _rebuild_parameter(data: torch.Tensor, requires_grad: bool, *_: Any) -> torc
     return data
 
 
+def _rebuild_from_type(func: Any, new_type: Any, args: tuple, state: Any) -> Any:
+    """``torch._tensor._rebuild_from_type_v2`` (a tensor with Python state): the plain tensor, no state."""
+    del new_type, state
+    if func in (_rebuild_tensor, _rebuild_parameter):
+        return func(*args)
+    return Opaque(func, args)
+
+
 class _SafeUnpickler(pickle.Unpickler):
     def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str, source: Path):
         import io
@@ -148,7 +155,9 @@ class _SafeUnpickler(pickle.Unpickler):
             return OrderedDict
         if module in ("builtins", "__builtin__") and name in _SAFE_BUILTINS:
             return _SAFE_BUILTINS[name]
-        if module.split(".")[0] in _REFUSED_MODULES or module in ("builtins", "__builtin__"):
+        if full == "torch._tensor._rebuild_from_type_v2":
+            return _rebuild_from_type
+        if module.split(".")[0] in _REFUSED_MODULES:
             raise UnsafeFileError(f"{self._source}: refusing global {full} (the file asks to run code)")
         return _opaque_class(module, name)
 

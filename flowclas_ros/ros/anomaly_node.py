@@ -189,7 +189,11 @@ class AnomalyNode(NodeHealthMixin, LifecycleNode):
             if not values["checkpoint"]:
                 raise ValueError("parameter 'checkpoint' is empty: set it to a checkpoint directory")
             options = backend_options(
-                values["backend"], values["input_size"], values["max_batch"], len(cameras)
+                values["backend"],
+                values["input_size"],
+                values["max_batch"],
+                len(cameras),
+                values["precision"],
             )
             backend = create_backend(values["backend"], values["checkpoint"], values["device"], **options)
         except Exception as err:  # noqa: BLE001 - any load failure becomes one clear line
@@ -219,7 +223,7 @@ class AnomalyNode(NodeHealthMixin, LifecycleNode):
         size = backend.config.preprocess.input_size
         size_text = f"{size[0]}x{size[1]}" if backend.config.preprocess.resize else "native resolution"
         self.get_logger().info(
-            f"configured: backend {backend.name} on {backend.device}, input {size_text}, "
+            f"configured: backend {backend.describe()}, input {size_text}, "
             f"threshold {self._settings.threshold:.4g}, "
             f"image_threshold {self._settings.image_threshold:.4g}, "
             + (f"prompt set {values['prompt_set']!r}, " if values["prompt_set"] else "")

@@ -55,6 +55,8 @@ class NodeHealthMixin:
     def _node_status(self) -> tuple[int, str, dict[str, str]]:
         backend = self._backend
         extra = {"state": self._state, "backend": self._values["backend"], "device": self._values["device"]}
+        if backend is not None:
+            extra["model"] = backend.describe()  # e.g. "openvino-bf16 on CPU (inference precision bf16)"
         if backend is not None and self._settings is not None:
             size = backend.config.preprocess.input_size
             extra |= {

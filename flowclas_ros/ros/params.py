@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-BACKEND_KINDS = ("torch", "onnxruntime", "tensorrt")
+BACKEND_KINDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 RELIABILITY = ("best_effort", "reliable")
 COMPRESSED_SUFFIX = "/compressed"
 
@@ -55,10 +55,22 @@ class ParamSpec:
 PARAMETERS: tuple[ParamSpec, ...] = (
     # --- model (configure-time) ---
     ParamSpec(
-        "checkpoint", "string", "", "Checkpoint directory (or exported model file for onnxruntime/tensorrt)."
+        "checkpoint",
+        "string",
+        "",
+        "Checkpoint directory (or exported model file for onnxruntime/openvino/tensorrt).",
     ),
     ParamSpec("backend", "string", "torch", "Inference backend.", choices=BACKEND_KINDS),
-    ParamSpec("device", "string", "cpu", "Inference device: cpu, cuda or cuda:N."),
+    ParamSpec(
+        "device", "string", "cpu", "Inference device: cpu, cuda or cuda:N (openvino: CPU, GPU or NPU)."
+    ),
+    ParamSpec(
+        "precision",
+        "string",
+        "f32",
+        "openvino inference precision: f32, bf16 or int8 (int8 needs the quantised export).",
+        choices=("f32", "bf16", "int8"),
+    ),
     ParamSpec(
         "input_size",
         "integer_array",

@@ -200,7 +200,9 @@ def camera_inputs(topics: list[str], compressed: list[bool] | None, names: list[
     return [CameraInput(topic, flag, name) for topic, flag, name in zip(topics, flags, names)]
 
 
-def backend_options(kind: str, input_size: list[int], max_batch: int, num_cameras: int) -> dict[str, Any]:
+def backend_options(
+    kind: str, input_size: list[int], max_batch: int, num_cameras: int, precision: str = "f32"
+) -> dict[str, Any]:
     """Keyword options for :func:`flowclas_ros.runtime.create_backend`, from the node parameters.
 
     ONNX Runtime / TensorRT build their model for an input size and batch, so an
@@ -212,8 +214,10 @@ def backend_options(kind: str, input_size: list[int], max_batch: int, num_camera
         return options
     if list(input_size) != [0, 0]:
         options["input_size"] = (int(input_size[0]), int(input_size[1]))
+    if kind == "openvino":
+        options["precision"] = precision
     batch = min(int(max_batch), num_cameras)
-    if batch > 1 and kind == "onnxruntime":
+    if batch > 1 and kind in ("onnxruntime", "openvino"):
         options["dynamic_batch"] = True
     elif batch > 1:
         options["max_batch"] = batch

@@ -1,4 +1,4 @@
-"""The inference-backend interface shared by torch, ONNX Runtime and TensorRT, and its registry."""
+"""The inference-backend interface shared by torch, ONNX Runtime, OpenVINO and TensorRT, and its registry."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from flowclas_ros.data.transforms import resize_score_map, to_model_input
 from flowclas_ros.model.config import ModelConfig
-from flowclas_ros.model.flowclas.anomaly_map import image_score_np
+from flowclas_ros.model.flowclas.image_score import image_score_np
 
 
 @dataclass
@@ -67,7 +67,7 @@ class InferenceBackend(abc.ABC):
         """
         if not self.config.preprocess.resize and len(images) > 1:
             return [prediction for image in images for prediction in self.predict([image])]
-        batch = to_model_input(images, self.config.preprocess).numpy()
+        batch = to_model_input(images, self.config.preprocess)
         start = time.perf_counter()
         scores = np.asarray(self._forward(batch), dtype=np.float32)
         model_ms = (time.perf_counter() - start) * 1000.0 / len(images)
@@ -77,6 +77,10 @@ class InferenceBackend(abc.ABC):
             score_map = resize_score_map(score, image.shape[:2])
             predictions.append(Prediction(score_map, image_score_np(score_map, kind), model_ms))
         return predictions
+
+    def describe(self) -> str:
+        """What runs, in one line for logs and diagnostics, e.g. ``onnxruntime on cpu``."""
+        return f"{self.name} on {self.device}"
 
     @property
     def supports_prompts(self) -> bool:
@@ -107,9 +111,13 @@ class InferenceBackend(abc.ABC):
 
 BackendFactory = Callable[..., InferenceBackend]
 
+THREAD_OPTION = {"onnxruntime": "intra_op_threads", "openvino": "threads"}
+"""Backend kind -> its CPU-thread option, for the CLIs' ``--threads`` (torch: ``torch.set_num_threads``)."""
+
 BACKENDS: dict[str, str | BackendFactory] = {
     "torch": "flowclas_ros.runtime.torch_backend:TorchBackend",
     "onnxruntime": "flowclas_ros.runtime.onnx_backend:OnnxRuntimeBackend",
+    "openvino": "flowclas_ros.runtime.openvino_backend:OpenVINOBackend",
     "tensorrt": "flowclas_ros.runtime.tensorrt_backend:TensorRTBackend",
 }
 """Backend kind -> factory, or ``"module:attribute"`` imported on first use (keeps imports lazy).
@@ -127,7 +135,7 @@ def create_backend(kind: str, checkpoint: str | Path, device: str = "cpu", **opt
     """Creates a registered backend for a checkpoint.
 
     Args:
-        kind: ``torch``, ``onnxruntime``, ``tensorrt`` (the latter two once registered).
+        kind: A key of :data:`BACKENDS`: ``torch``, ``onnxruntime``, ``openvino``, ``tensorrt``.
         checkpoint: Checkpoint directory (or the file the backend kind expects).
         device: ``cpu``, ``cuda``, ``cuda:N``.
         **opts: Backend-specific options.

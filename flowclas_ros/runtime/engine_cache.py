@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from flowclas_ros.model.backbone import sha256_file
+from flowclas_ros.model.checkpoint_meta import sha256_file
 
 logger = logging.getLogger(__name__)
 

@@ -1,22 +1,35 @@
-"""ONNX Runtime inference backend: CPU execution provider by default, CUDA when asked for and present."""
+"""ONNX Runtime inference backend, and where a torch-free backend finds a checkpoint's ONNX file.
+
+ONNX Runtime runs on the CPU by default, with CUDA when asked for and present.
+
+Nothing here imports torch or :mod:`flowclas_ros.export`: a checkpoint that has no export
+in the cache yet is exported by running ``flowclas-export`` in a child process (which
+needs torch); an exported ``.onnx`` runs without it.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from flowclas_ros.export.metadata import (
+from flowclas_ros.model.checkpoint_meta import (
     INPUT_NAME,
+    CheckpointIdentity,
     ModelMismatchError,
     check_matches,
     format_size,
     parse_metadata,
+    read_checkpoint_identity,
 )
-from flowclas_ros.model.checkpoint import LoadedCheckpoint
 from flowclas_ros.runtime.base import InferenceBackend
+from flowclas_ros.runtime.engine_cache import onnx_cache_path
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +105,71 @@ def execution_providers(device: str) -> tuple[list[Any], str]:
     return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"], f"cuda:{device_id}"
 
 
+def export_in_child(
+    checkpoint: Path,
+    target: Path,
+    input_size: tuple[int, int] | None,
+    dynamic_batch: bool,
+    precision: str = "fp32",
+) -> None:
+    """Runs ``flowclas-export --format onnx`` for ``checkpoint`` in a child Python (torch stays out of here).
+
+    Raises:
+        ModelMismatchError: This install has no torch (export elsewhere and pass the ``.onnx``),
+            or the export failed (its one-line error).
+    """
+    if importlib.util.find_spec("torch") is None:
+        raise ModelMismatchError(
+            f"{checkpoint}: no ONNX export of this checkpoint in the cache ({target}) and this install has "
+            "no torch to make one; run `flowclas-export --checkpoint CKPT --format onnx --out FILE.onnx` "
+            "where the [export] extra is installed and pass FILE.onnx as the checkpoint"
+        )
+    command = [sys.executable, "-m", "flowclas_ros.export", "--checkpoint", str(checkpoint)]
+    command += ["--format", "onnx", "--out", str(target)]
+    if input_size is not None:
+        command += ["--input-size", str(int(input_size[0])), str(int(input_size[1]))]
+    if dynamic_batch:
+        command.append("--dynamic-batch")
+    command += {"fp32": [], "fp16": ["--fp16"], "fp16-all": ["--fp16", "--fp16-flow"]}[precision]
+    package_root = str(Path(__file__).resolve().parents[2])  # this flowclas_ros, not another install
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]))
+    logger.info("exporting %s to %s (first use; verified against torch)", checkpoint, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        raise ModelMismatchError(f"{checkpoint}: export failed: {lines[-1] if lines else done.returncode}")
+
+
+def resolve_onnx_source(
+    checkpoint: str | Path | Any,
+    onnx_path: str | Path | None,
+    *,
+    input_size: tuple[int, int] | None,
+    dynamic_batch: bool,
+    cache_dir: str | Path | None,
+    precision: str = "fp32",
+) -> tuple[Path, CheckpointIdentity | None]:
+    """The ONNX file a backend runs, and the checkpoint identity it must match (None for a bare .onnx).
+
+    ``checkpoint`` is an exported ``.onnx`` itself, or a checkpoint directory (or an object
+    with its ``.path``, e.g. a ``LoadedCheckpoint``): then ``onnx_path`` names its export, or
+    the cached export is used, made on first use by :func:`export_in_child`.
+    """
+    source = Path(getattr(checkpoint, "path", checkpoint))
+    if source.suffix == ".onnx":
+        if onnx_path is not None and Path(onnx_path) != source:
+            raise ValueError(f"two ONNX files given: {source} and onnx_path={onnx_path}")
+        return source, None
+    identity = read_checkpoint_identity(source)
+    if onnx_path is None:
+        size = tuple(input_size or identity.config.preprocess.input_size)
+        onnx_path = onnx_cache_path(cache_dir, identity.sha256, size, dynamic_batch, precision)
+        if not onnx_path.is_file():  # precision: fp16 for TensorRT (float16 backbone in the graph)
+            export_in_child(source, onnx_path, size, dynamic_batch, precision)
+    return Path(onnx_path), identity
+
+
 class OnnxRuntimeBackend(InferenceBackend):
     """Runs a ``flowclas-export`` ONNX model with ONNX Runtime.
 
@@ -117,7 +195,7 @@ class OnnxRuntimeBackend(InferenceBackend):
 
     def __init__(
         self,
-        checkpoint: str | Path | LoadedCheckpoint,
+        checkpoint: str | Path | Any,
         device: str = "cpu",
         *,
         onnx_path: str | Path | None = None,
@@ -131,8 +209,6 @@ class OnnxRuntimeBackend(InferenceBackend):
         cache_dir: str | Path | None = None,
     ):
         import onnxruntime as ort
-
-        from flowclas_ros.export.onnx_export import resolve_onnx_source
 
         onnx_path, identity = resolve_onnx_source(
             checkpoint, onnx_path, input_size=input_size, dynamic_batch=dynamic_batch, cache_dir=cache_dir

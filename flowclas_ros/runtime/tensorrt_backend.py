@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flowclas_ros.export.metadata import (
+from flowclas_ros.model.checkpoint import LoadedCheckpoint
+from flowclas_ros.model.checkpoint_meta import (
     check_matches,
     parse_metadata,
     read_onnx_props,
 )
-from flowclas_ros.model.checkpoint import LoadedCheckpoint
 from flowclas_ros.runtime.base import InferenceBackend
 from flowclas_ros.runtime.engine_cache import (
     EngineCacheError,
@@ -168,7 +168,7 @@ class TensorRTBackend(InferenceBackend):
         cache_dir: str | Path | None,
     ) -> tuple[bytes, EngineRecord]:
         """Checkpoint / ONNX source: engine from the cache, built when missing or stale."""
-        from flowclas_ros.export.onnx_export import resolve_onnx_source
+        from flowclas_ros.runtime.onnx_backend import resolve_onnx_source
 
         onnx_path, identity = resolve_onnx_source(
             checkpoint,

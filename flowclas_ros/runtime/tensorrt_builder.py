@@ -106,8 +106,7 @@ def compute_capability(device: Any) -> str:
 
 def onnx_precision(onnx_path: str | Path) -> str:
     """The precision an exported ONNX computes in (its ``flowclas.precision`` metadata; none = fp32)."""
-    from flowclas_ros.export.fp16 import KEY_PRECISION
-    from flowclas_ros.export.metadata import read_onnx_props
+    from flowclas_ros.model.checkpoint_meta import KEY_PRECISION, read_onnx_props
 
     return read_onnx_props(onnx_path).get(KEY_PRECISION, "fp32")
 

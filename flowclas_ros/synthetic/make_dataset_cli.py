@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m flowclas_ros.synthetic.make_dataset_cli",
         description="Generate the synthetic robot-scene dataset (train: normal only; val/test: with "
-        "foreign-object anomalies and masks) in the DESIGN.md folder layout.",
+        "foreign-object anomalies and masks) in the docs/ARCHITECTURE.md folder layout.",
     )
     parser.add_argument(
         "--out", required=True, type=Path, help="output root (train/, val/, test/ are written)"

@@ -50,37 +50,21 @@ class FeatureBatch:
         return self.mixed.shape[0]
 
 
-def pad_sides(
-    height: int, width: int, multiple: int, mode: str = "bottom_right"
-) -> tuple[int, int, int, int]:
-    """(left, right, top, bottom) padding up to multiples of ``multiple``.
-
-    ``bottom_right`` puts it all at the bottom / right; ``symmetric`` splits it
-    evenly, the odd pixel at the bottom / right (the official PadIfNeeded with
-    ``position='center'``; ``model.preprocess.padding``).
-    """
-    pad_h, pad_w = (-height) % multiple, (-width) % multiple
-    if mode == "symmetric":
-        return pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2
-    return 0, pad_w, 0, pad_h
-
-
-def padding_mode(model: FlowCLAS) -> str:
-    """The model's ``preprocess.padding`` (``bottom_right`` before that key existed)."""
-    return str(getattr(model.cfg.preprocess, "padding", "bottom_right"))
-
-
 def masks_to_cells(
-    masks: torch.Tensor, grid_hw: tuple[int, int], pad_multiple: int, mode: str = "bottom_right"
+    masks: torch.Tensor, grid_hw: tuple[int, int], pad_multiple: int, symmetric: bool = False
 ) -> torch.Tensor:
     """Pixel masks (B, H, W) uint8 to feature cells (B, h, w) by nearest-neighbour (cell centres).
 
     The masks are first padded with 255 like ``FlowCLAS.pad_input`` pads the
-    image (``mode``, see :func:`pad_sides`), so padding cells are ignored.
+    image (bottom / right, or split evenly when ``symmetric``), so padding
+    cells are ignored.
     """
     height, width = masks.shape[-2:]
-    sides = pad_sides(height, width, pad_multiple, mode)
-    padded = F.pad(masks.float().unsqueeze(1), sides, value=float(IGNORE))
+    pad_h, pad_w = (-height) % pad_multiple, (-width) % pad_multiple
+    pads = (0, pad_w, 0, pad_h)
+    if symmetric:
+        pads = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
+    padded = F.pad(masks.float().unsqueeze(1), pads, value=float(IGNORE))
     return F.interpolate(padded, size=grid_hw, mode="nearest-exact")[:, 0].to(torch.uint8)
 
 
@@ -107,9 +91,9 @@ def features_of_items(
     batch = items["mixed"].shape[0]
     feats = images_to_features(model, torch.cat([items["mixed"], items["outlier"]]), device, amp_dtype)
     grid = (feats.shape[-2], feats.shape[-1])
-    masks = masks_to_cells(
-        torch.cat([items["mask"], items["outlier_mask"]]), grid, model.pad_multiple, padding_mode(model)
-    )
+    symmetric = model.cfg.preprocess.padding == "symmetric"
+    masks = torch.cat([items["mask"], items["outlier_mask"]])
+    masks = masks_to_cells(masks, grid, model.pad_multiple, symmetric)
     masks = masks.to(device)
     semantic = items["semantic"].to(device) if "semantic" in items else None
     return FeatureBatch(feats[:batch], feats[batch:], masks[:batch], masks[batch:], semantic)

@@ -32,6 +32,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from flowclas_ros.model.checkpoint import save_checkpoint
+from flowclas_ros.model.checkpoint import trainable_state as model_trainable_state
+from flowclas_ros.model.checkpoint_meta import is_trainable_key
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 
 STATE_DIR = "state"
@@ -65,18 +67,12 @@ class ResumeState:
 def trainable_state(
     model: FlowCLAS, extra_modules: dict[str, torch.nn.Module] | None = None
 ) -> dict[str, torch.Tensor]:
-    """Every model tensor except the frozen backbone's and VL4AD text scorer's, detached, on CPU.
+    """The model's stored tensors plus ``extra_modules`` (training-only) under ``<name>.`` prefixes.
 
-    The text scorer is frozen and rebuilt from the config (its CLIP shares tensors between
-    two module paths, which safetensors refuses to write twice). ``extra_modules``
-    (training-only modules such as the segmentation head) are added under ``<name>.`` key
-    prefixes.
+    The model part is :func:`flowclas_ros.model.checkpoint.trainable_state` (no backbone, no VL4AD
+    text scorer); extra modules are e.g. the segmentation head.
     """
-    state = {
-        k: v.detach().cpu().contiguous()
-        for k, v in model.state_dict().items()
-        if not k.startswith(("backbone.", "text_scorer."))
-    }
+    state = model_trainable_state(model)
     for name, module in (extra_modules or {}).items():
         state.update({f"{name}.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()})
     return state
@@ -206,6 +202,8 @@ def load_training_state(
         tensors = load_file(str(path / MODEL_FILE))
     except (SafetensorError, OSError, ValueError) as exc:
         raise StateError(f"{path / MODEL_FILE}: corrupt or missing ({exc})") from exc
+    # States written before the one trainable-key rule also held the frozen CLIP tensors: ignore them.
+    tensors = {k: v for k, v in tensors.items() if is_trainable_key(k)}
     expected = trainable_state(model, extra_modules)
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     bad_shape = [k for k in tensors if k in expected and tensors[k].shape != expected[k].shape]
@@ -254,7 +252,7 @@ def save_best(
     name: str = BEST_DIR,
     image_threshold: float | None = None,
 ) -> Path:
-    """Writes ``RUN_DIR/<name>/`` (DESIGN.md format) via a temp directory and renames.
+    """Writes ``RUN_DIR/<name>/`` (docs/ARCHITECTURE.md format) via a temp directory and renames.
 
     Returns:
         The checkpoint directory.

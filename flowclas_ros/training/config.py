@@ -40,13 +40,13 @@ class GenerateConfig:
 class DataConfig:
     """Where the images are.
 
-    Folders use the DESIGN.md layout ``ROOT/images/<stem>.png|jpg`` (+ optional
+    Folders use the docs/ARCHITECTURE.md layout ``ROOT/images/<stem>.png|jpg`` (+ optional
     ``ROOT/masks/<stem>.png``) unless ``layout`` is ``mvtec``.
 
     Attributes:
         root: Optional base folder; relative ``train`` / ``val`` / ``test`` paths
             are resolved against it (and the generator writes into it).
-        layout: ``folder`` (DESIGN.md), ``mvtec`` (MVTec AD category folder:
+        layout: ``folder`` (docs/ARCHITECTURE.md), ``mvtec`` (MVTec AD category folder:
             ``train/good/*.png``, ``test/<defect>/*.png``,
             ``ground_truth/<defect>/<stem>_mask.png``; ``train`` is the category
             folder and ``test`` may name it too) or ``cityscapes`` (``train`` is
@@ -168,6 +168,9 @@ class LossConfig:
             #outlier-image object, #outlier-image background) cells of each set
             (the background term is left out when all of it is ignored).
         max_views: Upper bound of N for ``balanced`` sampling (official 512).
+        anchor_mean: ``with_positives``: the contrastive loss averages over
+            anchors that have a positive. ``all`` (official): over every anchor,
+            one without positives counting 0.
     """
 
     alpha: float = 1e-6
@@ -179,6 +182,7 @@ class LossConfig:
     contrast_inlier: int = 512
     sampling: Literal["independent", "balanced"] = "independent"
     max_views: int = 512
+    anchor_mean: Literal["with_positives", "all"] = "with_positives"
 
     def __post_init__(self) -> None:
         if self.max_views < 1:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from flowclas_ros.model.flowclas.loss import nll_loss, seg_loss, supcon_loss
+from flowclas_ros.model.flow import DiagonalGaussian
+from flowclas_ros.model.flowclas.loss import nll_from_log_prob, nll_loss, seg_loss, supcon_loss
 from flowclas_ros.model.flowclas.seg_head import SegHead
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 from flowclas_ros.training.batches import IGNORE, FeatureBatch, autocast_context
@@ -99,14 +100,18 @@ class FlowCLASObjective(nn.Module):
             z, log_jac_det = model.flow_forward(torch.cat([batch.mixed, batch.outlier]))
             emb = model.project(z)
         z, log_jac_det, emb = z.float(), log_jac_det.float(), emb.float()
-        nll = nll_loss(
-            z[:n],
-            log_jac_det[:n],
-            batch.mixed_mask == 0,
-            model.base.mean,
-            model.base.log_sigma,
-            cfg.nll_reduction,
-        )
+        if isinstance(model.base, DiagonalGaussian):
+            nll = nll_loss(
+                z[:n],
+                log_jac_det[:n],
+                batch.mixed_mask == 0,
+                model.base.mean,
+                model.base.log_sigma,
+                cfg.nll_reduction,
+            )
+        else:  # another base (flow.variant official): through its element-wise log-density
+            log_prob = model.base.log_prob(z[:n])
+            nll = nll_from_log_prob(log_prob, log_jac_det[:n], batch.mixed_mask == 0, cfg.nll_reduction)
         flat = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1])
         cells = z.shape[-2] * z.shape[-1]
         mixed_emb, outlier_emb = flat[: n * cells], flat[n * cells :]
@@ -128,7 +133,13 @@ class FlowCLASObjective(nn.Module):
             con = flat.sum() * 0.0  # keeps every parameter in the graph (DDP needs that)
         else:
             con = supcon_loss(
-                anchors, anchor_labels, contrast, contrast_labels, cfg.temperature, anchors_lead_contrast=True
+                anchors,
+                anchor_labels,
+                contrast,
+                contrast_labels,
+                cfg.temperature,
+                anchors_lead_contrast=True,
+                all_anchors=cfg.anchor_mean == "all",
             )
         loss = cfg.alpha * nll + con
         parts = {

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from flowclas_ros.config_io import ConfigError
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 from flowclas_ros.training.config import OptimConfig
 
@@ -75,7 +76,8 @@ class LinearWarmupOneCycleLR(torch.optim.lr_scheduler.OneCycleLR):
     That is the official ``LinearWarmupCosineAnnealingLR`` (a OneCycleLR
     subclass that anneals every phase but the last linearly). Only the
     per-phase interpolation is changed; phases, momentum cycling and state
-    come from torch.
+    come from torch. Needs torch >= 2.2, whose ``get_lr`` calls ``_anneal_func``
+    (checked in :func:`build_scheduler`).
     """
 
     def _anneal_func(self, start, end, pct):  # noqa: ANN001, ANN202 - torch's signature
@@ -99,6 +101,10 @@ def build_scheduler(
             optimizer, WarmupCosine(cfg.warmup_steps, total_steps, cfg.min_lr_ratio)
         )
     cls = LinearWarmupOneCycleLR if cfg.warmup_anneal == "linear" else torch.optim.lr_scheduler.OneCycleLR
+    if cls is LinearWarmupOneCycleLR and not hasattr(torch.optim.lr_scheduler.OneCycleLR, "_anneal_func"):
+        raise ConfigError(
+            f"optim.warmup_anneal: linear needs torch >= 2.2 (have {torch.__version__}); use cos"
+        )
     return cls(
         optimizer,
         max_lr=cfg.lr,

@@ -21,7 +21,6 @@ upsamples and bins.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -37,7 +36,7 @@ from flowclas_ros.evaluation.metrics import ImageMetrics, PixelMetrics
 from flowclas_ros.model.flowclas.anomaly_map import image_score, likelihood_score, nll_score, upsample_crop
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 from flowclas_ros.model.vl4ad.fusion import fuse
-from flowclas_ros.training.batches import images_to_features, pad_sides, padding_mode
+from flowclas_ros.training.batches import images_to_features
 from flowclas_ros.training.calibration import calibrate_and_fuse, fusion_enabled, image_threshold_at_fpr
 from flowclas_ros.training.distributed import DistContext, all_gather_rows, all_reduce_minmax, all_reduce_sum_
 
@@ -72,6 +71,11 @@ def choose_val_mode(data: FolderDataset, requested: str) -> ValMode:
     return "oe"
 
 
+def native_resolution(model: FlowCLAS) -> bool:
+    """True when ``model.preprocess.resize`` is false (no resize: the official full-resolution evaluation)."""
+    return not model.cfg.preprocess.resize
+
+
 def cell_scores(model: FlowCLAS, feats: torch.Tensor) -> torch.Tensor:
     """Per-cell anomaly scores (B, h, w), the part of ``FlowCLAS.score_features`` before upsampling."""
     z, _ = model.flow_forward(feats)
@@ -80,21 +84,9 @@ def cell_scores(model: FlowCLAS, feats: torch.Tensor) -> torch.Tensor:
 
 
 def cells_to_pixels(model: FlowCLAS, cells: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
-    """Upsamples, crops and blurs cell scores exactly as ``FlowCLAS.score_features`` does.
-
-    With ``symmetric`` padding the crop starts at the top / left padding instead of at 0.
-    """
+    """Upsamples, crops and blurs cell scores exactly as ``FlowCLAS.score_features`` does."""
     padded_hw = (cells.shape[-2] * model.patch_size, cells.shape[-1] * model.patch_size)
-    left, _, top, _ = pad_sides(image_hw[0], image_hw[1], model.pad_multiple, padding_mode(model))
-    if left == 0 and top == 0:
-        return model.blur(upsample_crop(cells, padded_hw, image_hw))
-    full = upsample_crop(cells, padded_hw, padded_hw)
-    return model.blur(full[:, top : top + image_hw[0], left : left + image_hw[1]])
-
-
-def native_resolution(model: FlowCLAS) -> bool:
-    """True when ``model.preprocess.resize`` is false (no resize; older configs always resize)."""
-    return not bool(getattr(model.cfg.preprocess, "resize", True))
+    return model.blur(upsample_crop(cells, padded_hw, image_hw, model.pad_offset(padded_hw, image_hw)))
 
 
 class ValidationSet:
@@ -141,16 +133,14 @@ class ValidationSet:
         if self.mode == "oe" and not clean:
             item = self.source[index]
             return item["mixed"], item["mask"].numpy()
-        if self.native:  # full resolution: normalise at the image's own size
-            data = self.source.data
-            image = data.load_image(index)
-            mask = data.load_mask(index, image.shape[:2])
-            pre = dataclasses.replace(self.preprocess, input_size=tuple(image.shape[:2]))
-            return to_model_input([image], pre)[0], mask
-        image, mask = self.source.load_inlier(index)
+        if self.native:  # full resolution (preprocess.resize false: to_model_input keeps the size)
+            image = self.source.data.load_image(index)
+            mask = self.source.data.load_mask(index, image.shape[:2])
+        else:
+            image, mask = self.source.load_inlier(index)
         if mask is None:  # a clean image without a mask file: every pixel is an inlier
             mask = np.zeros(image.shape[:2], np.uint8)
-        return to_model_input([image], self.preprocess)[0], mask
+        return torch.from_numpy(to_model_input([image], self.preprocess)[0]), mask
 
     def batches(
         self,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -90,15 +89,4 @@ def image_score(score_map: torch.Tensor, kind: str) -> torch.Tensor:
         return flat.mean(dim=1)
     if kind == "p99":
         return torch.quantile(flat, 0.99, dim=1)  # linear interpolation, like numpy
-    raise ValueError(f"score.image_score: unknown kind {kind!r} (expected max, mean or p99)")
-
-
-def image_score_np(score_map: np.ndarray, kind: str) -> float:
-    """NumPy twin of :func:`image_score` for one (H, W) map."""
-    if kind == "max":
-        return float(np.max(score_map))
-    if kind == "mean":
-        return float(np.mean(score_map, dtype=np.float64))
-    if kind == "p99":
-        return float(np.percentile(score_map, 99.0))
     raise ValueError(f"score.image_score: unknown kind {kind!r} (expected max, mean or p99)")

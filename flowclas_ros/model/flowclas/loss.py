@@ -64,6 +64,7 @@ def supcon_loss(
     temperature: float = 0.1,
     *,
     anchors_lead_contrast: bool = False,
+    all_anchors: bool = False,
 ) -> torch.Tensor:
     """Supervised pixel contrastive (InfoNCE) loss with binary labels, as in FlowCLAS.
 
@@ -85,6 +86,9 @@ def supcon_loss(
         anchors_lead_contrast: Set when ``contrast_emb[:N]`` are the anchors
             themselves (same order), as when the anchor set is part of the
             contrast set; each anchor's pair with itself is then not a positive.
+        all_anchors: Average over every anchor, an anchor without positives
+            counting 0 (the official ``_info_nce``), instead of over the anchors
+            that have a positive.
 
     Returns:
         Scalar loss.
@@ -104,7 +108,7 @@ def supcon_loss(
     valid = pos_count > 0
     if not bool(valid.any()):
         return logits.sum() * 0.0
-    return per_anchor[valid].mean()
+    return per_anchor.mean() if all_anchors else per_anchor[valid].mean()
 
 
 def lovasz_jaccard_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
@@ -175,3 +179,32 @@ def seg_loss(
         ce = logits.sum() * 0.0  # cross_entropy would give NaN with every pixel ignored
     lovasz = lovasz_softmax_loss(logits, labels, ignore_index)
     return ce_weight * ce + lovasz_weight * lovasz, {"ce": ce.detach(), "lovasz": lovasz.detach()}
+
+
+def nll_from_log_prob(
+    log_prob: torch.Tensor,
+    log_jac_det: torch.Tensor,
+    inlier_mask: torch.Tensor,
+    reduction: Literal["sum", "mean"] = "sum",
+) -> torch.Tensor:
+    """:func:`nll_loss` from any base distribution's element-wise log-density.
+
+    ``nll[b, i] = -sum_c log_prob[b, c, i] - log_jac_det[b] / (h * w)`` over the
+    inlier cells, reduced as in :func:`nll_loss` (used for bases other than
+    ``DiagonalGaussian``, e.g. the authors' ``mu`` / ``log_scale`` Gaussian).
+
+    Args:
+        log_prob: (B, C, h, w) ``log N(z_c)`` per element, constant included.
+        log_jac_det: Per-image log|det J| of the flow (B,).
+        inlier_mask: (B, h, w) bool / {0, 1}, True for cells used in the loss.
+        reduction: ``sum`` or ``mean``, as in :func:`nll_loss`.
+    """
+    mask = inlier_mask.to(log_prob.dtype)
+    cells = log_prob.shape[-2] * log_prob.shape[-1]
+    per_cell = -log_prob.sum(dim=1) - (log_jac_det / cells).view(-1, 1, 1)
+    total = (per_cell * mask).sum()
+    if reduction == "sum":
+        return total / log_prob.shape[0]
+    if reduction == "mean":
+        return total / (mask.sum() * log_prob.shape[1]).clamp(min=1.0)
+    raise ValueError(f"nll_from_log_prob: unknown reduction {reduction!r}")

@@ -58,6 +58,9 @@ class FlowCLAS(nn.Module):
                 self.flow = build_flow(channels, cfg.flow, seed=cfg.seed)
                 self.base = DiagonalGaussian(channels)
             self.proj_head = nn.Conv2d(channels, cfg.flow.proj_dim, kernel_size=1)
+            if cfg.flow.variant == "official":  # the authors' kaiming_init (mmengine): fan_out, relu, bias 0
+                nn.init.kaiming_normal_(self.proj_head.weight, a=0, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(self.proj_head.bias)
             # Optional VL4AD scorer; built under the same seed so a random-init CLIP is reproducible.
             self.text_scorer = create_text_scorer(cfg.text, cfg.preprocess.mean, cfg.preprocess.std)
             if self.text_scorer is not None:

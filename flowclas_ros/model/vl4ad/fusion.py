@@ -18,43 +18,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 
-FusionMode = Literal["off", "weighted", "max"]
-NormKind = Literal["minmax", "zscore"]
-
-
-@dataclass
-class FusionConfig:
-    """How the flow and text scores are combined; ``ModelConfig.fusion``.
-
-    Attributes:
-        mode: ``off`` (flow score only), ``weighted`` or ``max``.
-        weight: Weight of the text score in ``weighted`` mode, in ``[0, 1]``.
-        norm: ``minmax`` (pairs are ``(lo, hi)``) or ``zscore`` (pairs are ``(mean, std)``).
-        flow_norm: Normalisation statistics of the flow score on validation inliers.
-        text_norm: Normalisation statistics of the text score on validation inliers.
-    """
-
-    mode: FusionMode = "off"
-    weight: float = 0.5
-    norm: NormKind = "minmax"
-    flow_norm: tuple[float, float] = (0.0, 1.0)
-    text_norm: tuple[float, float] = (0.0, 1.0)
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.weight <= 1.0:
-            raise ValueError(f"fusion.weight must be in [0, 1], got {self.weight}")
-        for name in ("flow_norm", "text_norm"):
-            a, b = getattr(self, name)
-            if self.norm == "minmax" and not b > a:
-                raise ValueError(f"fusion.{name}: minmax needs lo < hi, got ({a}, {b})")
-            if self.norm == "zscore" and not b > 0:
-                raise ValueError(f"fusion.{name}: zscore needs std > 0, got ({a}, {b})")
+from flowclas_ros.model.vl4ad.config import FusionConfig, NormKind
 
 
 def normalize_score(score: torch.Tensor, stats: tuple[float, float], kind: NormKind) -> torch.Tensor:

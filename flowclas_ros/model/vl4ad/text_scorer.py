@@ -21,20 +21,19 @@ the text embeddings as constants. Steps 2-4 are the pure math of
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import sys
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flowclas_ros.model.checkpoint_meta import sha256_file
 from flowclas_ros.model.vl4ad.anomaly_map import class_logits, outlier_score, stack_class_embeddings
 from flowclas_ros.model.vl4ad.clip_dense import DenseClipEncoder
+from flowclas_ros.model.vl4ad.config import TextScorerConfig
 from flowclas_ros.model.vl4ad.prompts import PromptSet, load_prompt_set, resolve_classes, text_cache_key
 
 logger = logging.getLogger(__name__)
@@ -45,44 +44,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class TextScorerError(RuntimeError):
     """The text scorer cannot be built: bad model name, weights or prompts (message says which)."""
-
-
-@dataclass
-class TextScorerConfig:
-    """The optional VL4AD text scorer; ``ModelConfig.text`` holds one or ``None``.
-
-    Attributes:
-        model: open_clip architecture name (``open_clip.list_models()``), e.g.
-            ``ViT-B-16``. Only ViT image towers are supported.
-        weights: ``hub`` (open_clip pretrained tag, downloaded), ``file`` (a
-            local state_dict: ``.safetensors`` or a ``torch.save`` dict; never
-            unpickled) or ``none`` (random init, tests only).
-        pretrained: open_clip pretrained tag used when ``weights == "hub"``.
-        weights_file: Local weights when ``weights == "file"``.
-        weights_sha256: Hash of ``weights_file``, checked on load when set.
-        arch: Overrides of the open_clip model config (``embed_dim``,
-            ``vision_cfg``, ``text_cfg``, ...), e.g. a tiny model for tests.
-        dense: Last-block variant of the dense image path (see
-            :mod:`flowclas_ros.model.vl4ad.clip_dense`): ``maskclip`` or ``value_only``.
-        input_size: (height, width) the image is resized to for CLIP (multiples
-            of the patch size). ``None``: the model input size rounded to the
-            nearest multiple of the patch size.
-        prompt_set: Name (``planetary_rover``) or path of a prompt YAML; used
-            only when ``prompts`` is empty. Kept for provenance.
-        prompts: The prompt set itself. Filled from ``prompt_set`` when the
-            scorer is built, so a saved checkpoint is self-contained.
-    """
-
-    model: str = "ViT-B-16"
-    weights: Literal["hub", "file", "none"] = "hub"
-    pretrained: str = "laion2b_s34b_b88k"
-    weights_file: str = ""
-    weights_sha256: str = ""
-    arch: dict[str, Any] = field(default_factory=dict)
-    dense: Literal["maskclip", "value_only"] = "maskclip"
-    input_size: tuple[int, int] | None = None
-    prompt_set: str = ""
-    prompts: PromptSet | None = None
 
 
 def resolve_text_config(cfg: TextScorerConfig) -> TextScorerConfig:
@@ -104,14 +65,6 @@ def resolve_text_config(cfg: TextScorerConfig) -> TextScorerConfig:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_clip_weights(model: nn.Module, path: str | Path, sha256: str = "") -> None:
     """Loads a local open_clip state_dict into ``model`` without unpickling.
 
@@ -127,7 +80,7 @@ def load_clip_weights(model: nn.Module, path: str | Path, sha256: str = "") -> N
     path = Path(path)
     if not path.is_file():
         raise TextScorerError(f"{path}: CLIP weights file not found (text.weights_file)")
-    if sha256 and _sha256(path) != sha256.lower():
+    if sha256 and sha256_file(path) != sha256.lower():
         raise TextScorerError(f"{path}: sha256 does not match text.weights_sha256 {sha256}")
     try:
         if path.suffix == ".safetensors":

@@ -1,0 +1,185 @@
+"""OpenVINO inference backend: runs the ``flowclas-export`` ONNX on CPU, GPU or NPU at f32, bf16 or int8.
+
+The precision is always set explicitly (``INFERENCE_PRECISION_HINT``): OpenVINO's
+CPU default on AMX / AVX-512-BF16 machines is bf16, which moved the demo map by
+3.5 % of its range. ``int8`` runs the quantised export (``flowclas-export
+--format openvino --precision int8``, NNCF post-training quantisation, AP-gated);
+its non-quantised ops run in bf16 where the device has it, else f32, as gated at export.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flowclas_ros.model.checkpoint_meta import (
+    INPUT_NAME,
+    ModelMismatchError,
+    check_matches,
+    format_size,
+    parse_metadata,
+    read_onnx_props,
+)
+from flowclas_ros.runtime.base import InferenceBackend
+from flowclas_ros.runtime.onnx_backend import resolve_onnx_source
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("f32", "bf16", "int8")
+
+
+class OpenVINODeviceError(ValueError):
+    """The requested OpenVINO device is not present (the message lists the available ones)."""
+
+
+def import_openvino() -> Any:
+    """``import openvino`` with a one-line hint when it is missing."""
+    try:
+        import openvino
+    except ImportError as exc:
+        raise ImportError(f"OpenVINO is not installed ({exc}); pip install openvino") from exc
+    return openvino
+
+
+def ov_device(core: Any, device: str) -> str:
+    """Maps ``cpu`` / ``GPU`` / ``gpu.1`` / ``NPU`` to an available OpenVINO device name.
+
+    Raises:
+        OpenVINODeviceError: The device is not available (lists those that are).
+    """
+    name = device.upper().replace(":", ".")
+    available = list(core.available_devices)
+    if name == "AUTO" or name in available or any(d.startswith(f"{name}.") for d in available):
+        return name
+    raise OpenVINODeviceError(
+        f"OpenVINO device {device!r} is not available on this machine; available: {', '.join(available)}"
+    )
+
+
+def compile_options(core: Any, device: str, precision: str, threads: int | None) -> dict[str, Any]:
+    """``compile_model`` properties: explicit inference precision, latency hint, optional thread count."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    capabilities = set(core.get_property(device.split(".")[0], "OPTIMIZATION_CAPABILITIES"))
+    if precision == "bf16" and "BF16" not in capabilities:
+        raise ValueError(
+            f"OpenVINO {device} has no bf16 support on this machine "
+            f"(capabilities: {', '.join(sorted(capabilities))}); use precision f32"
+        )
+    if precision == "int8":  # quantised ops run int8; the rest in the best gated float type
+        hint = "bf16" if "BF16" in capabilities else "f32"
+    else:
+        hint = precision
+    options: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+    if threads is not None:
+        options["INFERENCE_NUM_THREADS"] = int(threads)
+    return options
+
+
+class OpenVINOBackend(InferenceBackend):
+    """Runs a ``flowclas-export`` ONNX model with OpenVINO.
+
+    Args:
+        checkpoint: Checkpoint directory (its cached export is used, made on first use) or an
+            exported ``.onnx`` (config and thresholds from its metadata).
+        device: ``cpu`` / ``CPU`` (default), ``GPU``, ``GPU.1``, ``NPU`` or ``AUTO``.
+        precision: ``f32``, ``bf16`` or ``int8`` (the last needs the quantised export).
+        onnx_path: Exported model to run with a checkpoint directory.
+        input_size: (H, W) expected; default the checkpoint config's ``preprocess.input_size``.
+        threads: CPU inference threads (None: OpenVINO's choice).
+        dynamic_batch: When exporting into the cache, make the batch axis dynamic.
+        cache_dir: Cache root (default ``$FLOWCLAS_CACHE_DIR`` or ``~/.cache/flowclas_ros``).
+
+    Raises:
+        OpenVINODeviceError: Absent device.
+        ModelMismatchError: The ONNX file belongs to another checkpoint / input size, or ``int8``
+            was asked of an export that is not quantised (or the reverse).
+    """
+
+    name = "openvino"
+
+    def __init__(
+        self,
+        checkpoint: str | Path | Any,
+        device: str = "cpu",
+        *,
+        precision: str = "f32",
+        onnx_path: str | Path | None = None,
+        input_size: tuple[int, int] | None = None,
+        threads: int | None = None,
+        dynamic_batch: bool = False,
+        cache_dir: str | Path | None = None,
+    ):
+        ov = import_openvino()
+        core = ov.Core()
+        device_name = ov_device(core, "CPU" if device.lower() == "cpu" else device)
+        options = compile_options(core, device_name, precision, threads)
+        onnx_file, identity = resolve_onnx_source(
+            checkpoint, onnx_path, input_size=input_size, dynamic_batch=dynamic_batch, cache_dir=cache_dir
+        )
+        self.onnx_path = Path(onnx_file)
+        meta = parse_metadata(read_onnx_props(self.onnx_path), self.onnx_path)
+        check_matches(meta, identity, input_size)
+        if (precision == "int8") != (meta.precision == "int8"):
+            raise ModelMismatchError(
+                f"{self.onnx_path} is a {meta.precision} export but precision {precision} was asked; int8 "
+                "runs only the quantised export (flowclas-export --format openvino --precision int8), "
+                "which runs only as int8"
+            )
+        gate = meta.quality.get(precision) if precision != "f32" else {"passed": True}
+        if not (gate or {}).get("passed"):
+            logger.warning(
+                "%s: precision %s was not AP-gated for this export; gate it with flowclas-export --format "
+                "openvino --precision %s --gate-data ROOT",
+                self.onnx_path,
+                precision,
+                precision,
+            )
+        model = core.read_model(str(self.onnx_path))
+        self._check_graph_input(model, meta.input_size)
+        self.compiled = core.compile_model(model, device_name, options)
+        self.request = self.compiled.create_infer_request()
+        self.precision = precision
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.inference_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+        super().__init__(
+            meta.identity.config, meta.identity.threshold, device_name, meta.identity.image_threshold
+        )
+        self.name = f"openvino-{precision}"  # published in every result and in the diagnostics
+
+    def _check_graph_input(self, model: Any, input_size: tuple[int, int]) -> None:
+        """The graph's real input must agree with its metadata (catches hand-edited files)."""
+        inputs = model.inputs
+        if len(inputs) != 1 or inputs[0].get_any_name() != INPUT_NAME:
+            raise ModelMismatchError(f"{self.onnx_path}: expected one input named {INPUT_NAME!r}")
+        shape = inputs[0].get_partial_shape()
+        dims = [d.get_length() if d.is_static else None for d in shape]
+        if len(dims) != 4 or tuple(dims[1:]) != (3, *input_size):
+            raise ModelMismatchError(
+                f"{self.onnx_path}: graph input {shape} disagrees with its metadata size "
+                f"{format_size(input_size)}"
+            )
+        self._fixed_batch = dims[0]
+
+    def describe(self) -> str:
+        """``openvino-bf16 on CPU (inference precision bf16)``: what runs, for logs and diagnostics."""
+        return f"{self.name} on {self.device} (inference precision {self.inference_precision})"
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        if self.request is None:
+            raise RuntimeError("OpenVINOBackend is closed")
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        step = self._fixed_batch or len(batch)
+        parts = []
+        for i in range(0, len(batch), step):
+            self.request.infer({0: batch[i : i + step]})
+            parts.append(self.request.get_output_tensor(0).data.copy())  # the tensor is reused next call
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+
+    def close(self) -> None:
+        """Drops the compiled model."""
+        self.request = None
+        self.compiled = None

@@ -1,0 +1,114 @@
+"""OpenVINO backend (f32 / bf16 / int8) and ``flowclas-export --format openvino`` with its AP gate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("openvino")
+
+from ros_harness import make_tiny_checkpoint  # noqa: E402
+
+from flowclas_ros.export import main as export_main  # noqa: E402
+from flowclas_ros.export import reduced  # noqa: E402
+from flowclas_ros.model.checkpoint_meta import KEY_PRECISION, KEY_QUALITY, ModelMismatchError, read_onnx_props  # noqa: E402
+from flowclas_ros.runtime import create_backend  # noqa: E402
+from flowclas_ros.runtime.openvino_backend import OpenVINOBackend, OpenVINODeviceError  # noqa: E402
+from flowclas_ros.synthetic.synthetic_scenes import SceneConfig, generate_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ov")
+    ckpt = make_tiny_checkpoint(root / "ckpt", threshold=3.0)
+    data = root / "data"
+    generate_dataset(data, seed=2, counts={"train": 4, "val": 0, "test": 3}, cfg=SceneConfig(size=(56, 56)))
+    assert export_main(["--checkpoint", str(ckpt), "--format", "onnx", "--out", str(root / "m.onnx")]) == 0
+    return root, ckpt, data
+
+
+def _images():
+    rng = np.random.default_rng(5)
+    return [rng.integers(0, 256, size=s, dtype=np.uint8) for s in [(56, 56, 3), (80, 64, 3)]]
+
+
+def test_f32_matches_onnxruntime_and_reports_precision(work):
+    root, _, _ = work
+    with (
+        create_backend("openvino", root / "m.onnx", device="cpu", precision="f32") as ov,
+        create_backend("onnxruntime", root / "m.onnx") as ort,
+    ):
+        assert isinstance(ov, OpenVINOBackend) and ov.name == "openvino-f32" and ov.device == "CPU"
+        assert ov.inference_precision == "f32" and "inference precision f32" in ov.describe()
+        assert ov.threshold == pytest.approx(3.0)
+        images = _images()
+        got, ref = ov.predict(images), ort.predict(images)
+    for a, b in zip(got, ref):
+        span = float(b.score_map.max() - b.score_map.min())
+        assert a.score_map.shape == b.score_map.shape
+        assert float(np.abs(a.score_map - b.score_map).max()) <= 1e-3 * max(span, 1e-6) + 1e-5
+
+
+def test_bf16_sets_the_hint_explicitly(work):
+    root, _, _ = work
+    with OpenVINOBackend(root / "m.onnx", precision="bf16") as ov:
+        assert ov.name == "openvino-bf16" and ov.inference_precision == "bf16"
+        pred = ov.predict(_images()[:1])[0]
+    assert np.isfinite(pred.score_map).all()
+
+
+def test_absent_device_lists_available_ones(work):
+    root, _, _ = work
+    with pytest.raises(OpenVINODeviceError, match=r"'NPU' is not available.*available: .*CPU"):
+        OpenVINOBackend(root / "m.onnx", device="NPU")
+
+
+def test_int8_needs_the_quantised_export(work):
+    root, _, _ = work
+    with pytest.raises(ModelMismatchError, match="is a fp32 export but precision int8"):
+        OpenVINOBackend(root / "m.onnx", precision="int8")
+
+
+def test_failing_gate_writes_nothing(work, monkeypatch, capsys):
+    root, ckpt, data = work
+    out = root / "m-bf16.onnx"
+    args = ["--checkpoint", str(ckpt), "--format", "openvino", "--precision", "bf16", "--out", str(out)]
+    monkeypatch.setattr(reduced, "AP_TOLERANCE", -1.0)  # an impossible gate: must refuse and write nothing
+    assert export_main([*args, "--gate-data", str(data / "test")]) == 1
+    err = capsys.readouterr().err
+    assert "OpenVINO bf16 fails the quality gate: pixel AP" in err and "export not written" in err
+    assert not out.exists()
+
+
+def test_int8_export_gated_written_and_runs(work, monkeypatch):
+    root, ckpt, data = work
+    out = root / "m-int8.onnx"
+    args = ["--checkpoint", str(ckpt), "--format", "openvino", "--precision", "int8", "--out", str(out)]
+    args += ["--calib-data", str(data / "train"), "--calib-n", "4", "--gate-data", str(data / "test")]
+    monkeypatch.setattr(reduced, "AP_TOLERANCE", 1.0)  # the tiny random model's AP is noise: accept it
+    assert export_main(args) == 0
+    props = read_onnx_props(out)
+    assert props[KEY_PRECISION] == "int8"
+    gate = json.loads(props[KEY_QUALITY])["int8"]
+    assert gate["passed"] and gate["n_frames"] == 3 and 0 <= gate["ap"] <= 1 and 0 <= gate["ap_fp32"] <= 1
+    with OpenVINOBackend(out, precision="int8") as ov:
+        assert ov.name == "openvino-int8"
+        assert np.isfinite(ov.predict(_images())[0].score_map).all()
+
+
+def test_reduced_precision_needs_gate_data(work, capsys):
+    root, ckpt, _ = work
+    args = [
+        "--checkpoint",
+        str(ckpt),
+        "--format",
+        "openvino",
+        "--precision",
+        "bf16",
+        "--out",
+        str(root / "b.onnx"),
+    ]
+    assert export_main(args) == 1
+    assert "--precision bf16 needs --gate-data" in capsys.readouterr().err
