@@ -105,9 +105,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "qos_depth",
         "integer",
-        3,
-        "Input subscription history depth. The node keeps only the newest frame per camera anyway; "
-        "with depth 1, cameras publishing at the same instant lost frames unevenly in DDS.",
+        1,
+        "Input subscription history depth (sensor-data QoS: 1). The node keeps only the newest frame "
+        "per camera either way; several cameras publishing at the same instant lost frames unevenly "
+        "in DDS at depth 1, and 2-3 evened that out.",
         low=1,
         high=100,
     ),
