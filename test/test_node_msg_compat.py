@@ -50,7 +50,8 @@ def test_new_layout_only_appends_to_the_old_one():
     for name, old in (("AnomalyResult", OLD_RESULT), ("AnomalyRegion", OLD_REGION)):
         new = _fields((REPO_ROOT / "msg" / f"{name}.msg").read_text())
         assert new[: len(_fields(old))] == _fields(old), name
-    assert _fields((REPO_ROOT / "msg" / "AnomalyResult.msg").read_text())[-1] == "float32 image_threshold"
+    appended = _fields((REPO_ROOT / "msg" / "AnomalyResult.msg").read_text())[len(_fields(OLD_RESULT)) :]
+    assert appended == ["float32 image_threshold", "float32 model_ms"]
 
 
 def test_msg_comments_are_on_their_own_lines():
