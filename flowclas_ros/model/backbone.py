@@ -24,6 +24,7 @@ from torch import nn
 
 from flowclas_ros.model.checkpoint_meta import sha256_file
 from flowclas_ros.model.config import BackboneConfig
+from flowclas_ros.model.state_keys import describe_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -311,15 +312,7 @@ def load_weights_file(net: nn.Module, weights_file: str, sha256: str = "") -> No
     if hasattr(net, "patch_embed"):  # ViT: timm's filter converts official DINOv2 keys
         state = checkpoint_filter_fn(state, net)
     state = {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIXES)}
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [k for k in state if k in expected and state[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        details = [
-            f"{label}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-            if keys
-        ]
-        raise BackboneError(f"{path}: weights do not fit {type(net).__name__} ({'; '.join(details)})")
+    problem = describe_mismatch(net.state_dict(), state)
+    if problem:
+        raise BackboneError(f"{path}: weights do not fit {type(net).__name__} ({problem})")
     net.load_state_dict(state, strict=True)

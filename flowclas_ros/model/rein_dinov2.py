@@ -29,6 +29,7 @@ from torch import nn
 
 from flowclas_ros.model.backbone import FrozenBackbone
 from flowclas_ros.model.safe_load import UnsafeFileError, safe_torch_load
+from flowclas_ros.model.state_keys import describe_mismatch
 
 REIN_MODELS = {
     "rein_dinov2_vitb14": ("vit_base_patch14_dinov2", 768, 12, 12),
@@ -162,26 +163,9 @@ class ReinDinoV2(FrozenBackbone):
 
 def _strict_fit(module: nn.Module, state: dict, source: str) -> None:
     """Loads ``state`` into ``module`` or raises ValueError naming missing / unexpected / mis-shaped keys."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(
-        f"{k} {tuple(v.shape)} (expected {tuple(expected[k].shape)})"
-        for k, v in state.items()
-        if k in expected and isinstance(v, torch.Tensor) and v.shape != expected[k].shape
-    )
-    bad_type = sorted(k for k, v in state.items() if k in expected and not isinstance(v, torch.Tensor))
-    labelled = (
-        ("missing", missing),
-        ("unexpected", unexpected),
-        ("wrong shape", wrong),
-        ("not a tensor", bad_type),
-    )
-    problems = [
-        f"{label}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}" for label, keys in labelled if keys
-    ]
-    if problems:
-        raise ValueError(f"{source}: {'; '.join(problems)}")
+    problem = describe_mismatch(module.state_dict(), state, limit=6)
+    if problem:
+        raise ValueError(f"{source}: {problem}")
     module.load_state_dict(state, strict=True)
 
 
