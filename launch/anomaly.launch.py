@@ -5,7 +5,8 @@ Usage:
         [namespace:=/robot1] [image_topics:="['/front/image_raw', '/rear/image_raw/compressed']"] \
         [remappings:="image_raw:=/camera/color/image_raw"] [device:=cuda] [backend:=onnxruntime] \
         [threshold:=0.8] [input_size:=448,448] [camera_names:=front,rear] [autostart:=false] \
-        [params_file:=my_params.yaml] [use_sim_time:=true] [rviz:=true] [fixed_frame:=base_link]
+        [params_file:=my_params.yaml] [use_sim_time:=true] [rviz:=true] [fixed_frame:=base_link] \
+        [dds_profile:=none]
 
 Launch arguments left empty keep the value from the parameters file (default
 ``config/anomaly.yaml``); ``use_sim_time`` too, so a parameters file can set it. With
@@ -52,6 +53,7 @@ def _launch_setup(context: LaunchContext) -> list:
     namespace = _value(context, "namespace")
     overrides = parameter_overrides({name: _value(context, name) for name in PARAMETER_ARGUMENTS})
     remappings = remapping_list(_value(context, "remappings"))
+    dds_profile = _value(context, "dds_profile")  # read by the node before rclpy.init
     actions: list = [
         LifecycleNode(
             package=PACKAGE,
@@ -62,6 +64,7 @@ def _launch_setup(context: LaunchContext) -> list:
             remappings=remappings,
             output="screen",
             emulate_tty=True,
+            additional_env={"FLOWCLAS_DDS_PROFILE": dds_profile} if dds_profile else None,
         )
     ]
     if _value(context, "rviz").lower() == "true":
@@ -105,6 +108,11 @@ def generate_launch_description() -> LaunchDescription:
         ("rviz", "false", "Start RViz with the input, overlay, anomaly points and markers"),
         ("rviz_config", PathJoinSubstitution([share, "config", DEFAULT_RVIZ_FILE]), "RViz config template"),
         ("fixed_frame", "camera_color_optical_frame", "RViz fixed frame (the camera's optical frame)"),
+        (
+            "dds_profile",
+            "",
+            "Fast DDS profile for the node: empty = flowclas_ros's, none = Fast DDS's defaults, or a file",
+        ),
     ]
     declared = [
         DeclareLaunchArgument(name, default_value=value, description=text) for name, value, text in arguments

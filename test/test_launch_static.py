@@ -45,6 +45,7 @@ REQUIRED_ARGUMENTS = {
     "rviz",
     "rviz_config",
     "fixed_frame",
+    "dds_profile",
 }
 DEFAULT_TOPICS = {
     "input": "/image_raw",

@@ -18,6 +18,7 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.utilities import remove_ros_args
 
 from flowclas_ros.ros.anomaly_node import NODE_NAME, AnomalyNode
+from flowclas_ros.ros.dds_profile import apply_dds_profile
 from flowclas_ros.ros.oneline import one_line
 
 __all__ = ["NODE_NAME", "AnomalyNode", "main"]
@@ -43,11 +44,16 @@ def main(args: list[str] | None = None) -> int:
 
     Returns:
         Exit code: 0 on a clean shutdown, 1 when autostart could not configure or activate
-        (e.g. bad checkpoint), 2 on bad parameters (only while the node is constructed: an
-        error raised later, in a callback, propagates as itself).
+        (e.g. bad checkpoint), 2 on bad parameters or ``FLOWCLAS_DDS_PROFILE`` (only while the
+        node is constructed: an error raised later, in a callback, propagates as itself).
     """
     argv = list(sys.argv if args is None else args)
     _parse_cli(argv)
+    try:
+        dds_note = apply_dds_profile()  # before rclpy.init: Fast DDS reads it with the first participant
+    except ValueError as err:
+        print(f"flowclas-node: {err}", file=sys.stderr)
+        return 2
     rclpy.init(args=argv)  # installs SIGINT/SIGTERM handlers: spin() raises ExternalShutdownException
     node = None
     try:
@@ -56,6 +62,8 @@ def main(args: list[str] | None = None) -> int:
         except (ValueError, ParameterException) as err:
             print(f"flowclas-node: {one_line(err)}", file=sys.stderr)
             return 2
+        if dds_note:
+            node.get_logger().info(dds_note)
         if node.autostart:
             # Failures are logged (one line) by the transition callbacks themselves.
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
