@@ -1,6 +1,7 @@
 """TensorRT smoke test: build and run strongly typed engines (fp32 and fp16 backbone) where a GPU is.
 
-Usage (a machine with a CUDA GPU, torch and `tensorrt` 10.x or 11.x installed):
+Usage (a machine with a CUDA GPU, `tensorrt` 10.x or 11.x and cuda-python; torch only for the
+export of step 2, the engines run through cuda-python as on a robot):
     python benchmarks/tensorrt_smoke.py [--input-size 224] [--steps 8] [--cameras 2] [--out DIR]
 
 Steps, each printed with its time:
@@ -64,17 +65,19 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="keep the files here (default: a temp dir)")
     args = parser.parse_args()
 
+    from flowclas_ros.runtime.cuda_io import CudaError, compute_capability, device_name, runtime_version
     from flowclas_ros.runtime.tensorrt_builder import TensorRTUnavailableError, cuda_device, import_tensorrt
 
     try:
         trt = import_tensorrt()
         device = cuda_device("cuda")
-    except (TensorRTUnavailableError, ValueError) as exc:
+    except (TensorRTUnavailableError, CudaError, ValueError) as exc:
         print(f"tensorrt_smoke: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
-    import torch
-
-    print(f"TensorRT {trt.__version__}, GPU {torch.cuda.get_device_name(device)}, torch {torch.__version__}")
+    print(
+        f"TensorRT {trt.__version__}, GPU {device_name(device)} (compute {compute_capability(device)}), "
+        f"CUDA runtime {runtime_version()} (cuda-python)"
+    )
     from flowclas_ros.export.onnx_export import export_onnx
     from flowclas_ros.runtime.onnx_backend import OnnxRuntimeBackend
     from flowclas_ros.runtime.tensorrt_backend import TensorRTBackend
