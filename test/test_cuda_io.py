@@ -13,6 +13,7 @@ cannot reach the registry).
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import os
 import subprocess
@@ -58,6 +59,11 @@ else:  # a GPU machine: a real round trip through our stream
     report["round_trip"] = bool((back == data).all())
     report["cc"] = cuda_io.compute_capability(device)
     buf.free(); stream.destroy()
+from flowclas_ros.runtime import create_backend
+try:  # the whole backend path as the node takes it, up to the first thing missing here
+    create_backend("tensorrt", "missing.onnx", device="cuda")
+except Exception as exc:
+    report["backend"] = [type(exc).__name__, str(exc)]
 report["torch_loaded"] = "torch" in sys.modules
 print(json.dumps(report))
 """
@@ -102,6 +108,14 @@ def probed(request) -> tuple[str, dict]:
 def test_the_probe_ran_the_major_version_it_names(probed):
     major, report = probed
     assert report["version"].split(".")[0] == major
+    assert not report["torch_loaded"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT installed")
+def test_backend_path_reaches_tensorrt_without_torch(probed):
+    _, report = probed
+    kind, message = report["backend"]
+    assert kind == "TensorRTUnavailableError" and "TensorRT is not installed" in message, report["backend"]
     assert not report["torch_loaded"]
 
 
