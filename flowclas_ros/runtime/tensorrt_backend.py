@@ -139,7 +139,11 @@ class TensorRTBackend(InferenceBackend):
         self._cuda = cuda
         self._stream: CudaStream | None = None
         self._buffers: dict[int, tuple[DeviceBuffer, DeviceBuffer, np.ndarray]] = {}
-        self._setup(engine, record)
+        try:
+            self._setup(engine, record)
+        except Exception:
+            self.close()  # the stream (and context) made before the failure
+            raise
 
     def _engine_only(self, engine_path: Path, device: CudaDevice) -> tuple[bytes, EngineRecord]:
         """Loads a prebuilt engine; only this machine's TensorRT version and GPU are checked against it."""
