@@ -137,8 +137,10 @@ def export_engine(args: Any, precision: str, print_onnx: Callable[[Any], None]) 
         print_onnx(report)
         reference = None
         if args.gate_data is not None:
-            reference = staged_onnx if precision == "fp32" else Path(tmp) / "gate-fp32.onnx"
-            if reference != staged_onnx:
+            reference = staged_onnx
+            if precision != "fp32":  # its own folder: no name clash with the staged files
+                reference = Path(tmp) / "reference" / "fp32.onnx"
+                reference.parent.mkdir()
                 print_onnx(export_onnx(loaded, reference, **export))
         options = {
             "precision": precision,
