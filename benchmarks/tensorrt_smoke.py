@@ -1,6 +1,7 @@
 """TensorRT smoke test: build and run strongly typed engines (fp32 and fp16 backbone) where a GPU is.
 
-Usage (a machine with a CUDA GPU, torch and `tensorrt` 10.x or 11.x installed):
+Usage (a machine with a CUDA GPU, `tensorrt` 10.x or 11.x and cuda-python; torch only for the
+export of step 2, the engines run through cuda-python as on a robot):
     python benchmarks/tensorrt_smoke.py [--input-size 224] [--steps 8] [--cameras 2] [--out DIR]
 
 Steps, each printed with its time:
@@ -8,9 +9,11 @@ Steps, each printed with its time:
   2. `flowclas-export`-equivalent ONNX exports: fp32 and --fp16 (float16 backbone), dynamic batch;
   3. engines built through TensorRTBackend (engine cache, lock, profile opt = --cameras);
   4. parity against ONNX Runtime (CPU, fp32) on the same images: max abs diff / score range;
-  5. latency p50 of batch 1 and batch --cameras, and that a second backend loads from the cache.
+  5. latency p50 of batch 1 and batch --cameras, and that a second backend loads from the cache;
+  6. `flowclas-export --format engine --fp16 --gate-data` on a 3-image synthetic split: the AP gate
+     runs the built engine against ONNX Runtime fp32 and records itself in the sidecar.
 Exits 1 with one line if TensorRT or a GPU is missing, 2 if parity fails (fp32 > 1e-3, fp16 > 5e-2
-of the score range). Needs nothing from the internet.
+of the score range) or the gated export fails. Needs nothing from the internet.
 """
 
 from __future__ import annotations
@@ -64,17 +67,19 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="keep the files here (default: a temp dir)")
     args = parser.parse_args()
 
+    from flowclas_ros.runtime.cuda_io import CudaError, compute_capability, device_name, runtime_version
     from flowclas_ros.runtime.tensorrt_builder import TensorRTUnavailableError, cuda_device, import_tensorrt
 
     try:
         trt = import_tensorrt()
         device = cuda_device("cuda")
-    except (TensorRTUnavailableError, ValueError) as exc:
+    except (TensorRTUnavailableError, CudaError, ValueError) as exc:
         print(f"tensorrt_smoke: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
-    import torch
-
-    print(f"TensorRT {trt.__version__}, GPU {torch.cuda.get_device_name(device)}, torch {torch.__version__}")
+    print(
+        f"TensorRT {trt.__version__}, GPU {device_name(device)} (compute {compute_capability(device)}), "
+        f"CUDA runtime {runtime_version()} (cuda-python)"
+    )
     from flowclas_ros.export.onnx_export import export_onnx
     from flowclas_ros.runtime.onnx_backend import OnnxRuntimeBackend
     from flowclas_ros.runtime.tensorrt_backend import TensorRTBackend
@@ -116,7 +121,40 @@ def main() -> int:
                 f"engine key opt/max batch {cached.opt_batch}/{cached.max_batch}, "
                 f"precision {cached.precision}"
             )
+        failed |= not _timed(
+            "gated fp16 engine export", lambda: _gated_export(checkpoint, root, args.input_size)
+        )
     return 2 if failed else 0
+
+
+def _gated_export(checkpoint: Path, root: Path, size: int) -> bool:
+    """``flowclas-export --format engine --fp16 --gate-data`` on a tiny synthetic split; True if written."""
+    import json
+
+    from flowclas_ros.export import main as export_main
+    from flowclas_ros.model.checkpoint_meta import KEY_QUALITY
+    from flowclas_ros.runtime.engine_cache import read_record
+    from flowclas_ros.synthetic.synthetic_scenes import SceneConfig, generate_dataset
+
+    data = root / "gate_data"
+    generate_dataset(
+        data, seed=2, counts={"train": 0, "val": 0, "test": 3}, cfg=SceneConfig(size=(size, size))
+    )
+    out = root / "gated" / "model.engine"
+    argv = [
+        "--checkpoint",
+        str(checkpoint),
+        "--format",
+        "engine",
+        "--fp16",
+        "--gate-data",
+        str(data / "test"),
+    ]
+    if export_main([*argv, "--out", str(out)]) != 0:  # the CLI printed why (gate numbers or build error)
+        return False
+    gate = json.loads(read_record(out).metadata[KEY_QUALITY])["fp16"]
+    print(f"gated fp16 engine: pixel AP {gate['ap']:.4f} vs fp32 {gate['ap_fp32']:.4f}, sidecar records it")
+    return bool(gate["passed"])
 
 
 if __name__ == "__main__":

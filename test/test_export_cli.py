@@ -68,6 +68,6 @@ def test_bad_argument_exits_via_argparse(capsys):
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT installed")
 def test_engine_without_tensorrt_fails_fast_with_reason(capsys, tmp_path):
     code, _, err = _run(capsys, "--checkpoint", str(tmp_path), "--format", "engine", "--fp16",
-                        "--out", str(tmp_path / "m.engine"))  # fmt: skip
+                        "--gate-data", str(tmp_path), "--out", str(tmp_path / "m.engine"))  # fmt: skip
     assert code == 1 and err.startswith("flowclas-export: error:") and "TensorRT is not installed" in err
     assert not (tmp_path / "m.onnx").exists()  # failed before the (long) ONNX export

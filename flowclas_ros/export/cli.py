@@ -1,13 +1,13 @@
-"""``flowclas-export``: checkpoint -> verified ONNX, AP-gated OpenVINO bf16 / int8 ONNX, or a TensorRT engine.
+"""``flowclas-export``: checkpoint -> verified ONNX, AP-gated OpenVINO bf16 / int8 ONNX or TensorRT engine.
 
-The OpenVINO path (parity, NNCF int8, the AP gate) is :mod:`flowclas_ros.export.reduced`.
+The OpenVINO path (parity, NNCF int8, the AP gate) is :mod:`flowclas_ros.export.reduced`; the
+TensorRT one (build, the same AP gate, staged write) :mod:`flowclas_ros.export.engine`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from flowclas_ros.export.onnx_export import ExportError, ExportReport, export_onnx
@@ -16,17 +16,18 @@ from flowclas_ros.model.checkpoint_meta import (
     CheckpointError,
     ModelMismatchError,
     format_size,
-    read_onnx_props,
 )
 
 _EPILOG = """examples:
   flowclas-export --checkpoint runs/a/checkpoint --format onnx --out model.onnx
   flowclas-export --checkpoint runs/a/checkpoint --format onnx --fp16 --out model_fp16.onnx
-  flowclas-export --checkpoint runs/a/checkpoint --format engine --fp16 --out model.engine
+  flowclas-export --checkpoint runs/a/checkpoint --format engine --fp16 \
+      --gate-data runs/a/data/test --out model.engine
   flowclas-export --checkpoint runs/a/checkpoint --format openvino --precision int8 \
       --calib-data runs/a/data/train --calib-n 32 --gate-data runs/a/data/test --out model-int8.onnx
 The engine build writes model.onnx beside model.engine and the engine key to model.engine.json.
-bf16 and int8 exports are written only when their pixel AP on --gate-data is within 0.005 of fp32.
+Reduced precisions (OpenVINO bf16 / int8, TensorRT --fp16 engines) need --gate-data and are
+written only when their pixel AP on it is within 0.005 of ONNX Runtime fp32 (else exit 1).
 """
 
 
@@ -62,10 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ov.add_argument("--calib-data", type=Path, help="int8: folder dataset of training images to calibrate on")
     ov.add_argument("--calib-n", type=int, default=32, help="int8: calibration images (default 32)")
-    ov.add_argument(
-        "--gate-data", type=Path, help="bf16 / int8: labelled folder dataset of the AP gate (the test split)"
+    gated = parser.add_argument_group(
+        "AP gate (--format openvino / engine): required for bf16, int8 and --fp16 engines"
     )
-    ov.add_argument("--gate-n", type=int, help="use only the first N frames of --gate-data")
+    gated.add_argument(
+        "--gate-data",
+        type=Path,
+        help="labelled folder dataset of the AP gate (the test split); optional for fp32 engines",
+    )
+    gated.add_argument("--gate-n", type=int, help="use only the first N frames of --gate-data")
     engine = parser.add_argument_group("TensorRT engine (--format engine)")
     engine.add_argument("--workspace-mb", type=int, default=2048, help="builder workspace limit in MiB")
     engine.add_argument(
@@ -78,16 +84,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_openvino_args(args: argparse.Namespace) -> None:
-    if args.format != "openvino":
-        given = [f for f, v in (("--calib-data", args.calib_data), ("--gate-data", args.gate_data)) if v]
-        if args.precision != "f32" or given:
-            raise ValueError(f"{', '.join(given) or '--precision'} only apply to --format openvino")
-        return
+def _check_gate_args(args: argparse.Namespace) -> None:
+    if args.format != "openvino" and (args.precision != "f32" or args.calib_data is not None):
+        flag = "--calib-data" if args.calib_data is not None else "--precision"
+        raise ValueError(f"{flag} only applies to --format openvino")
+    if args.format == "onnx" and (args.gate_data is not None or args.gate_n is not None):
+        raise ValueError("--gate-data / --gate-n only apply to --format openvino and engine")
     if args.precision == "int8" and args.calib_data is None:
         raise ValueError("--precision int8 needs --calib-data ROOT (training images to calibrate on)")
-    if args.precision != "f32" and args.gate_data is None:
-        raise ValueError(f"--precision {args.precision} needs --gate-data ROOT (labelled AP-gate images)")
+    if args.gate_data is None:
+        if args.format == "openvino" and args.precision != "f32":
+            raise ValueError(f"--precision {args.precision} needs --gate-data ROOT (labelled AP-gate images)")
+        if args.format == "engine" and args.fp16:
+            raise ValueError("an --fp16 engine needs --gate-data ROOT (labelled AP-gate images)")
+        if args.gate_n is not None:
+            raise ValueError("--gate-n needs --gate-data")
     for flag, path in (("--calib-data", args.calib_data), ("--gate-data", args.gate_data)):
         if path is not None and not path.is_dir():
             raise ValueError(f"{flag} {path}: not a dataset folder")
@@ -96,7 +107,7 @@ def _check_openvino_args(args: argparse.Namespace) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    _check_openvino_args(args)
+    _check_gate_args(args)
     if args.format in ("onnx", "openvino"):
         engine_flags = {
             "--version-compatible": args.version_compatible,
@@ -140,52 +151,6 @@ def _precision(args: argparse.Namespace) -> str:
     return ("fp16-all" if args.fp16_flow else "fp16") if args.fp16 else "fp32"
 
 
-def _export_engine(args: argparse.Namespace) -> None:
-    from flowclas_ros.runtime.engine_cache import EngineRecord, write_engine
-    from flowclas_ros.runtime.tensorrt_builder import (
-        build_serialized_engine,
-        cuda_device,
-        engine_key_here,
-        import_tensorrt,
-    )
-
-    trt = import_tensorrt()  # fail before the long ONNX export
-    device = cuda_device(args.device)
-    max_batch = (args.max_batch or 4) if args.dynamic_batch else 1
-    onnx_out = args.out.with_suffix(".onnx")
-    report = export_onnx(
-        args.checkpoint,
-        onnx_out,
-        input_size=args.input_size,
-        dynamic_batch=args.dynamic_batch,
-        progress=True,
-        precision=_precision(args),
-    )
-    _print_onnx(report)
-    options = {
-        "precision": _precision(args),
-        "max_batch": max_batch,
-        "opt_batch": max_batch,
-        "version_compatible": args.version_compatible,
-    }
-    key = engine_key_here(onnx_out, device, input_size=report.input_size, **options)
-    print(f"building TensorRT {trt.__version__} engine for compute capability {key.compute_capability} ...")
-    start = time.perf_counter()
-    engine = build_serialized_engine(
-        onnx_out, input_size=report.input_size, workspace_mb=args.workspace_mb, **options
-    )
-    record = EngineRecord(
-        key=key,
-        engine_sha256="",
-        metadata=read_onnx_props(onnx_out),
-        built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        build_seconds=round(time.perf_counter() - start, 2),
-        onnx_path=str(onnx_out),
-    )
-    write_engine(args.out, engine, record)
-    print(f"wrote {args.out} ({len(engine) / 2**20:.1f} MiB) and its key {args.out}.json")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``flowclas-export``; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -207,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
 
             export_openvino(args, _print_onnx)
         else:
-            _export_engine(args)
+            from flowclas_ros.export.engine import export_engine
+
+            export_engine(args, _precision(args), _print_onnx)
     except (
         CheckpointError,
         ExportError,

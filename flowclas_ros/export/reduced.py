@@ -19,9 +19,10 @@ the two APs are computed on the same bins.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,18 @@ def gate(
             f"{abs(delta):.4f} > {AP_TOLERANCE}) on {n_frames} frames of {root}; export not written"
         )
     return result
+
+
+@contextlib.contextmanager
+def backend_warnings_off(logger_name: str) -> Iterator[None]:
+    """Silences a backend's "precision not AP-gated" warning while the gate itself runs it."""
+    backend_logger = logging.getLogger(logger_name)
+    level = backend_logger.level
+    backend_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        backend_logger.setLevel(level)
 
 
 def calibration_batches(root: str | Path, preprocess: PreprocessConfig, n: int) -> list[np.ndarray]:
@@ -244,18 +257,13 @@ def export_openvino(args: Any, print_onnx: Callable[[Any], None]) -> dict[str, A
                 f"{time.perf_counter() - start:.0f} s"
             )
         if args.precision != "f32":
-            ov_logger = logging.getLogger("flowclas_ros.runtime.openvino_backend")
-            level = ov_logger.level
-            ov_logger.setLevel(logging.ERROR)  # the "not gated yet" warning: this is the gate
-            try:
-                with (
-                    OnnxRuntimeBackend(fp32) as ref,
-                    OpenVINOBackend(candidate, precision=args.precision) as cand,
-                ):
-                    label = f"OpenVINO {args.precision}"
-                    quality[args.precision] = gate(ref, cand, label, args.gate_data, args.gate_n)
-            finally:
-                ov_logger.setLevel(level)
+            with (
+                backend_warnings_off("flowclas_ros.runtime.openvino_backend"),  # this is the gate
+                OnnxRuntimeBackend(fp32) as ref,
+                OpenVINOBackend(candidate, precision=args.precision) as cand,
+            ):
+                label = f"OpenVINO {args.precision}"
+                quality[args.precision] = gate(ref, cand, label, args.gate_data, args.gate_n)
             q = quality[args.precision]
             print(
                 f"quality gate {args.precision}: pixel AP {q['ap']:.4f} vs fp32 {q['ap_fp32']:.4f} "

@@ -1,4 +1,4 @@
-"""TensorRT 10.x / 11.x inference backend: cached engine, torch CUDA tensors as I/O, one CUDA stream.
+"""TensorRT 10.x / 11.x inference backend: cached engine, cuda-python device buffers, one CUDA stream.
 
 Sources, in order of convenience:
 * a checkpoint directory: exported to ONNX (cached, verified; ``precision: fp16`` exports the
@@ -9,23 +9,28 @@ Sources, in order of convenience:
   loaded only if the sidecar matches this TensorRT version and GPU, else refused in one line.
 
 A fixed-batch engine with batch N > 1 gets its last, short chunk zero-padded.
+No torch: device, stream and buffers are :mod:`flowclas_ros.runtime.cuda_io` (NVIDIA's
+cuda-python bindings), so ``pip install .[runtime,tensorrt]`` (or JetPack's TensorRT plus
+cuda-python) runs it. An fp16 engine that was not AP-gated by ``flowclas-export --format
+engine --fp16 --gate-data`` (its sidecar holds ``flowclas.quality_gate``) logs a warning.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
-from flowclas_ros.model.checkpoint import LoadedCheckpoint
 from flowclas_ros.model.checkpoint_meta import (
+    ExportMetadata,
     check_matches,
     parse_metadata,
     read_onnx_props,
 )
 from flowclas_ros.runtime.base import InferenceBackend
+from flowclas_ros.runtime.cuda_io import CudaDevice, CudaStream, DeviceBuffer
 from flowclas_ros.runtime.engine_cache import (
     EngineCacheError,
     EngineRecord,
@@ -49,29 +54,21 @@ logger = logging.getLogger(__name__)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
-def _torch_dtype(trt, dtype) -> torch.dtype:
-    table = {
-        "float32": torch.float32,
-        "float16": torch.float16,
-        "bfloat16": torch.bfloat16,
-        "int32": torch.int32,
-        "int64": torch.int64,
-        "int8": torch.int8,
-        "uint8": torch.uint8,
-        "bool": torch.bool,
-    }
-    for name, torch_type in table.items():
-        if hasattr(trt, name) and dtype == getattr(trt, name):
-            return torch_type
-    raise TypeError(f"unsupported TensorRT tensor type {dtype}")
+def _numpy_dtype(trt, dtype) -> np.dtype:
+    """The numpy type of a TensorRT I/O tensor (exports have float32 I/O; the rest: hand-made engines)."""
+    for name in ("float32", "float16", "int32", "int64", "int8", "uint8"):
+        if dtype == getattr(trt, name):
+            return np.dtype(name)
+    raise TypeError(f"unsupported TensorRT I/O tensor type {dtype}")
 
 
 class TensorRTBackend(InferenceBackend):
     """Runs a FlowCLAS model as a TensorRT engine on a CUDA GPU (Jetson or desktop).
 
     Args:
-        checkpoint: Checkpoint directory, ``LoadedCheckpoint``, exported ``.onnx`` or ``.engine`` file.
-        device: ``cuda`` or ``cuda:N``.
+        checkpoint: Checkpoint directory (or an object with its ``.path``, e.g. a ``LoadedCheckpoint``),
+            exported ``.onnx`` or ``.engine`` file.
+        device: ``cuda`` (the current CUDA device, normally 0) or ``cuda:N``.
         engine_path: Engine file to use / create (default: the cache, named by the engine key).
         onnx_path: Exported ONNX to build from (default: exported into the cache on first use).
         input_size: (H, W) expected; default the checkpoint config's ``preprocess.input_size``.
@@ -91,7 +88,7 @@ class TensorRTBackend(InferenceBackend):
 
     def __init__(
         self,
-        checkpoint: str | Path | LoadedCheckpoint,
+        checkpoint: str | Path | Any,
         device: str = "cuda",
         *,
         engine_path: str | Path | None = None,
@@ -107,18 +104,18 @@ class TensorRTBackend(InferenceBackend):
     ):
         trt = import_tensorrt()
         self._trt = trt
-        torch_device = cuda_device(device)
-        source = Path(checkpoint.path if isinstance(checkpoint, LoadedCheckpoint) else checkpoint)
+        cuda = cuda_device(device)
+        source = Path(getattr(checkpoint, "path", checkpoint))
         if precision is None:  # a given ONNX keeps the types it was exported with
             given = source if source.suffix == ".onnx" else onnx_path
             precision = onnx_precision(given) if given is not None else "fp16"
         if source.suffix in ENGINE_SUFFIXES:
-            engine, record = self._engine_only(source, torch_device)
+            engine, record = self._engine_only(source, cuda)
         else:
             engine, record = self._cached_engine(
                 checkpoint,
                 source,
-                torch_device,
+                cuda,
                 engine_path=engine_path,
                 onnx_path=onnx_path,
                 input_size=input_size,
@@ -134,13 +131,21 @@ class TensorRTBackend(InferenceBackend):
             )
         meta = parse_metadata(record.metadata, source)
         super().__init__(
-            meta.identity.config, meta.identity.threshold, str(torch_device), meta.identity.image_threshold
+            meta.identity.config, meta.identity.threshold, str(cuda), meta.identity.image_threshold
         )
         self.record = record
-        self._torch_device = torch_device
-        self._setup(engine, record)
+        self.precision = record.key.precision
+        _warn_if_ungated(source, meta, self.precision)
+        self._cuda = cuda
+        self._stream: CudaStream | None = None
+        self._buffers: dict[int, tuple[DeviceBuffer, DeviceBuffer, np.ndarray]] = {}
+        try:
+            self._setup(engine, record)
+        except Exception:
+            self.close()  # the stream (and context) made before the failure
+            raise
 
-    def _engine_only(self, engine_path: Path, device: torch.device) -> tuple[bytes, EngineRecord]:
+    def _engine_only(self, engine_path: Path, device: CudaDevice) -> tuple[bytes, EngineRecord]:
         """Loads a prebuilt engine; only this machine's TensorRT version and GPU are checked against it."""
         stored = read_record(engine_path).key
         expected = environment_key(
@@ -156,9 +161,9 @@ class TensorRTBackend(InferenceBackend):
 
     def _cached_engine(
         self,
-        checkpoint: str | Path | LoadedCheckpoint,
+        checkpoint: str | Path | Any,
         source: Path,
-        device: torch.device,
+        device: CudaDevice,
         *,
         engine_path: str | Path | None,
         onnx_path: str | Path | None,
@@ -195,52 +200,49 @@ class TensorRTBackend(InferenceBackend):
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         if record.key.version_compatible:
             self._runtime.engine_host_code_allowed = True  # the plan carries its lean runtime
-        with torch.cuda.device(self._torch_device):
-            self._stream = torch.cuda.Stream(self._torch_device)  # first: torch owns the CUDA context
-            self._engine = self._runtime.deserialize_cuda_engine(engine_bytes)
-            if self._engine is None:
-                raise EngineCacheError("TensorRT could not deserialize the engine (see the TensorRT log)")
-            self._context = self._engine.create_execution_context()
+        self._cuda.activate()
+        self._stream = CudaStream()  # first: creates the device's primary context TensorRT then uses
+        self._engine = self._runtime.deserialize_cuda_engine(engine_bytes)
+        if self._engine is None:
+            raise EngineCacheError("TensorRT could not deserialize the engine (see the TensorRT log)")
+        self._context = self._engine.create_execution_context()
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if len(inputs) != 1 or len(outputs) != 1:
             raise EngineCacheError(f"engine has inputs {inputs} and outputs {outputs}; expected one of each")
         self._input, self._output = inputs[0], outputs[0]
-        self._input_dtype = _torch_dtype(trt, self._engine.get_tensor_dtype(self._input))
-        self._output_dtype = _torch_dtype(trt, self._engine.get_tensor_dtype(self._output))
+        self._input_dtype = _numpy_dtype(trt, self._engine.get_tensor_dtype(self._input))
+        self._output_dtype = _numpy_dtype(trt, self._engine.get_tensor_dtype(self._output))
         fixed = int(self._engine.get_tensor_shape(self._input)[0])
         self._dynamic = fixed == -1
         self.max_batch = record.key.max_batch if self._dynamic else fixed
-        self._buffers: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _io_buffers(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Device input / output tensors for a batch size, allocated once on the backend's stream."""
+    def _io_buffers(self, batch: int) -> tuple[DeviceBuffer, DeviceBuffer, np.ndarray]:
+        """Device input / output buffers and the host output array for a batch size, allocated once."""
         if batch not in self._buffers:
             height, width = self.config.preprocess.input_size
             if self._dynamic:
                 self._context.set_input_shape(self._input, (batch, 3, height, width))
-            out_shape = tuple(self._context.get_tensor_shape(self._output))
-            with torch.cuda.stream(self._stream):
-                inp = torch.empty(
-                    (batch, 3, height, width), dtype=self._input_dtype, device=self._torch_device
-                )
-                out = torch.empty(out_shape, dtype=self._output_dtype, device=self._torch_device)
-            self._buffers[batch] = (inp, out)
+            out_shape = tuple(int(d) for d in self._context.get_tensor_shape(self._output))
+            host_out = np.empty(out_shape, dtype=self._output_dtype)
+            inp = DeviceBuffer(batch * 3 * height * width * self._input_dtype.itemsize)
+            self._buffers[batch] = (inp, DeviceBuffer(host_out.nbytes), host_out)
         return self._buffers[batch]
 
     def _run(self, chunk: np.ndarray) -> np.ndarray:
-        inp, out = self._io_buffers(chunk.shape[0])
+        self._cuda.activate()  # the node calls predict from its worker thread, not the constructing one
+        inp, out, host_out = self._io_buffers(chunk.shape[0])
         if self._dynamic:
-            self._context.set_input_shape(self._input, tuple(inp.shape))
-        self._context.set_tensor_address(self._input, inp.data_ptr())
-        self._context.set_tensor_address(self._output, out.data_ptr())
-        with torch.cuda.device(self._torch_device), torch.cuda.stream(self._stream):
-            inp.copy_(torch.from_numpy(chunk))  # host -> device on our stream
-            if not self._context.execute_async_v3(self._stream.cuda_stream):
-                raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log)")
-            result = out.float().cpu()  # device -> host on our stream; blocks until done
-        return result.numpy()
+            self._context.set_input_shape(self._input, tuple(chunk.shape))
+        self._context.set_tensor_address(self._input, inp.ptr)
+        self._context.set_tensor_address(self._output, out.ptr)
+        self._stream.to_device(inp, np.ascontiguousarray(chunk, dtype=self._input_dtype))
+        if not self._context.execute_async_v3(self._stream.handle):
+            raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log)")
+        self._stream.to_host(host_out, out)
+        self._stream.synchronize()
+        return host_out.astype(np.float32)  # a copy: host_out is reused by the next call
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         if getattr(self, "_context", None) is None:
@@ -257,10 +259,27 @@ class TensorRTBackend(InferenceBackend):
         return np.concatenate(parts, axis=0)
 
     def close(self) -> None:
-        """Releases the execution context, engine and device buffers."""
-        self._buffers = {}
+        """Releases the execution context and engine, then the device buffers and the stream (idempotent)."""
         self._context = self._engine = self._runtime = None
-        torch.cuda.empty_cache()
+        buffers, self._buffers = getattr(self, "_buffers", {}), {}
+        for inp, out, _ in buffers.values():
+            inp.free()
+            out.free()
+        if getattr(self, "_stream", None) is not None:
+            self._stream.destroy()
+            self._stream = None
+
+
+def _warn_if_ungated(source: Path, meta: ExportMetadata, precision: str) -> None:
+    """Warns, like the OpenVINO backend, when a reduced-precision engine has no passed AP gate."""
+    if precision == "fp32" or (meta.quality.get(precision) or {}).get("passed"):
+        return
+    logger.warning(
+        "%s: TensorRT precision %s was not AP-gated for this engine; gate it with flowclas-export "
+        "--format engine --fp16 --gate-data ROOT",
+        source,
+        precision,
+    )
 
 
 def _key_options(build_options: dict) -> dict:

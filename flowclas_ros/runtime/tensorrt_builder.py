@@ -11,7 +11,8 @@ graph's types.
 
 The names of the TensorRT Python API used here and in the backend are listed in
 :data:`TRT_API`; a test checks them against the real 10.x and 11.x wheels.
-``tensorrt`` is imported lazily so the rest of the package works without it.
+``tensorrt`` is imported lazily so the rest of the package works without it; the CUDA
+device comes from :mod:`flowclas_ros.runtime.cuda_io` (cuda-python, no torch).
 """
 
 from __future__ import annotations
@@ -19,8 +20,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
+from flowclas_ros.runtime.cuda_io import (
+    CudaDevice,
+    TensorRTUnavailableError,
+    compute_capability,
+)
+from flowclas_ros.runtime.cuda_io import select_device as cuda_device  # noqa: F401 - CLI, benchmark
 from flowclas_ros.runtime.engine_cache import EngineKey, make_engine_key
 
 logger = logging.getLogger(__name__)
@@ -30,7 +36,7 @@ TRT_API = (
     "Builder", "Logger", "OnnxParser", "Runtime", "WARNING", "__version__",
     "NetworkDefinitionCreationFlag", "STRONGLY_TYPED", "BuilderFlag", "VERSION_COMPATIBLE",
     "MemoryPoolType", "WORKSPACE", "TensorIOMode", "INPUT", "OUTPUT",
-    "float32", "float16", "bfloat16", "int32", "int64", "int8", "uint8",
+    "float32", "float16", "int32", "int64", "int8", "uint8",
     # builder / network / parser / config / profile
     "create_network", "create_builder_config", "create_optimization_profile", "build_serialized_network",
     "parse_from_file", "num_errors", "get_error", "num_inputs", "num_outputs", "get_input",
@@ -55,10 +61,6 @@ REMOVED_IN_11 = (
 ONNX_PRECISIONS = ("fp32", "fp16", "fp16-all")
 
 
-class TensorRTUnavailableError(ImportError):
-    """TensorRT (>= 10) or a CUDA GPU is not available."""
-
-
 class EngineBuildError(RuntimeError):
     """TensorRT could not parse the ONNX file or build the engine."""
 
@@ -77,31 +79,6 @@ def import_tensorrt() -> ModuleType:
     if major < 10:
         raise TensorRTUnavailableError(f"TensorRT {trt.__version__} found; flowclas_ros needs TensorRT >= 10")
     return trt
-
-
-def cuda_device(device: str) -> Any:
-    """Validates a CUDA device string (``cuda`` / ``cuda:N``) and returns a torch device with its index."""
-    import torch
-
-    torch_device = torch.device(device)
-    if torch_device.type != "cuda":
-        raise ValueError(
-            f"the TensorRT backend runs on a CUDA GPU; got device {device!r} (use cuda or cuda:N)"
-        )
-    if not torch.cuda.is_available():
-        raise TensorRTUnavailableError(
-            "the TensorRT backend needs a CUDA GPU; torch.cuda.is_available() is False"
-        )
-    index = torch_device.index if torch_device.index is not None else torch.cuda.current_device()
-    return torch.device("cuda", index)
-
-
-def compute_capability(device: Any) -> str:
-    """``major.minor`` compute capability of a CUDA device (e.g. ``8.7`` on Jetson Orin)."""
-    import torch
-
-    major, minor = torch.cuda.get_device_capability(device)
-    return f"{major}.{minor}"
 
 
 def onnx_precision(onnx_path: str | Path) -> str:
@@ -126,7 +103,7 @@ def require_precision(onnx_path: str | Path, precision: str) -> None:
 
 def engine_key_here(
     onnx_path: str | Path,
-    device: Any,
+    device: CudaDevice,
     *,
     input_size: tuple[int, int],
     precision: str,
