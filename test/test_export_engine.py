@@ -117,8 +117,6 @@ def _cli_error(capsys, *argv) -> tuple[int, str]:
 @pytest.mark.parametrize(
     "extra,message",
     [
-        (["--fp16"], "an --fp16 engine needs --gate-data ROOT"),
-        (["--fp16", "--fp16-flow"], "an --fp16 engine needs --gate-data ROOT"),
         (["--fp16", "--gate-data", "{missing}"], "not a dataset folder"),
         (["--fp16", "--gate-data", "{data}", "--gate-n", "0"], "--gate-n must be >= 1"),
         (["--gate-n", "3"], "--gate-n needs --gate-data"),
@@ -148,11 +146,15 @@ def test_help_documents_the_engine_gate(capsys):
     with pytest.raises(SystemExit):
         export_main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "required for bf16, int8 and --fp16 engines" in text and "optional for fp32 engines" in text
-    assert "Reduced precisions (OpenVINO bf16 / int8, TensorRT --fp16 engines) need --gate-data" in text
+    assert "required for bf16 and int8, recommended for --fp16 engines" in text
+    assert "optional for fp32 engines" in text
+    assert "a TensorRT --fp16 engine without it is written ungated, with a warning" in text
 
 
-def test_real_entry_point_refuses_an_ungated_fp16_engine(tmp_path):
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT installed")
+def test_real_entry_point_accepts_an_ungated_fp16_engine_with_a_warning(tmp_path):
+    """DESIGN.md's ``--format engine --out FILE --fp16`` stays valid: past the checks, warned, and
+    here (no TensorRT) it stops at the TensorRT import with nothing written."""
     argv = [
         "--checkpoint",
         str(tmp_path),
@@ -166,7 +168,9 @@ def test_real_entry_point_refuses_an_ungated_fp16_engine(tmp_path):
         [sys.executable, "-m", "flowclas_ros.export", *argv], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1].startswith("flowclas-export: error: an --fp16 engine needs")
+    lines = done.stderr.strip().splitlines()
+    assert any("warning: this --fp16 engine is not AP-gated (no --gate-data)" in line for line in lines)
+    assert lines[-1].startswith("flowclas-export: error:") and "TensorRT is not installed" in lines[-1]
     assert list(tmp_path.iterdir()) == []
 
 
