@@ -2,6 +2,7 @@
 
 Usage (inside the dev environment, `source scripts/env.sh`):
     python benchmarks/node_latency.py [--steps 16] [--input-size 224] [--frames 20] [--overload-s 15]
+        [--camera-dds flowclas|default] [--input-qos reliable|best_effort]
 
 Starts `flowclas-node` in its own process with a random-init ViT-S/14 checkpoint (timing only)
 and drives it over real rclpy from this process. Prints, in one run:
@@ -15,6 +16,11 @@ and drives it over real rclpy from this process. Prints, in one run:
   * two cameras at the same rate (10 Hz, published together): answers per camera (fair: within
     10 %) and p99 latency against the 2-camera forward (target <= 2x).
 The machine's load average is printed too: on a shared machine every number moves with it.
+
+The node always runs with its own Fast DDS profile (flowclas_ros/ros/dds_profile.py). This
+process plays the camera driver: ``--camera-dds default`` leaves it on Fast DDS's defaults
+(a 921 KB frame then travels fragmented through the 512 KB shared-memory segment: ~13 ms
+one way, reliable), ``flowclas`` (default) gives it the node's profile (~3 ms).
 """
 
 from __future__ import annotations
@@ -146,7 +152,7 @@ class Client:
         self.context.try_shutdown()
 
 
-def start_node(tmp: Path, checkpoint: Path) -> subprocess.Popen:
+def start_node(tmp: Path, checkpoint: Path, input_qos: str = "reliable") -> subprocess.Popen:
     params = tmp / "params.yaml"
     params.write_text(
         yaml.safe_dump(
@@ -155,7 +161,7 @@ def start_node(tmp: Path, checkpoint: Path) -> subprocess.Popen:
                     "ros__parameters": {
                         "checkpoint": str(checkpoint),
                         "image_topics": TOPICS,
-                        "qos_reliability": "reliable",
+                        "qos_reliability": input_qos,
                     }
                 }
             }
@@ -346,12 +352,33 @@ def main() -> None:
     parser.add_argument("--overload-s", type=float, default=15.0)
     parser.add_argument("--rate", type=float, default=30.0, help="input rate of the overload test (Hz)")
     parser.add_argument("--rate2", type=float, default=10.0, help="per-camera rate of the 2-camera test (Hz)")
+    parser.add_argument(
+        "--camera-dds",
+        choices=("flowclas", "default"),
+        default="flowclas",
+        help="Fast DDS profile of this process, the camera side (the node always uses its own)",
+    )
+    parser.add_argument(
+        "--input-qos",
+        choices=("reliable", "best_effort"),
+        default="reliable",
+        help="the node's input reliability (reliable: no frame lost on loopback, so no drop is counted)",
+    )
     args = parser.parse_args()
+    from flowclas_ros.ros.dds_profile import FASTDDS_ENVS, apply_dds_profile
+
+    if args.camera_dds == "flowclas":
+        camera_dds = apply_dds_profile()  # before this process's first participant
+    else:
+        camera_dds = "Fast DDS defaults"
+        for name in FASTDDS_ENVS:  # the node picks its own profile (an inherited one would win)
+            os.environ.pop(name, None)
 
     import torch
 
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (1 min) at start")
     print(f"torch threads: {torch.get_num_threads()} here; the node uses torch's default too")
+    print(f"camera side (this process): {camera_dds}; node input QoS {args.input_qos}, depth 1")
     rgb = np.random.default_rng(0).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
     with tempfile.TemporaryDirectory(prefix="node_latency_") as tmp_dir:
         tmp = Path(tmp_dir)
@@ -366,7 +393,7 @@ def main() -> None:
         )
         size = f"{args.input_size}x{args.input_size}"
         print(f"model: ViT-S/14 (random init) + {args.steps} flow steps, input {size}, CPU fp32")
-        proc = start_node(tmp, checkpoint)
+        proc = start_node(tmp, checkpoint, args.input_qos)
         try:
             for subscribe_images in (False, True):
                 client = Client(subscribe_images)
