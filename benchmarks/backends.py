@@ -2,18 +2,23 @@
 
 Usage:
     python benchmarks/backends.py [--checkpoint runs/demo/checkpoint] [--data runs/demo/data]
-        [--sizes 224 448] [--threads 2] [--repeats 10] [--calib-n 32] [--node-json FILE]
+        [--sizes 224 448] [--threads 2] [--rounds 4] [--block 5] [--calib-n 32] [--node-json FILE]
 
 For each input size the checkpoint is exported (ONNX, verified against torch) and
 quantised (NNCF int8, calibrated on ``--calib-n`` training images), then the model
 forward (``InferenceBackend._forward``, batch 1, input already normalised) of every
-backend is timed, interleaved in alternating order so that load from other
-processes hits all alike. ``|ΔAP|`` is the pixel AP on the test split at the
-checkpoint's own input size against torch fp32 (the same histogram range for all,
-see :func:`flowclas_ros.export.reduced.pixel_ap`). The node column (end-to-end /
-model) is read from ``--node-json`` (``benchmarks/node_latency.py`` output) when
-given. TensorRT rows appear only where a CUDA GPU is present. The load average is
-printed with the table: on a shared machine the absolute numbers move with it.
+backend is timed in blocks: ``--block`` calls of one backend after ``--warmup`` untimed
+ones, then the next backend, the order reversed every round, for ``--rounds`` rounds.
+Blocks rather than one call each: a robot runs one model over and over, so its weights
+stay in cache; calling six models in turn evicts them and, on this 2-core machine, made
+the same OpenVINO model 1.5x slower at one thread. Alternating rounds still spread the
+load of other processes over all backends. ``|ΔAP|`` is the pixel AP on the test split
+against torch fp32 at each timed input size (the same histogram range for all, see
+:func:`flowclas_ros.export.reduced.pixel_ap`): the reduced precisions are judged at the
+size they are timed at. The node column (end-to-end / model) is read from
+``--node-json`` (``benchmarks/node_latency.py`` output) when given. TensorRT rows appear
+only where a CUDA GPU is present. The load average is printed with the table: on a
+shared machine the absolute numbers move with it.
 """
 
 from __future__ import annotations
@@ -103,19 +108,24 @@ def random_demo_checkpoint(path: Path) -> None:
     save_checkpoint(model, path, provenance={"benchmark": "random demo model, NOT trained"})
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, float]:
-    """p50 ms per function over ``repeats`` round-robin runs (alternating order)."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
+def time_blocks(
+    fns: dict[str, Callable[[], object]], rounds: int, block: int, warmup: int
+) -> dict[str, dict[str, float]]:
+    """p50 / min ms per function: ``rounds`` rounds of ``block`` timed calls each (see the module doc)."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
-    for r in range(repeats):
+    for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
-            start = time.perf_counter()
-            fns[name]()
-            times[name].append((time.perf_counter() - start) * 1000.0)
-    return {name: float(np.percentile(values, 50)) for name, values in times.items()}
+            for _ in range(warmup):
+                fns[name]()
+            for _ in range(block):
+                start = time.perf_counter()
+                fns[name]()
+                times[name].append((time.perf_counter() - start) * 1000.0)
+    return {
+        name: {"p50": float(np.percentile(values, 50)), "min": float(np.min(values))}
+        for name, values in times.items()
+    }
 
 
 def main() -> int:
@@ -126,10 +136,12 @@ def main() -> int:
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 448])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4, help="rounds over all backends")
+    parser.add_argument("--block", type=int, default=5, help="timed calls per backend per round")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls before each block")
     parser.add_argument("--calib-n", type=int, default=32)
     parser.add_argument("--ap-frames", type=int, help="use only the first N test frames for |ΔAP|")
+    parser.add_argument("--no-ap", action="store_true", help="latency only")
     parser.add_argument("--node-json", type=Path, help="benchmarks/node_latency.py results (e2e / model)")
     parser.add_argument("--work-dir", type=Path, help="keep exports here (default: a temp dir)")
     parser.add_argument(
@@ -158,27 +170,24 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="flowclas_bench_") as tmp:
         work = args.work_dir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        latency: dict[int, dict[str, float]] = {}
-        delta_ap: dict[str, float] = {}
+        latency: dict[int, dict[str, dict[str, float]]] = {}
+        delta_ap: dict[int, dict[str, float]] = {}
         for size in args.sizes:
             backends = build_backends(args.checkpoint, size, work, args)
             x = verification_inputs(PreprocessConfig(input_size=(size, size)))[:1]
             fns = {name: (lambda b=b, x=x: b._forward(x)) for name, b in backends.items()}
             loads.append(os.getloadavg())
-            latency[size] = time_interleaved(fns, args.repeats, args.warmup)
+            latency[size] = time_blocks(fns, args.rounds, args.block, args.warmup)
             loads.append(os.getloadavg())
-            for name, p50 in latency[size].items():  # as measured: a long run's numbers survive an abort
-                print(f"  {size}x{size} {name}: p50 {p50:.1f} ms (load {loads[-1][0]:.1f})", flush=True)
-            if (size, size) == tuple(native):
-                ap_ref, score_range = pixel_ap(
-                    backends["torch fp32"], args.data / "test", None, args.ap_frames
+            for name, t in latency[size].items():  # as measured: a long run's numbers survive an abort
+                print(
+                    f"  {size}x{size} {name}: p50 {t['p50']:.1f} ms, min {t['min']:.1f} "
+                    f"(load {loads[-1][0]:.1f})",
+                    flush=True,
                 )
-                delta_ap["torch fp32"] = 0.0
-                for name, backend in backends.items():
-                    if name != "torch fp32":
-                        ap, _ = pixel_ap(backend, args.data / "test", score_range, args.ap_frames)
-                        delta_ap[name] = abs(ap - ap_ref)
-                print(f"  pixel AP torch fp32: {ap_ref:.4f}; |ΔAP| {delta_ap}", flush=True)
+            if not args.no_ap:
+                delta_ap[size] = delta_aps(backends, args, (size, size) == tuple(native))
+                print(f"  {size}x{size} |ΔAP| vs torch fp32: {delta_ap[size]}", flush=True)
             for backend in backends.values():
                 backend.close()
     node = json.loads(args.node_json.read_text()) if args.node_json else {}
@@ -192,21 +201,33 @@ def main() -> int:
     return 0
 
 
+def delta_aps(
+    backends: dict[str, InferenceBackend], args: argparse.Namespace, native: bool
+) -> dict[str, float]:
+    """|pixel AP - torch fp32's| of every backend on the test split at the size it was timed at."""
+    ap_ref, score_range = pixel_ap(backends["torch fp32"], args.data / "test", None, args.ap_frames)
+    print(f"  pixel AP torch fp32: {ap_ref:.4f}{'' if native else ' (not the trained input size)'}")
+    out = {"torch fp32": 0.0}
+    for name, backend in backends.items():
+        if name != "torch fp32":
+            ap, _ = pixel_ap(backend, args.data / "test", score_range, args.ap_frames)
+            out[name] = round(abs(ap - ap_ref), 4)
+    return out
+
+
 def print_table(latency, delta_ap, node, sizes) -> None:
-    head = (
-        "| backend | "
-        + " | ".join(f"p50 {s}² ms | × torch fp32" for s in sizes)
-        + " | \\|ΔAP\\| | node e2e/model |"
-    )
-    print(head)
-    print("|" + "---|" * (2 + 2 * len(sizes) + 1))
+    """The markdown table: p50 (and ratio to torch fp32) and |ΔAP| per size, node ratio."""
+    head = "| backend | " + " | ".join(f"p50 {s}² ms | × torch fp32 | \\|ΔAP\\| {s}²" for s in sizes)
+    print(head + " | node e2e/model |")
+    print("|" + "---|" * (2 + 3 * len(sizes)))
     for name in latency[sizes[0]]:
         cells = []
         for s in sizes:
-            p50 = latency[s][name]
-            cells += [f"{p50:.1f}", f"{latency[s]['torch fp32'] / p50:.2f}×"]
-        ap = f"{delta_ap[name]:.4f}" if name in delta_ap else "n/m"
-        print(f"| {name} | " + " | ".join(cells) + f" | {ap} | {node.get(name, 'n/m')} |")
+            p50 = latency[s][name]["p50"]
+            ap = delta_ap.get(s, {}).get(name)
+            ratio = latency[s]["torch fp32"]["p50"] / p50
+            cells += [f"{p50:.1f}", f"{ratio:.2f}×", "n/m" if ap is None else f"{ap:.4f}"]
+        print(f"| {name} | " + " | ".join(cells) + f" | {node.get(name, 'n/m')} |")
 
 
 if __name__ == "__main__":

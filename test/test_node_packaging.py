@@ -38,7 +38,7 @@ PIP_NAMES = {  # import name -> distribution in requirements/host.txt
     "zstandard": "zstandard",
     "lz4": "lz4",
 }
-OPTIONAL = {"tensorrt", "openvino", "nncf", "sam2"}
+OPTIONAL = {"tensorrt", "cuda", "openvino", "nncf", "sam2"}
 """Imported lazily for optional backends / formats (README says how to add them), or not modules."""
 
 

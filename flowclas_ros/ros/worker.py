@@ -57,6 +57,10 @@ class WorkerContext:
     stage_3d: FrameStage | None = None  # the per-frame 3D stage, when any camera has depth
 
 
+def _append_job(jobs: list[tuple[int, Callable[[], None]]], camera: int, job: Callable[[], None]) -> None:
+    jobs.append((camera, job))
+
+
 class ImageOutputThread(threading.Thread):
     """Runs each camera's deferred image publishing; one pending job per camera, the newest.
 
@@ -83,10 +87,6 @@ class ImageOutputThread(threading.Thread):
                 self.replaced += 1
             self._jobs[camera] = job
             self._cond.notify()
-
-    def sink(self, camera: int) -> Callable[[Callable[[], None]], None]:
-        """``image_sink`` for :meth:`CameraOutputs.publish` of one camera."""
-        return functools.partial(self.submit, camera)
 
     def _take(self) -> Callable[[], None] | None:
         with self._cond:
@@ -213,6 +213,9 @@ class InferenceWorker(threading.Thread):
         self.batches += 1
         self.batched_frames += len(decoded)
         self.largest_batch = max(self.largest_batch, len(decoded))
+        # Image jobs start after the batch's last result is out: started earlier, the image
+        # thread took the GIL and a core from the next camera's mask and regions.
+        image_jobs: list[tuple[int, Callable[[], None]]] = []
         for (frame, rgb), prediction in zip(decoded, predictions):
             if not (np.isfinite(prediction.image_score) and np.isfinite(prediction.score_map).all()):
                 ctx.stats[frame.camera].record_nonfinite()
@@ -232,7 +235,9 @@ class InferenceWorker(threading.Thread):
                 ctx.backend.name,
                 stage_3d,
                 received_ns=frame.received_ns,
-                image_sink=self.images.sink(frame.camera),
+                image_sink=functools.partial(_append_job, image_jobs, frame.camera),
             )
             latency_ms = (time.monotonic_ns() - frame.received_ns) / 1e6
             ctx.stats[frame.camera].record_result(latency_ms, prediction.model_ms)
+        for camera, job in image_jobs:
+            self.images.submit(camera, job)
