@@ -39,7 +39,13 @@ import onnx
 import torch
 
 from flowclas_ros.export.onnx_export import export_onnx
-from flowclas_ros.export.reduced import calibration_batches, pixel_ap, quantize_int8, set_props
+from flowclas_ros.export.reduced import (
+    AP_TOLERANCE,
+    calibration_batches,
+    pixel_ap,
+    quantize_int8,
+    set_props,
+)
 from flowclas_ros.export.verify import verification_inputs
 from flowclas_ros.model.checkpoint_meta import KEY_PRECISION, read_checkpoint_identity, with_input_size
 from flowclas_ros.model.config import PreprocessConfig
@@ -226,7 +232,8 @@ def print_table(latency, delta_ap, node, sizes) -> None:
             p50 = latency[s][name]["p50"]
             ap = delta_ap.get(s, {}).get(name)
             ratio = latency[s]["torch fp32"]["p50"] / p50
-            cells += [f"{p50:.1f}", f"{ratio:.2f}×", "n/m" if ap is None else f"{ap:.4f}"]
+            gate = "" if ap is None or ap <= AP_TOLERANCE else " (fails the gate)"
+            cells += [f"{p50:.1f}", f"{ratio:.2f}×", "n/m" if ap is None else f"{ap:.4f}{gate}"]
         print(f"| {name} | " + " | ".join(cells) + f" | {node.get(name, 'n/m')} |")
 
 

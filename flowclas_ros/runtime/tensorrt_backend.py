@@ -135,6 +135,7 @@ class TensorRTBackend(InferenceBackend):
         )
         self.record = record
         self.precision = record.key.precision
+        self.name = f"tensorrt-{self.precision}"  # published in every result, as openvino-<precision>
         _warn_if_ungated(source, meta, self.precision)
         self._cuda = cuda
         self._stream: CudaStream | None = None
