@@ -154,13 +154,7 @@ def export_engine(args: Any, precision: str, print_onnx: Callable[[Any], None]) 
         engine = build_serialized_engine(
             staged_onnx, input_size=report.input_size, workspace_mb=args.workspace_mb, **options
         )
-        record = EngineRecord(
-            key=key,
-            engine_sha256="",
-            metadata=read_onnx_props(staged_onnx),
-            built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            build_seconds=round(time.perf_counter() - start, 2),
-        )
+        record = EngineRecord.built(key, read_onnx_props(staged_onnx), start)
         staged_engine = write_engine(Path(tmp) / out.name, engine, record)  # what the gate loads
         staged = StagedEngine(staged_onnx, engine, record, reference)
         quality = gate_then_publish(

@@ -186,6 +186,20 @@ class EngineRecord:
     build_seconds: float = 0.0
     onnx_path: str = ""
 
+    @classmethod
+    def built(
+        cls, key: EngineKey, metadata: dict[str, str], started: float, onnx_path: str = ""
+    ) -> EngineRecord:
+        """The record of an engine whose build began at ``time.perf_counter()`` = ``started``."""
+        return cls(
+            key=key,
+            engine_sha256="",  # write_engine fills it in
+            metadata=dict(metadata),
+            built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            build_seconds=round(time.perf_counter() - started, 2),
+            onnx_path=onnx_path,
+        )
+
     def to_json(self) -> str:
         """Sidecar file content."""
         body = {"format": SIDECAR_FORMAT, **asdict(self), "key": self.key.to_dict()}
@@ -322,14 +336,7 @@ def _resolve_locked(
             logger.warning("rebuilding TensorRT engine: %s", exc)
     start = time.perf_counter()
     engine = build()
-    record = EngineRecord(
-        key=expected,
-        engine_sha256="",
-        metadata=dict(metadata),
-        built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        build_seconds=round(time.perf_counter() - start, 2),
-        onnx_path=str(onnx_path),
-    )
+    record = EngineRecord.built(expected, metadata, start, onnx_path=str(onnx_path))
     write_engine(engine_path, engine, record)
     return engine, record
 
