@@ -47,5 +47,5 @@ def apply_dds_profile(environ: MutableMapping[str, str] = os.environ) -> str | N
         raise ValueError(f"{PROFILE_ENV}={choice}: no such file (unset it, or set it to 'none')")
     for name in FASTDDS_ENVS:
         environ[name] = str(path)
-    what = "" if choice else " (32 MiB shared-memory segment, 100 ms heartbeat)"
+    what = "" if choice else " (16 MiB shared-memory segment, 100 ms heartbeat)"
     return f"Fast DDS profile: {path}{what}; set {PROFILE_ENV}=none to use Fast DDS's defaults"
