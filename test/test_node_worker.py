@@ -190,3 +190,36 @@ def test_parameters_apply_without_post_set_callbacks_like_on_humble():
     finally:
         node.destroy_node()
         context.try_shutdown()
+
+
+def test_a_batch_hands_its_image_jobs_over_after_its_last_result(setup):
+    """Image jobs started before the other cameras' results took the GIL and a core from them."""
+    import dataclasses
+
+    from flowclas_ros.ros.frame_buffer import Frame, FrameSlots
+    from flowclas_ros.ros.settings import CameraInput
+    from flowclas_ros.ros.stats import CameraStats
+    from flowclas_ros.ros.worker import InferenceWorker
+
+    base = setup["ctx"]
+    stats = [CameraStats(), CameraStats()]
+    ctx = dataclasses.replace(
+        base,
+        cameras=[CameraInput("/a/image_raw", False, "cam"), CameraInput("/b/image_raw", False, "cam")],
+        outputs=[base.outputs[0], base.outputs[0]],
+        stats=stats,
+        slots=FrameSlots(2),
+    )
+    worker = InferenceWorker(ctx)  # its image thread is not started: jobs stay pending
+    results_out_at_submit: list[list[int]] = []
+    submit = worker.images.submit
+
+    def recording_submit(camera, job):
+        results_out_at_submit.append([s.processed for s in stats])
+        submit(camera, job)
+
+    worker.images.submit = recording_submit
+    frames = [_frame("batch_0"), _frame("batch_1")]
+    frames[1] = Frame(1, frames[1].msg, frames[1].received_ns)
+    worker.process(frames)
+    assert results_out_at_submit == [[1, 1], [1, 1]]  # both results published before any image job
