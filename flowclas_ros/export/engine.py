@@ -7,9 +7,10 @@ so a failed export, build or gate leaves nothing at ``--out`` or beside it.
 The gate (:func:`flowclas_ros.export.reduced.gate`, the one OpenVINO bf16 / int8 use):
 pixel AP of the built engine, run by the TensorRT backend, on ``--gate-data`` against
 ONNX Runtime fp32 on the fp32 export of the same checkpoint; ``|ΔAP| <= 0.005`` or exit 1
-with both APs. It is required for ``--fp16`` engines (no silent default, as for OpenVINO
-bf16 / int8) and optional for fp32 ones (TensorRT may still pick TF32 kernels on Ampere
-and later GPUs). A passed gate is stored in the sidecar's metadata under
+with both APs. It runs when ``--gate-data`` is given; an ``--fp16`` engine without it is
+written ungated with a warning (DESIGN.md's ``--format engine --fp16`` predates the gate),
+and for fp32 engines it is optional (TensorRT may still pick TF32 kernels on Ampere and
+later GPUs). A passed gate is stored in the sidecar's metadata under
 ``flowclas.quality_gate``; the TensorRT backend warns about an fp16 engine without one.
 """
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flowclas_ros.export.reduced import AP_TOLERANCE, backend_warnings_off, gate
+from flowclas_ros.export.reduced import backend_warnings_off, gate, passed_line
 from flowclas_ros.model.checkpoint_meta import KEY_QUALITY, read_onnx_props
 from flowclas_ros.runtime.base import InferenceBackend
 from flowclas_ros.runtime.engine_cache import EngineRecord, sidecar_path, write_engine
@@ -83,11 +84,7 @@ def gate_then_publish(
             candidate() as cand,
         ):
             quality[precision] = gate(ref, cand, f"TensorRT {precision}", gate_data, gate_n)
-        q = quality[precision]
-        print(
-            f"quality gate TensorRT {precision}: pixel AP {q['ap']:.4f} vs fp32 {q['ap_fp32']:.4f} "
-            f"(|ΔAP| {abs(q['delta']):.4f} <= {AP_TOLERANCE}) on {q['n_frames']} frames: passed"
-        )
+        print(passed_line(f"TensorRT {precision}", quality[precision]))
         staged.record.metadata[KEY_QUALITY] = json.dumps(quality, sort_keys=True)
     onnx_out = out.with_suffix(".onnx")
     onnx_out.parent.mkdir(parents=True, exist_ok=True)

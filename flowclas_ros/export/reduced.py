@@ -112,6 +112,14 @@ def gate(
     return result
 
 
+def passed_line(label: str, result: dict[str, Any]) -> str:
+    """The export report's line for a passed :func:`gate` result."""
+    return (
+        f"quality gate {label}: pixel AP {result['ap']:.4f} vs fp32 {result['ap_fp32']:.4f} "
+        f"(|ΔAP| {abs(result['delta']):.4f} <= {AP_TOLERANCE}) on {result['n_frames']} frames: passed"
+    )
+
+
 @contextlib.contextmanager
 def backend_warnings_off(logger_name: str) -> Iterator[None]:
     """Silences a backend's "precision not AP-gated" warning while the gate itself runs it."""
@@ -264,11 +272,7 @@ def export_openvino(args: Any, print_onnx: Callable[[Any], None]) -> dict[str, A
             ):
                 label = f"OpenVINO {args.precision}"
                 quality[args.precision] = gate(ref, cand, label, args.gate_data, args.gate_n)
-            q = quality[args.precision]
-            print(
-                f"quality gate {args.precision}: pixel AP {q['ap']:.4f} vs fp32 {q['ap_fp32']:.4f} "
-                f"(|ΔAP| {abs(q['delta']):.4f} <= {AP_TOLERANCE}) on {q['n_frames']} frames: passed"
-            )
+            print(passed_line(args.precision, quality[args.precision]))
         graph_precision = "int8" if args.precision == "int8" else "fp32"
         set_props(proto, metadata_updates(fp32, graph_precision, quality, parity))
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ against the real 12.x and 13.x wheels, which import (and report "no driver") wit
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from types import ModuleType
@@ -47,6 +48,7 @@ class CudaError(RuntimeError):
     """A CUDA runtime call failed (the message names the call and the CUDA error)."""
 
 
+@functools.cache  # called by every copy and check on the forward path; a failure is not cached
 def import_cudart() -> ModuleType:
     """The cuda-python runtime module, or :class:`TensorRTUnavailableError` saying what to install."""
     try:
