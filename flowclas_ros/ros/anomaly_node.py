@@ -32,6 +32,7 @@ from flowclas_ros.ros.declare import declare_parameters
 from flowclas_ros.ros.depth_stage import DepthStage
 from flowclas_ros.ros.frame_buffer import Frame, FrameSlots
 from flowclas_ros.ros.health import NodeHealthMixin
+from flowclas_ros.ros.model_swap import ModelSwapMixin
 from flowclas_ros.ros.naming import resolve_camera_names
 from flowclas_ros.ros.oneline import one_line
 from flowclas_ros.ros.outputs import CameraOutputs
@@ -84,7 +85,7 @@ def _check_prompt_set(backend: InferenceBackend, values: dict[str, Any]) -> str 
     return None
 
 
-class AnomalyNode(NodeHealthMixin, LifecycleNode):
+class AnomalyNode(ModelSwapMixin, NodeHealthMixin, LifecycleNode):
     """The anomaly detection node; parameters are listed in :mod:`flowclas_ros.ros.params`."""
 
     def __init__(self, **kwargs: Any):
@@ -118,6 +119,7 @@ class AnomalyNode(NodeHealthMixin, LifecycleNode):
         self._diagnostics_timer = self.create_timer(
             float(self._values["diagnostics_period_s"]), self._publish_diagnostics
         )
+        self._create_model_services()  # ~/load_model, ~/rollback_model (model_swap.py)
 
     @property
     def autostart(self) -> bool:
@@ -220,6 +222,7 @@ class AnomalyNode(NodeHealthMixin, LifecycleNode):
         self._depth = DepthStage(self, cameras, depth) if any(depth) else None
         self._configure_error = None
         self._state = "inactive"
+        self._start_history()  # serving identity, learn_dir
         size = backend.config.preprocess.input_size
         size_text = f"{size[0]}x{size[1]}" if backend.config.preprocess.resize else "native resolution"
         self.get_logger().info(
@@ -358,6 +361,10 @@ class AnomalyNode(NodeHealthMixin, LifecycleNode):
             self._no_frame_timer = None
 
     def _release_model(self) -> None:
+        with self._install_lock:  # not while a swapped-in model is being installed
+            self._release_model_locked()
+
+    def _release_model_locked(self) -> None:
         for outputs in self._outputs:
             outputs.destroy(self)
         self._outputs = []

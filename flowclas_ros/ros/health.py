@@ -57,6 +57,9 @@ class NodeHealthMixin:
         extra = {"state": self._state, "backend": self._values["backend"], "device": self._values["device"]}
         if backend is not None:
             extra["model"] = backend.describe()  # e.g. "openvino-bf16 on CPU (inference precision bf16)"
+            extra["model_identity"] = self.serving_identity  # sha256 of the serving checkpoint
+            extra["model_path"] = self._serving.path if self._serving is not None else ""
+        extra["learning"] = self.learning_phase  # idle, or the phase of the running ~/learn_nominal goal
         if backend is not None and self._settings is not None:
             size = backend.config.preprocess.input_size
             extra |= {

@@ -13,7 +13,7 @@ import sys
 
 import rclpy
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.utilities import remove_ros_args
 
@@ -22,6 +22,9 @@ from flowclas_ros.ros.dds_profile import apply_dds_profile
 from flowclas_ros.ros.oneline import one_line
 
 __all__ = ["NODE_NAME", "AnomalyNode", "main"]
+
+EXECUTOR_THREADS = 4
+"""Executor threads: the node's own callbacks, a model swap, a learning run, and one spare."""
 
 
 def _parse_cli(argv: list[str]) -> None:
@@ -70,7 +73,12 @@ def main(args: list[str] | None = None) -> int:
                 return 1
             if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
                 return 1
-        rclpy.spin(node)
+        # Several threads: ~/load_model, ~/rollback_model and ~/learn_nominal block for seconds to
+        # minutes in callback groups of their own; the node's other callbacks share one mutually
+        # exclusive group, so they still run one at a time, as under a single-threaded executor.
+        executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
+        executor.add_node(node)
+        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
