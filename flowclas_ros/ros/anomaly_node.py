@@ -32,6 +32,7 @@ from flowclas_ros.ros.declare import declare_parameters
 from flowclas_ros.ros.depth_stage import DepthStage
 from flowclas_ros.ros.frame_buffer import Frame, FrameSlots
 from flowclas_ros.ros.health import NodeHealthMixin
+from flowclas_ros.ros.learn_action import LearnActionMixin
 from flowclas_ros.ros.model_swap import ModelSwapMixin
 from flowclas_ros.ros.naming import resolve_camera_names
 from flowclas_ros.ros.oneline import one_line
@@ -85,7 +86,7 @@ def _check_prompt_set(backend: InferenceBackend, values: dict[str, Any]) -> str 
     return None
 
 
-class AnomalyNode(ModelSwapMixin, NodeHealthMixin, LifecycleNode):
+class AnomalyNode(LearnActionMixin, ModelSwapMixin, NodeHealthMixin, LifecycleNode):
     """The anomaly detection node; parameters are listed in :mod:`flowclas_ros.ros.params`."""
 
     def __init__(self, **kwargs: Any):
@@ -120,6 +121,7 @@ class AnomalyNode(ModelSwapMixin, NodeHealthMixin, LifecycleNode):
             float(self._values["diagnostics_period_s"]), self._publish_diagnostics
         )
         self._create_model_services()  # ~/load_model, ~/rollback_model (model_swap.py)
+        self._create_learn_action()  # ~/learn_nominal (learn_action.py)
 
     @property
     def autostart(self) -> bool:
@@ -308,12 +310,16 @@ class AnomalyNode(ModelSwapMixin, NodeHealthMixin, LifecycleNode):
             # O(1): store and count; decoding and inference happen in the worker.
             slots.put(Frame(index, msg, time.monotonic_ns()))
             stats.mark_received()
+            tap = self._learn_tap  # a learning run collecting frames
+            if tap is not None:
+                tap(index, msg)
 
         return on_frame
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Unsubscribes and stops the inference thread (after its current batch)."""
         self.get_logger().info("deactivating")
+        self._stop_learning("the node was deactivated")
         self._stop_processing()  # publishes the marker DELETEs: before the publishers go silent
         super().on_deactivate(state)
         self._state = "inactive"
@@ -344,6 +350,7 @@ class AnomalyNode(ModelSwapMixin, NodeHealthMixin, LifecycleNode):
 
     def release(self) -> None:
         """Stops processing and frees the model, whatever the state (idempotent)."""
+        self._stop_learning("the node is shutting down")
         self._stop_processing()
         self._release_model()
 
