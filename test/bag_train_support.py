@@ -77,3 +77,19 @@ def still_frames(base: np.ndarray, n: int, seed: int = 1) -> list[np.ndarray]:
         noise = rng.integers(-2, 3, base.shape)
         out.append(np.clip(base.astype(np.int16) + noise, 0, 255).astype(np.uint8))
     return out
+
+
+FRONT_TOPIC, REAR_TOPIC = "/front/image_raw", "/rear/image/compressed"
+
+
+def two_topic_bag(path: Path, storage: str = "sqlite3") -> list[np.ndarray]:
+    """4 s at 10 Hz on two image topics; the front camera (rgb8) stands still from 1.0 s to 2.9 s."""
+    moving = moving_frames(40)
+    front = moving[:10] + still_frames(moving[10], 20) + moving[30:]
+    entries = []
+    for i in range(40):
+        stamp = START_NS + i * 100_000_000
+        entries.append((FRONT_TOPIC, stamp, image_msg(stamp, front[i])))
+        entries.append((REAR_TOPIC, stamp, compressed_msg(stamp, moving[39 - i])))
+    write_bag(path, entries, storage)
+    return front

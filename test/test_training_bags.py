@@ -14,12 +14,14 @@ import pytest
 import torch
 import yaml
 from bag_train_support import (
+    FRONT_TOPIC,
+    REAR_TOPIC,
     START_NS,
     compressed_msg,
     image_msg,
     moving_frames,
-    still_frames,
     string_msg,
+    two_topic_bag,
     write_bag,
 )
 from safetensors.torch import load_file
@@ -39,7 +41,7 @@ from flowclas_ros.training.config import BagConfig, TrainConfig
 from flowclas_ros.training.loop import Trainer
 
 torch.set_num_threads(1)
-FRONT, REAR = "/front/image_raw", "/rear/image/compressed"
+FRONT, REAR = FRONT_TOPIC, REAR_TOPIC
 EVERY = {"max_rate_hz": 0.0, "skip_static": False}
 
 
@@ -102,19 +104,6 @@ def test_an_mcap_bag_of_jpeg_frames_trains_with_the_last_part_of_its_time_held_o
     assert prov["val_metrics"]["mode"] == "oe"  # recordings have no masks: OE pastes as today
 
 
-def two_topic_bag(path, storage="sqlite3"):
-    """4 s at 10 Hz on two image topics; the front camera stands still from 1.0 s to 2.9 s."""
-    moving = moving_frames(40)
-    front = moving[:10] + still_frames(moving[10], 20) + moving[30:]
-    entries = []
-    for i in range(40):
-        stamp = START_NS + i * 100_000_000
-        entries.append((FRONT, stamp, image_msg(stamp, front[i])))
-        entries.append((REAR, stamp, compressed_msg(stamp, moving[39 - i])))
-    write_bag(path, entries, storage)
-    return front
-
-
 def test_two_image_topics_need_a_choice_and_a_static_stretch_is_thinned(tmp_path):
     front = two_topic_bag(tmp_path / "bag")
     with pytest.raises(ConfigError, match=rf"bag .*bag has 2 image topics \({FRONT}, {REAR}\).*image_topic"):
@@ -129,8 +118,10 @@ def test_two_image_topics_need_a_choice_and_a_static_stretch_is_thinned(tmp_path
     assert np.array_equal(thin.load_image(2), front[10])
     moving_only = read_bag_frames(tmp_path / "bag", BagConfig(REAR, 2.0, True), "data.train")
     assert moving_only.report.kept == 8 and moving_only.report.static_skipped == 0
-    train, val = thin.split_by_time(0.2, "data.train")  # last 20 % of 3.9 s: from 3.12 s
-    assert [(s - START_NS) // 10**8 for s in val.stamps_ns] == [35] and len(train) == 4
+    train, val = thin.split_by_time(0.2, "data.train")  # last 20 % of the kept 3.5 s: from 2.8 s
+    assert [(s - START_NS) // 10**8 for s in val.stamps_ns] == [30, 35] and len(train) == 3
+    with pytest.raises(ConfigError, match="keeps 1 frame.*too few to hold out data.val_fraction=0.2"):
+        thin.subset([0]).split_by_time(0.2, "data.train")
 
 
 def test_rate_gate_keeps_at_most_max_rate_by_stamp_and_drops_unparsable_stamps():
@@ -237,7 +228,7 @@ def test_a_list_mixes_bags_and_folders_and_provenance_counts_each(tiny, tmp_path
         "root": str(tiny),
         "train": ["train", str(tmp_path / "bag")],
         "val": "",
-        "val_fraction": 0.25,  # folder: every 4th image; bag: from 2.925 s of its 3.9 s
+        "val_fraction": 0.25,  # folder: every 4th image; bag: from 2.625 s of its kept 3.5 s
         "bag": {"image_topic": FRONT},
     }
     cfg = from_dict(TrainConfig, {**data, "steps": 1})

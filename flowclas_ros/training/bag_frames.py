@@ -182,9 +182,14 @@ class BagFrames(FolderDataset):
         return None
 
     def split_by_time(self, val_fraction: float, key: str) -> tuple[BagFrames, BagFrames]:
-        """(train, val): val holds the frames in the last ``val_fraction`` of the recording's time."""
+        """(train, val): val holds the frames in the last ``val_fraction`` of the recording's time.
+
+        The time is that of the kept frames (first to last), so the last kept frame is always
+        in val and thinning (rate, static stretches) never leaves the held-out part empty.
+        """
         rep = self.report
-        cut = rep.last_stamp_ns - val_fraction * (rep.last_stamp_ns - rep.first_stamp_ns)
+        first, last = min(self.stamps_ns, default=0), max(self.stamps_ns, default=0)
+        cut = last - val_fraction * (last - first)
         val_idx = [i for i, s in enumerate(self.stamps_ns) if s >= cut]
         train_idx = [i for i, s in enumerate(self.stamps_ns) if s < cut]
         if not val_idx or not train_idx:
