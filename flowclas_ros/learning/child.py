@@ -26,6 +26,8 @@ from pathlib import Path
 import flowclas_ros
 
 SITE_RECIPE = Path("config") / "train" / "site.yaml"
+RECIPE_ENV = "FLOWCLAS_LEARN_RECIPE"
+"""Environment variable naming another training recipe for field learning (tests, custom sites)."""
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
@@ -38,11 +40,16 @@ class Cancelled(RuntimeError):
 
 
 def site_recipe() -> Path:
-    """``config/train/site.yaml`` of this source tree or of the installed package's share directory.
+    """``$FLOWCLAS_LEARN_RECIPE``, else ``config/train/site.yaml`` (this tree, or share/flowclas_ros).
 
     Raises:
-        ChildError: Not found in either place.
+        ChildError: Not found.
     """
+    override = os.environ.get(RECIPE_ENV)
+    if override:
+        if not Path(override).is_file():
+            raise ChildError(f"{RECIPE_ENV}={override}: no such training recipe")
+        return Path(override)
     here = Path(flowclas_ros.__file__).resolve().parents[1] / SITE_RECIPE
     if here.is_file():
         return here

@@ -108,8 +108,10 @@ class LearnActionMixin:
                 goal_handle.abort()
         except Exception as err:  # noqa: BLE001 - shutting down: the node is going away
             self.get_logger().warning(f"learn_nominal: could not report the result: {one_line(err)}")
-        log = self.get_logger().info if outcome.success else self.get_logger().warning
-        log(f"learn_nominal: {outcome.message}")
+        if outcome.success:  # two call sites: rclpy refuses one site logging at two severities
+            self.get_logger().info(f"learn_nominal: {outcome.message}")
+        else:
+            self.get_logger().warning(f"learn_nominal: {outcome.message}")
         return result
 
     def _run_goal(self, goal_handle, goal) -> Outcome:
