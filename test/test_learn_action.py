@@ -280,3 +280,47 @@ def test_deactivating_the_node_ends_the_run_cleanly(env):
     assert env.client.change_state(NODE, Transition.TRANSITION_ACTIVATE)
     assert _served_identity(env)["model_identity"] == identity
     _results_continue(env)
+
+
+def _learn_cli(env, *args: str):
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable,
+        "-m",
+        "flowclas_ros.ros.learn_cli",
+        "--node",
+        NODE,
+        "--bag",
+        str(env.bag),
+        *args,
+    ]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_flowclas_learn_cli_runs_a_goal_and_ctrl_c_cancels_it(env):
+    import json
+
+    from std_srvs.srv import Trigger
+
+    identity = _served_identity(env)["model_identity"]
+    cli = _learn_cli(env, "--steps", "1", "--json")
+    out, err = cli.communicate(timeout=RUN_TIMEOUT_S)
+    assert cli.returncode == 0, err
+    result = json.loads(out)
+    assert result["status"] == "succeeded" and result["success"] and result["identity"] != identity
+    assert "training" in err  # the progress bar's phase
+    back = env.client.call(Trigger, f"{NODE}/rollback_model", Trigger.Request(), timeout=120)
+    assert back.success, back.message
+
+    cli = _learn_cli(env, "--steps", "500")
+    env.client.wait_for(
+        lambda: _served_identity(env)["learning"] == "training", 120, "the CLI's run to train"
+    )
+    cli.send_signal(signal.SIGINT)
+    out, err = cli.communicate(timeout=90)
+    assert cli.returncode == 130, (out, err)
+    assert out.startswith("canceled: cancelled during training"), out
+    assert "Traceback" not in err, err
+    assert _served_identity(env)["model_identity"] == identity

@@ -96,9 +96,9 @@ def train_command(
     return command
 
 
-def child_env(threads: int) -> dict[str, str]:
-    """This environment with every thread pool limited to ``threads`` and this source tree first."""
-    env = dict(os.environ)
+def child_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment plus ``extra``, every thread pool limited to ``threads``, this source tree first."""
+    env = dict(os.environ, **(extra or {}))
     for name in THREAD_VARIABLES:
         env[name] = str(int(threads))
     root = str(Path(flowclas_ros.__file__).resolve().parents[1])
@@ -158,6 +158,7 @@ def run_child(
     why_stopped: Callable[[], str],
     poll: Callable[[], None] | None = None,
     cwd: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> None:
     """Runs ``command`` niced in its own process group until it ends or ``stop`` is set.
 
@@ -170,6 +171,7 @@ def run_child(
         why_stopped: The reason when ``stop`` is set (for :class:`Cancelled`).
         poll: Called about twice a second while the child runs (progress / feedback).
         cwd: Working directory.
+        env: Extra environment variables.
 
     Raises:
         Cancelled: ``stop`` was set.
@@ -179,7 +181,7 @@ def run_child(
         with open(log, "ab") as out:
             # Own session = own process group (no preexec_fn: unsafe in a threaded node).
             proc = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, env=child_env(threads), cwd=cwd,
+                command, stdout=out, stderr=subprocess.STDOUT, env=child_env(threads, env), cwd=cwd,
                 start_new_session=True,
             )  # fmt: skip
     except OSError as err:

@@ -20,6 +20,7 @@ from flowclas_ros.learning import child
 from flowclas_ros.learning.frames import Budget, FrameRecorder, RateLimiter, copy_bag_frames, pick_bag_topic
 from flowclas_ros.learning.gate import Figures, decide
 from flowclas_ros.learning.layout import RunDir, read_json
+from flowclas_ros.runtime.engine_cache import CACHE_ENV
 
 PHASES = ("collecting", "training", "validating", "exporting", "swapping")
 MIN_FRAMES = 5
@@ -138,6 +139,7 @@ class LearnRun:
         child.run_child(
             command, log, threads=self.threads, nice=self.nice, stop=self.stop,
             why_stopped=lambda: self.stop_reason, poll=poll,
+            env={CACHE_ENV: str(self.learn_dir / "exports")},  # caches stay inside learn_dir too
         )  # fmt: skip
 
     # ------------------------------------------------------------------ the run
