@@ -114,14 +114,14 @@ def _goal(**fields):
 class Goal:
     """A goal sent with an ActionClient; collects feedback."""
 
-    def __init__(self, env, **fields):
+    def __init__(self, env, node: str = NODE, **fields):
         from rclpy.action import ActionClient
 
         from flowclas_ros.action import LearnNominal
 
         self.env, self.feedback = env, []
         if getattr(env, "action", None) is None:  # one client per test node: two would share responses
-            env.action = ActionClient(env.client.node, LearnNominal, f"{NODE}/learn_nominal")
+            env.action = ActionClient(env.client.node, LearnNominal, f"{node}/learn_nominal")
         self.client = env.action
         env.client.wait_for(lambda: self.client.server_is_ready(), 60, "the learn_nominal action server")
         sent = self.client.send_goal_async(_goal(**fields), feedback_callback=self._on_feedback)
