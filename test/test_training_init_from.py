@@ -102,12 +102,17 @@ def test_a_checkpoint_with_another_backbone_or_input_size_is_a_one_line_error(pa
         ConfigError, match=r"backbone and input size, vit_small_patch14_dinov2 .* at 56x56, differ"
     ):
         load_config(tmp_path / "other.yaml", [], ckpt)
-    with pytest.raises(ConfigError, match=r"--set model.backbone.name changes the checkpoint's backbone"):
+    with pytest.raises(
+        ConfigError, match=r"differ from --set's vit_base_patch14_dinov2 .*model.backbone.name"
+    ):
         load_config(parent / "site.yaml", ["model.backbone.name=vit_base_patch14_dinov2"], ckpt)
+    # a --set that matches the checkpoint settles a config file written for another size
+    cfg, _ = load_config(tmp_path / "other.yaml", ["model.preprocess.input_size=[56,56]"], ckpt)
+    assert cfg.model.preprocess.input_size == (56, 56)
     rc = train_main(learn_command(parent, tmp_path / "r", "--set", "model.preprocess.input_size=[112,112]"))
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert "model.preprocess.input_size changes the checkpoint's backbone or input size" in err
+    assert "at 56x56, differ from --set's vit_small_patch14_dinov2" in err and "at 112x112" in err
     rc = train_main(learn_command(parent, tmp_path / "r2", "--set", "model.flow.steps=3"))
     err = capsys.readouterr().err
     assert rc == 2 and "--init-from:" in err and "flow.safetensors" in err and "Traceback" not in err

@@ -113,20 +113,27 @@ def load_config(
     raw = read_mapping(config_path)
     ckpt_flat = _flat(to_dict(parent.config))
     file_model = raw.get("model") or {}
+    set_model = [o for o in overrides if o.strip().startswith("model.")]
+    asked_raw = apply_overrides({"model": file_model}, set_model)["model"]  # what the config asks for
     try:
-        file_flat = _flat(to_dict(from_dict(ModelConfig, file_model, prefix="model.")))
+        asked = from_dict(ModelConfig, asked_raw, prefix="model.")
     except ConfigError as exc:
         raise ConfigError(f"{config_path}: {exc}") from exc
-    given = [k for k in _flat(file_model) if k in file_flat]
-    clash = [k for k in given if _is_arch(k) and file_flat[k] != ckpt_flat[k]]
+    asked_flat = _flat(to_dict(asked))
+    given = [k for k in _flat(asked_raw) if k in asked_flat]
+    clash = [k for k in given if _is_arch(k) and asked_flat[k] != ckpt_flat.get(k)]
     if clash:
-        asked = from_dict(ModelConfig, file_model)
+        where = (
+            "--set" if any(o.strip().startswith(f"model.{clash[0]}=") for o in set_model) else "the config"
+        )
         raise ConfigError(
             f"--init-from {init_from}: the checkpoint's backbone and input size, {_describe(parent.config)}, "
-            f"differ from the config's {_describe(asked)} (model.{clash[0]}); fine-tuning keeps the "
+            f"differ from {where}'s {_describe(asked)} (model.{clash[0]}); fine-tuning keeps the "
             "checkpoint's: use a config whose model matches it, or train from scratch"
         )
-    ignored = [k for k in given if not _is_arch(k) and file_flat[k] != ckpt_flat.get(k)]
+    file_given = [k for k in _flat(file_model) if k in asked_flat]
+    ignored = [k for k in file_given if not _is_arch(k) and asked_flat[k] != ckpt_flat.get(k)]
+    ignored = [k for k in ignored if not any(o.strip().startswith(f"model.{k}=") for o in set_model)]
     if ignored:
         log.warning(
             "--init-from: the checkpoint's model config is used; the config file's %s ignored "
@@ -138,11 +145,4 @@ def load_config(
         cfg = from_dict(TrainConfig, apply_overrides(data, overrides))
     except ConfigError as exc:
         raise ConfigError(f"{config_path}: {exc}") from exc
-    final = _flat(to_dict(cfg.model))
-    changed = [k for k in final if _is_arch(k) and final[k] != ckpt_flat.get(k)]
-    if changed:
-        raise ConfigError(
-            f"--init-from {init_from}: --set model.{changed[0]} changes the checkpoint's backbone or input "
-            f"size ({_describe(parent.config)} -> {_describe(cfg.model)}); fine-tuning keeps the checkpoint's"
-        )
     return cfg, parent
