@@ -82,6 +82,8 @@ def train_command(
     command = [sys.executable, "-m", "flowclas_ros.training.cli", "--config", str(site_recipe())]
     command += ["--init-from", str(init_from)]
     command += ["--set", f"data.train={frames_bag}", "--set", f"data.bag.image_topic={topic}"]
+    # The goal's max_rate_hz already subsampled the collection: train on every collected frame.
+    command += ["--set", "data.bag.max_rate_hz=0"]
     if steps > 0:
         command += ["--set", f"steps={int(steps)}"]
     command += [
