@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch
 
-        torch.set_num_threads(max(1, int(__import__("os").environ.get("OMP_NUM_THREADS", "1"))))
+        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))  # learn_threads
         normal = load_frames(Path(args.heldout), args.topic, args.max_frames)
         if not normal:
             raise ValueError(f"{args.heldout}: no held-out frames on {args.topic}")
