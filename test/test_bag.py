@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import StoragePlugin, Writer
 
+from flowclas_ros.data.bags.cli import main as bag_main
 from flowclas_ros.data.bags.frames import (
     BagError,
     BagReadStats,
@@ -19,7 +20,6 @@ from flowclas_ros.data.bags.frames import (
     iter_bag_frames,
     write_bag_from_folder,
 )
-from flowclas_ros.data.bags.cli import main as bag_main
 from flowclas_ros.data.bags.pairing import pair_by_stamp, stamp_mask_name
 from flowclas_ros.data.bags.source import COMPRESSED_TYPE, IMAGE_TYPE, typestore
 from flowclas_ros.data.bags.writer import DEFAULT_START_NS

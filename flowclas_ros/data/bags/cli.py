@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from flowclas_ros.data.bags.writer import COMPRESSED_FORMATS, DEFAULT_START_NS, STORAGES, write_bag_from_folder
+from flowclas_ros.data.bags.writer import (
+    COMPRESSED_FORMATS,
+    DEFAULT_START_NS,
+    STORAGES,
+    write_bag_from_folder,
+)
 from flowclas_ros.data.images.codec import COLOR_ENCODINGS
 
 

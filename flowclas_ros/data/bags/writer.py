@@ -20,7 +20,6 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from tqdm import tqdm
 
 from flowclas_ros.data.bags.source import COMPRESSED_TYPE, IMAGE_TYPE, typestore
-from flowclas_ros.data.images.folder import FolderDataset
 from flowclas_ros.data.images.codec import (
     COLOR_ENCODINGS,
     compressed_format_string,
@@ -28,6 +27,7 @@ from flowclas_ros.data.images.codec import (
     encode_image,
     encode_mono8,
 )
+from flowclas_ros.data.images.folder import FolderDataset
 
 DEFAULT_START_NS = 1_700_000_000 * 1_000_000_000
 """Default stamp of the first frame (fixed, so the same folder always gives the same bag)."""

@@ -23,9 +23,9 @@ import torch
 from torch.utils.data import Dataset
 
 from flowclas_ros.data.images.folder import IGNORE_LABEL, FolderDataset
+from flowclas_ros.data.images.transforms import resize_image, to_model_input
 from flowclas_ros.data.outliers.coco import pad_center_crop
 from flowclas_ros.data.outliers.exposure import OEConfig, OutlierExposure
-from flowclas_ros.data.images.transforms import resize_image, to_model_input
 from flowclas_ros.model.config import PreprocessConfig
 
 
