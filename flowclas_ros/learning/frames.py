@@ -2,7 +2,7 @@
 
 Frames are written as their recorded CDR bytes (exactly what the camera sent), one topic per
 bag (:data:`~flowclas_ros.learning.layout.LEARN_TOPIC`, ``.../compressed`` for compressed
-images), with the same typestore as the project's bag writer (``flowclas_ros.data.bag_writer``),
+images), with the same typestore as the project's bag writer (``flowclas_ros.data.bags.writer``),
 so ``flowclas-train`` and ``flowclas-eval`` read them like any recording. Every
 ``heldout_every``-th frame goes to the held-out bag, the rest to the training bag.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from flowclas_ros.data.bag_source import COMPRESSED_TYPE, IMAGE_TYPE, BagError, BagSource, typestore
+from flowclas_ros.data.bags.source import COMPRESSED_TYPE, IMAGE_TYPE, BagError, BagSource, typestore
 from flowclas_ros.learning.layout import LEARN_TOPIC
 
 HELDOUT_EVERY = 5

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_frames(bag: Path, topic: str, limit: int) -> list[np.ndarray]:
     """RGB uint8 frames of ``topic`` (at most ``limit``)."""
-    from flowclas_ros.data.bag import iter_bag_frames
+    from flowclas_ros.data.bags.frames import iter_bag_frames
 
     frames = []
     for frame in iter_bag_frames(bag, topic):
@@ -67,7 +67,7 @@ def load_frames(bag: Path, topic: str, limit: int) -> list[np.ndarray]:
 
 def anomalous_frames(frames: list[np.ndarray], seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """``PASTES_PER_FRAME`` (image, 0/1 mask) pairs per frame with synthetic objects pasted in."""
-    from flowclas_ros.data.outlier_exposure import OEConfig, OutlierExposure
+    from flowclas_ros.data.outliers.exposure import OEConfig, OutlierExposure
 
     rng = np.random.default_rng(seed)
     pool = frames

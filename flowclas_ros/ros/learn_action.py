@@ -24,7 +24,7 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
-from flowclas_ros.data.bag_source import COMPRESSED_TYPE, IMAGE_TYPE
+from flowclas_ros.data.bags.source import COMPRESSED_TYPE, IMAGE_TYPE
 from flowclas_ros.learning.run import PHASES, LearnGoal, LearnRun, Outcome, ServingModel
 from flowclas_ros.ros.conversions import to_rgb
 from flowclas_ros.ros.oneline import one_line
