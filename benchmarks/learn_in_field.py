@@ -277,7 +277,8 @@ def main() -> int:
         steps = [f"steps={args.ft_steps}"] if args.ft_steps else []
         run_frames = Path(result.run_dir) / "frames"
         same = [f"data.train={run_frames}", "data.bag.image_topic=/learn/image_raw", "data.bag.max_rate_hz=0"]
-        train(offline, [*same, "data.val=", "threads=1", *steps], parent=parent)
+        arch = [f"{k}={v}" for k, v in architecture_overrides(parent).items()]  # as the node's child
+        train(offline, [*arch, *same, "data.val=", "threads=1", *steps], parent=parent)
         rows.append(("offline --init-from", offline / "checkpoint"))
     print("| model | pixel AP on B test | false-alarm rate on B normal pixels |\n|---|---|---|")
     for name, ckpt in rows:

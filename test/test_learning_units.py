@@ -95,3 +95,22 @@ def test_layout_and_history(tmp_path):
     history.pop()
     assert history.rollback_target() is None
     assert [e["event"] for e in history.events()] == ["configure", "swap", "rollback"]
+
+
+def test_training_command_is_the_agreed_one_with_the_checkpoints_architecture(tmp_path, monkeypatch):
+    from ros_harness import make_tiny_checkpoint
+
+    from flowclas_ros.learning.child import RECIPE_ENV, train_command
+
+    recipe = tmp_path / "site.yaml"
+    recipe.write_text("steps: 5\n")
+    monkeypatch.setenv(RECIPE_ENV, str(recipe))
+    ckpt = make_tiny_checkpoint(tmp_path / "ckpt")
+    command = train_command(ckpt, tmp_path / "frames", "/learn/image_raw", 7, tmp_path / "run", 1)
+    assert command[1:5] == ["-m", "flowclas_ros.training.cli", "--config", str(recipe)]
+    pairs = [command[i + 1] for i, arg in enumerate(command) if arg == "--set"]
+    for expected in (f"data.train={tmp_path / 'frames'}", "data.bag.image_topic=/learn/image_raw", "steps=7",
+                     "data.val=", "threads=1", "model.preprocess.input_size=[56, 56]"):  # fmt: skip
+        assert expected in pairs, (expected, pairs)
+    assert command[command.index("--init-from") + 1] == str(ckpt)
+    assert command[command.index("--out") + 1] == str(tmp_path / "run") and command[-1] == "--no-progress"

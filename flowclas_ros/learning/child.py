@@ -81,6 +81,8 @@ def train_command(
     """
     command = [sys.executable, "-m", "flowclas_ros.training.cli", "--config", str(site_recipe())]
     command += ["--init-from", str(init_from)]
+    for key, value in architecture_overrides(init_from).items():
+        command += ["--set", f"{key}={value}"]
     command += ["--set", f"data.train={frames_bag}", "--set", f"data.bag.image_topic={topic}"]
     # The goal's max_rate_hz already subsampled the collection: train on every collected frame.
     command += ["--set", "data.bag.max_rate_hz=0"]
@@ -96,6 +98,33 @@ def train_command(
         "--no-progress",
     ]
     return command
+
+
+def architecture_overrides(checkpoint: Path) -> dict[str, str]:
+    """``model.backbone.*`` and ``model.preprocess.input_size`` of the checkpoint, as ``--set`` values.
+
+    ``--init-from`` refuses a recipe whose backbone or input size differs from the checkpoint's;
+    the node fine-tunes whatever it serves, so the recipe's are replaced by the checkpoint's.
+    """
+    import json
+
+    from flowclas_ros.config_io import to_dict
+    from flowclas_ros.model.checkpoint_meta import read_checkpoint_identity
+
+    model = to_dict(read_checkpoint_identity(checkpoint).config)
+
+    def flat(data: dict, prefix: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for key, value in data.items():
+            if isinstance(value, dict):
+                out |= flat(value, f"{prefix}{key}.")
+            elif key not in ("weights_file", "rein_file"):  # paths: the checkpoint resolves its own
+                out[f"{prefix}{key}"] = json.dumps(value)
+        return out
+
+    overrides = flat(model.get("backbone") or {}, "model.backbone.")
+    overrides["model.preprocess.input_size"] = json.dumps(list(model["preprocess"]["input_size"]))
+    return overrides
 
 
 def child_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -147,7 +176,7 @@ def last_error_line(log: Path) -> str:
         lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         return ""
-    return lines[-1][:300] if lines else ""
+    return lines[-1][:800] if lines else ""
 
 
 def run_child(
