@@ -43,6 +43,7 @@ os.environ.setdefault("FLOWCLAS_ALLOW_RANDOM_BACKBONE", "1")
 from finetune_site import make_sites, test_ap, train  # noqa: E402
 
 from flowclas_ros.data.images.folder import FolderDataset  # noqa: E402
+from flowclas_ros.learning.child import architecture_overrides  # noqa: E402
 
 NS = "/field_bench"
 NODE = f"{NS}/anomaly_node"
