@@ -235,7 +235,7 @@ def main() -> int:
         goal_at = time.time()
         result = camera.learn(args.frames, args.ft_steps, timeout=3600)
         done_at = time.time()
-        time.sleep(3)
+        time.sleep(args.idle_s)  # the "after" window: serving the new model
         swap_at = next((t for t, p in camera.feedback if p == "swapping"), done_at)
         learning = camera.window(goal_at, swap_at)
         around = camera.window(swap_at - 2.0, done_at + 2.0)
