@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import math
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -175,14 +176,18 @@ class LearnRun:
             )
             if out.run_dir:
                 out.message += f"; run kept in {out.run_dir}"
-        except OSError as err:
-            what = "disk full" if err.errno == errno.ENOSPC else f"file error ({err})"
+        except (OSError, sqlite3.OperationalError) as err:  # the bags are sqlite3: "database or disk is full"
+            full = getattr(err, "errno", None) == errno.ENOSPC or "disk is full" in str(err)
+            what = "disk full" if full else f"file error ({type(err).__name__}: {err})"
             out.message = (
                 f"{self.state.phase} failed: {what} under {self.learn_dir}; the node keeps model "
                 f"{self.serving.identity[:12]}; data written so far is kept"
             )
         except Exception as err:  # noqa: BLE001 - never take the node down
-            out.message = f"{self.state.phase} failed: {type(err).__name__}: {err}"
+            out.message = (
+                f"{self.state.phase} failed: {type(err).__name__}: {err}; the node keeps model "
+                f"{self.serving.identity[:12]}"
+            )
         out.message = " ".join(out.message.split())
         self._record("succeeded" if out.success else ("cancelled" if self.stop.is_set() else "failed"))
         return out
