@@ -19,9 +19,9 @@ import torch
 from eval_support import IMAGE_TOPIC, MASK_TOPIC, make_checkpoint, make_dataset
 from rosbags.rosbag2 import Writer
 
-from flowclas_ros.data.bag_cli import main as bag_main
-from flowclas_ros.data.bag_source import IMAGE_TYPE, typestore
-from flowclas_ros.data.image_codec import encode_image
+from flowclas_ros.data.bags.cli import main as bag_main
+from flowclas_ros.data.bags.source import IMAGE_TYPE, typestore
+from flowclas_ros.data.images.codec import encode_image
 from flowclas_ros.evaluation.cli import main as eval_main
 from flowclas_ros.evaluation.predict_cli import main as predict_main
 from flowclas_ros.model.checkpoint_meta import read_checkpoint_identity
@@ -141,7 +141,7 @@ def _custom_bag(path: Path, frames: list[tuple[int, np.ndarray]], topic: str = I
 
 def test_frames_logged_out_of_stamp_order_give_the_same_review(world):
     root, ckpt, _ = world
-    from flowclas_ros.data.folder import read_rgb
+    from flowclas_ros.data.images.folder import read_rgb
 
     images = [read_rgb(root / "data/images" / f"f{i:02d}.png") for i in range(N)]
     stamps = [1_700_000_000 * 10**9 + i * 10**8 for i in range(N)]

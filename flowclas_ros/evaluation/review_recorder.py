@@ -134,7 +134,7 @@ class ReviewRecorder:
         """The node's overlay of one frame, labelled with the image decision; returns the file name."""
         import cv2
 
-        from flowclas_ros.data.folder import write_rgb
+        from flowclas_ros.data.images.folder import write_rgb
 
         scale = _MIN_SIDE / max(image.shape[:2])
         if scale > 1.0:  # tiny frames (tests, thumbnails): upscale so the label stays legible
