@@ -1,7 +1,9 @@
 """``flowclas-eval``: evaluate a checkpoint on a folder dataset, a rosbag2, or live through the node.
 
 Writes ``OUT/metrics.json`` (docs/ARCHITECTURE.md keys plus extensions) and ``OUT/report.md``
-with PR/ROC curves and the worst/best frames as overlays.
+with PR/ROC curves and the worst/best frames as overlays. A ``--bag`` also gets the label-free
+review (:mod:`flowclas_ros.evaluation.review_recorder`): ``frames.csv``, ``events.csv``,
+``timeline.png`` and ``events/<peak_stamp>.png``, with or without masks.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ BACKENDS = tuple(REGISTRY)  # torch, onnxruntime, openvino, tensorrt
 EXAMPLES = """examples:
   flowclas-eval --checkpoint runs/a/checkpoint --data data/val --out eval/val
   flowclas-eval --checkpoint ckpt --data RoadAnomaly --dataset road_anomaly --out eval/ra
+  flowclas-eval --checkpoint ckpt --bag drive.mcap --image-topic /camera/image_raw --out review/drive
   flowclas-eval --checkpoint ckpt --bag rec.bag --image-topic /camera/image_raw \\
       --mask-topic /camera/anomaly_mask --out eval/rec
   flowclas-eval --live --checkpoint ckpt --bag rec.bag --image-topic /camera/image_raw \\
@@ -43,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog=PROG,
         description="Evaluate a FlowCLAS checkpoint: pixel AUROC / AP / FPR95 (ignore label 255 excluded), "
-        "image AUROC, latency; writes OUT/metrics.json and OUT/report.md.",
+        "image AUROC, latency; writes OUT/metrics.json and OUT/report.md. A --bag is also reviewed "
+        "frame by frame, labels or not: OUT/frames.csv, OUT/events.csv, OUT/timeline.png, OUT/events/.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
