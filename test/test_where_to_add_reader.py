@@ -1,4 +1,4 @@
-"""ARCHITECTURE.md "Where to add: a dataset reader", proven: register one, then flowclas-eval --dataset reads it."""
+"""ARCHITECTURE.md "Where to add: a dataset reader": register one, flowclas-eval --dataset reads it."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def open_flat(root: Path) -> FileListDataset:
 
 @pytest.fixture
 def flat_reader():
-    register_benchmark(Benchmark("flat_demo", LAYOUT, "raw 7 -> 1 anomaly, 0 normal, other ids ignored", open_flat))
+    convention = "raw 7 -> 1 anomaly, 0 normal, other ids ignored"
+    register_benchmark(Benchmark("flat_demo", LAYOUT, convention, open_flat))
     yield
     unregister_benchmark("flat_demo")
 
