@@ -125,6 +125,11 @@ class AnomalyNode(NodeHealthMixin, LifecycleNode):
         return bool(self._values["autostart"])
 
     @property
+    def finalized(self) -> bool:
+        """Whether the lifecycle ``shutdown`` transition has run (``main`` then exits)."""
+        return self._state == "finalized"
+
+    @property
     def configure_error(self) -> str | None:
         """The reason of the last failed configure, or None."""
         return self._configure_error
