@@ -15,7 +15,7 @@ import pytest
 import torch
 from ros_harness import make_tiny_checkpoint
 
-from flowclas_ros.data.folder import FolderDataset
+from flowclas_ros.data.images.folder import FolderDataset
 from flowclas_ros.export import main as export_main
 from flowclas_ros.runtime import create_backend
 from flowclas_ros.runtime.decision import (
