@@ -276,7 +276,8 @@ def test_deactivating_the_node_ends_the_run_cleanly(env):
     assert env.client.change_state(NODE, Transition.TRANSITION_DEACTIVATE)
     _, result = goal.result(60)
     assert not result.success
-    assert result.message.startswith("the node was deactivated during training"), result.message
+    assert result.message.startswith("the node stopped serving (deactivated"), result.message
+    assert "during training" in result.message
     assert env.client.change_state(NODE, Transition.TRANSITION_ACTIVATE)
     assert _served_identity(env)["model_identity"] == identity
     _results_continue(env)

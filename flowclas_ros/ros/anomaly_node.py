@@ -33,7 +33,6 @@ from flowclas_ros.ros.depth_stage import DepthStage
 from flowclas_ros.ros.frame_buffer import Frame, FrameSlots
 from flowclas_ros.ros.health import NodeHealthMixin
 from flowclas_ros.ros.learn_action import LearnActionMixin
-from flowclas_ros.ros.model_swap import ModelSwapMixin
 from flowclas_ros.ros.naming import resolve_camera_names
 from flowclas_ros.ros.oneline import one_line
 from flowclas_ros.ros.outputs import CameraOutputs
@@ -56,6 +55,13 @@ from flowclas_ros.runtime.base import InferenceBackend, create_backend
 
 NODE_NAME = "anomaly_node"
 DEPTH_PARAMETERS = frozenset({"depth_scale", "min_range", "max_range", "voxel_size"})
+
+
+def _asks_checkpoint_threshold(params: list[Parameter]) -> bool:
+    """Whether ``params`` set ``threshold`` or ``image_threshold`` to NaN (= the checkpoint's)."""
+    return any(
+        p.name in NAN_MEANS_CHECKPOINT and isinstance(p.value, float) and math.isnan(p.value) for p in params
+    )
 
 
 def _check_prompt_set(backend: InferenceBackend, values: dict[str, Any]) -> str | None:
@@ -86,7 +92,7 @@ def _check_prompt_set(backend: InferenceBackend, values: dict[str, Any]) -> str 
     return None
 
 
-class AnomalyNode(LearnActionMixin, ModelSwapMixin, NodeHealthMixin, LifecycleNode):
+class AnomalyNode(LearnActionMixin, NodeHealthMixin, LifecycleNode):
     """The anomaly detection node; parameters are listed in :mod:`flowclas_ros.ros.params`."""
 
     def __init__(self, **kwargs: Any):
@@ -120,13 +126,17 @@ class AnomalyNode(LearnActionMixin, ModelSwapMixin, NodeHealthMixin, LifecycleNo
         self._diagnostics_timer = self.create_timer(
             float(self._values["diagnostics_period_s"]), self._publish_diagnostics
         )
-        self._create_model_services()  # ~/load_model, ~/rollback_model (model_swap.py)
-        self._create_learn_action()  # ~/learn_nominal (learn_action.py)
+        self._create_learning_interfaces()  # ~/load_model, ~/rollback_model, ~/learn_nominal
 
     @property
     def autostart(self) -> bool:
         """Whether ``main`` should configure and activate the node at start."""
         return bool(self._values["autostart"])
+
+    @property
+    def finalized(self) -> bool:
+        """Whether the lifecycle ``shutdown`` transition has run (``main`` then exits)."""
+        return self._state == "finalized"
 
     @property
     def configure_error(self) -> str | None:
@@ -145,12 +155,14 @@ class AnomalyNode(LearnActionMixin, ModelSwapMixin, NodeHealthMixin, LifecycleNo
                     f"{param.name} is read at configure; deactivate and clean up the node first "
                     f"(it is {self._state})"
                 )
-            nan = isinstance(param.value, float) and math.isnan(param.value)
-            if reason is None and param.name in NAN_MEANS_CHECKPOINT and nan:
-                if self._backend is not None:
-                    reason = f"{param.name}: NaN (the checkpoint's) is resolved at configure; give a number"
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
+        if self._backend is not None and _asks_checkpoint_threshold(params):
+            candidate = dict(self._values) | {p.name: p.value for p in params if p.name in SPECS}
+            try:  # NaN while configured: the checkpoint's value (refused if it has none)
+                effective_thresholds(candidate, self._checkpoint_thresholds())
+            except ValueError as err:
+                return SetParametersResult(successful=False, reason=str(err))
         if any(param.name in DEPTH_PARAMETERS for param in params):
             candidate = dict(self._values) | {p.name: p.value for p in params if p.name in SPECS}
             try:
@@ -170,7 +182,12 @@ class AnomalyNode(LearnActionMixin, ModelSwapMixin, NodeHealthMixin, LifecycleNo
             if param.name in SPECS:
                 self._values[param.name] = param.value
         if self._backend is not None:
-            self._settings = runtime_settings(self._values, self._checkpoint_thresholds())
+            checkpoint = self._checkpoint_thresholds()
+            self._settings = runtime_settings(self._values, checkpoint)
+            if _asks_checkpoint_threshold(params):
+                # NaN at runtime: back to the checkpoint's, shown as the number in use (as at configure).
+                # (Humble applies before it stores the value: there the parameter keeps showing NaN.)
+                self._fill_in_thresholds(effective_thresholds(self._values, checkpoint), checkpoint)
 
     def _checkpoint_thresholds(self) -> CheckpointThresholds:
         assert self._backend is not None
@@ -257,7 +274,7 @@ class AnomalyNode(LearnActionMixin, ModelSwapMixin, NodeHealthMixin, LifecycleNo
             )
         if filled:
             self.set_parameters([Parameter(name, Parameter.Type.DOUBLE, v) for name, v in filled.items()])
-        self._filled_in = filled
+        self._filled_in.update(filled)  # emptied when the model is released
 
     def _fail_configure(self, err: BaseException) -> TransitionCallbackReturn:
         self._configure_error = one_line(err)
@@ -310,16 +327,12 @@ class AnomalyNode(LearnActionMixin, ModelSwapMixin, NodeHealthMixin, LifecycleNo
             # O(1): store and count; decoding and inference happen in the worker.
             slots.put(Frame(index, msg, time.monotonic_ns()))
             stats.mark_received()
-            tap = self._learn_tap  # a learning run collecting frames
-            if tap is not None:
-                tap(index, msg)
 
         return on_frame
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Unsubscribes and stops the inference thread (after its current batch)."""
         self.get_logger().info("deactivating")
-        self._stop_learning("the node was deactivated")
         self._stop_processing()  # publishes the marker DELETEs: before the publishers go silent
         super().on_deactivate(state)
         self._state = "inactive"
@@ -350,11 +363,11 @@ class AnomalyNode(LearnActionMixin, ModelSwapMixin, NodeHealthMixin, LifecycleNo
 
     def release(self) -> None:
         """Stops processing and frees the model, whatever the state (idempotent)."""
-        self._stop_learning("the node is shutting down")
         self._stop_processing()
         self._release_model()
 
     def _stop_processing(self) -> None:
+        self._stop_learning("the node stopped serving (deactivated or shutting down)")
         for subscription in self._subscriptions_in:
             self.destroy_subscription(subscription)
         self._subscriptions_in = []
@@ -369,22 +382,19 @@ class AnomalyNode(LearnActionMixin, ModelSwapMixin, NodeHealthMixin, LifecycleNo
 
     def _release_model(self) -> None:
         with self._install_lock:  # not while a swapped-in model is being installed
-            self._release_model_locked()
-
-    def _release_model_locked(self) -> None:
-        for outputs in self._outputs:
-            outputs.destroy(self)
-        self._outputs = []
-        if self._depth is not None:
-            self._depth.destroy(self)
-            self._depth = None
-        if self._backend is not None:
-            self._backend.close()
-            self._backend = None
-            gc.collect()  # drop the last references so GPU memory really goes back
-        self._settings = None
-        # Thresholds filled in from this checkpoint go back to "the checkpoint's" (unless changed).
-        restore = [name for name, value in self._filled_in.items() if self._values[name] == value]
-        self._filled_in = {}
-        if restore and self.context.ok():
-            self.set_parameters([Parameter(name, Parameter.Type.DOUBLE, math.nan) for name in restore])
+            for outputs in self._outputs:
+                outputs.destroy(self)
+            self._outputs = []
+            if self._depth is not None:
+                self._depth.destroy(self)
+                self._depth = None
+            if self._backend is not None:
+                self._backend.close()
+                self._backend = None
+                gc.collect()  # drop the last references so GPU memory really goes back
+            self._settings = None
+            # Thresholds filled in from this checkpoint go back to "the checkpoint's" (unless changed).
+            restore = [name for name, value in self._filled_in.items() if self._values[name] == value]
+            self._filled_in = {}
+            if restore and self.context.ok():
+                self.set_parameters([Parameter(name, Parameter.Type.DOUBLE, math.nan) for name in restore])

@@ -1,10 +1,11 @@
 """``~/learn_nominal`` (``flowclas_ros/action/LearnNominal``): learn the site as normal, while serving.
 
-A mixin of :class:`flowclas_ros.ros.anomaly_node.AnomalyNode`; the run itself is the ROS-free
-:class:`flowclas_ros.learning.run.LearnRun`. This module only adapts it: live frames come from a
-tap on the node's camera callbacks (O(1) there: the frame is queued, and written to the run's bag
-on the run's thread), feedback is published every 0.5 s, a cancel request or a deactivation stops
-the run, and the swap goes through :meth:`ModelSwapMixin.swap_model`.
+A mixin of :class:`flowclas_ros.ros.anomaly_node.AnomalyNode` (with the swap services of
+:class:`~flowclas_ros.ros.model_swap.ModelSwapMixin`); the run itself is the ROS-free
+:class:`flowclas_ros.learning.run.LearnRun`. This module only adapts it: live frames come from
+subscriptions of their own on the camera topics while collecting (serialized: the recorded bytes
+go to the run's bag as they are, on the run's thread), feedback is published every 0.5 s, a cancel
+request or a deactivation stops the run, and the swap goes through :meth:`ModelSwapMixin.swap_model`.
 
 A goal that cannot start (another goal running, the node not active, an unknown camera) is
 accepted and at once aborted with ``success: false`` and ``message: "rejected: <reason>"``:
@@ -21,30 +22,36 @@ from pathlib import Path
 
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.serialization import serialize_message
+from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
 from flowclas_ros.data.bags.source import COMPRESSED_TYPE, IMAGE_TYPE
 from flowclas_ros.learning.run import PHASES, LearnGoal, LearnRun, Outcome, ServingModel
 from flowclas_ros.ros.conversions import to_rgb
+from flowclas_ros.ros.model_swap import ModelSwapMixin
 from flowclas_ros.ros.oneline import one_line
+from flowclas_ros.ros.qos import input_qos
 from flowclas_ros.ros.settings import backend_options
 
 FEEDBACK_PERIOD_S = 0.5
 _QUEUE = 64  # live frames waiting for the run's thread (the oldest go first when it falls behind)
 
 
-class LearnActionMixin:
+class LearnActionMixin(ModelSwapMixin):
     """The ``~/learn_nominal`` action server (see the module docstring)."""
 
     _learn_run: LearnRun | None = None
-    _learn_tap = None  # called by the camera callbacks with (camera index, msg) while collecting
 
-    def _create_learn_action(self) -> None:
-        """Creates the action server (in __init__); reentrant: cancel requests arrive while a goal runs."""
+    def _create_learning_interfaces(self) -> None:
+        """Creates the swap services and the action server (in __init__).
+
+        Reentrant group: cancel requests arrive while a goal runs.
+        """
         from flowclas_ros.action import LearnNominal
 
+        self._create_model_services()
         self._learn_claim = threading.Lock()
+        self._learn_group = ReentrantCallbackGroup()
         self._learn_action = ActionServer(
             self,
             LearnNominal,
@@ -52,7 +59,7 @@ class LearnActionMixin:
             execute_callback=self._execute_learn,
             goal_callback=lambda goal: GoalResponse.ACCEPT,
             cancel_callback=lambda handle: CancelResponse.ACCEPT,
-            callback_group=ReentrantCallbackGroup(),
+            callback_group=self._learn_group,
         )
 
     def _stop_learning(self, reason: str) -> None:
@@ -199,14 +206,21 @@ class LearnActionMixin:
         """Records frames of the ``selected`` cameras until the budget is spent or ``stop`` is set."""
         queue: deque = deque(maxlen=_QUEUE)
         arrived = threading.Event()
-        wanted = set(selected)
+        qos = input_qos(self._values["qos_reliability"], int(self._values["qos_depth"]))
+        subscriptions = []
+        for index in selected:
+            camera = self._cameras[index]
 
-        def tap(index: int, msg) -> None:  # on the executor thread: O(1)
-            if index in wanted:
-                queue.append((index, msg, time.time_ns()))
+            def on_frame(data: bytes, index: int = index) -> None:  # O(1): the run's thread writes it
+                queue.append((index, data, time.time_ns()))
                 arrived.set()
 
-        self._learn_tap = tap
+            msg_type = CompressedImage if camera.compressed else Image
+            subscriptions.append(
+                self.create_subscription(
+                    msg_type, camera.topic, on_frame, qos, callback_group=self._learn_group, raw=True
+                )
+            )
         start = time.monotonic()
         try:
             while not stop.is_set() and not budget.done(recorder.total, time.monotonic() - start):
@@ -215,23 +229,23 @@ class LearnActionMixin:
                 arrived.wait(0.2)
                 arrived.clear()
                 while queue and not budget.done(recorder.total, time.monotonic() - start):
-                    index, msg, log_ns = queue.popleft()
+                    index, data, log_ns = queue.popleft()
                     if limiter.accept(index, log_ns):
-                        recorder.write(log_ns, self._frame_cdr(msg, compressed))
+                        recorder.write(log_ns, self._frame_cdr(data, self._cameras[index].compressed, compressed))
                 state.frames_collected = recorder.total
                 state.eta_s = budget.eta_s(recorder.total, time.monotonic() - start)
         finally:
-            self._learn_tap = None
+            for subscription in subscriptions:
+                self.destroy_subscription(subscription)
 
-    def _frame_cdr(self, msg, compressed_bag: bool) -> bytes:
+    def _frame_cdr(self, data: bytes, frame_compressed: bool, compressed_bag: bool) -> bytes:
         """The frame as recorded: its own CDR, or (a compressed frame in a raw-image bag) as rgb8."""
-        if compressed_bag or isinstance(msg, Image):
-            return serialize_message(msg)
-        assert isinstance(msg, CompressedImage)
+        if compressed_bag or not frame_compressed:
+            return bytes(data)
+        msg = deserialize_message(data, CompressedImage)
         rgb = to_rgb(msg, max_side=int(self._values["max_image_side"]))
-        image = Image(
-            header=msg.header, height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", step=rgb.shape[1] * 3
-        )
+        height, width = rgb.shape[:2]
+        image = Image(header=msg.header, height=height, width=width, encoding="rgb8", step=width * 3)
         image.data = rgb.tobytes()
         return serialize_message(image)
 
