@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-PASTES_PER_FRAME = 2
+PASTES_PER_FRAME = 1
 
 
 def _model_spec(text: str) -> tuple[str, str, str, float]:
