@@ -23,8 +23,8 @@ from pathlib import Path
 
 import cv2
 
-from flowclas_ros.data.bag_writer import write_bag_from_folder
-from flowclas_ros.data.folder import FolderDataset
+from flowclas_ros.data.bags.writer import write_bag_from_folder
+from flowclas_ros.data.images.folder import FolderDataset
 from flowclas_ros.synthetic.synthetic_scenes import SceneConfig, SceneGenerator
 from flowclas_ros.training.bag_frames import read_bag_frames
 from flowclas_ros.training.config import BagConfig

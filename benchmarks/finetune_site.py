@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 
 from flowclas_ros.config_io import load
-from flowclas_ros.data.bag_writer import write_bag_from_folder
-from flowclas_ros.data.folder import FolderDataset
+from flowclas_ros.data.bags.writer import write_bag_from_folder
+from flowclas_ros.data.images.folder import FolderDataset
 from flowclas_ros.evaluation.metrics import PixelMetrics
 from flowclas_ros.model import load_checkpoint
 from flowclas_ros.runtime.torch_backend import TorchBackend

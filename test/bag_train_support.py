@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from flowclas_ros.data.bag_source import COMPRESSED_TYPE, IMAGE_TYPE, typestore
-from flowclas_ros.data.image_codec import encode_compressed, encode_image
+from flowclas_ros.data.bags.source import COMPRESSED_TYPE, IMAGE_TYPE, typestore
+from flowclas_ros.data.images.codec import encode_compressed, encode_image
 
 START_NS = 1_700_000_000 * 10**9
 

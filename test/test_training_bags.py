@@ -28,9 +28,9 @@ from safetensors.torch import load_file
 from train_support import tiny_train_dict
 
 from flowclas_ros.config_io import ConfigError, from_dict
-from flowclas_ros.data.bag_source import IMAGE_TYPE
-from flowclas_ros.data.bag_writer import write_bag_from_folder
-from flowclas_ros.data.folder import FolderDataset
+from flowclas_ros.data.bags.source import IMAGE_TYPE
+from flowclas_ros.data.bags.writer import write_bag_from_folder
+from flowclas_ros.data.images.folder import FolderDataset
 from flowclas_ros.evaluation.metrics import PixelMetrics
 from flowclas_ros.model import load_checkpoint
 from flowclas_ros.runtime.torch_backend import TorchBackend
@@ -125,7 +125,7 @@ def test_two_image_topics_need_a_choice_and_a_static_stretch_is_thinned(tmp_path
 
 
 def test_rate_gate_keeps_at_most_max_rate_by_stamp_and_drops_unparsable_stamps():
-    from flowclas_ros.data.bag_reader import NO_STAMP
+    from flowclas_ros.data.bags.reader import NO_STAMP
 
     stamps = [0, 30, 70, 100, 140, NO_STAMP, 200, 230]  # ms-like units below, scaled to ns
     ns = [s * 10**6 if s != NO_STAMP else s for s in stamps]

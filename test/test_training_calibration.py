@@ -8,7 +8,7 @@ import torch
 from train_support import make_tiny_data, tiny_train_dict
 
 from flowclas_ros.config_io import from_dict
-from flowclas_ros.data.folder import FolderDataset
+from flowclas_ros.data.images.folder import FolderDataset
 from flowclas_ros.model import load_checkpoint
 from flowclas_ros.model.vl4ad.fusion import FusionConfig
 from flowclas_ros.runtime.torch_backend import TorchBackend

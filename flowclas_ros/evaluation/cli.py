@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from flowclas_ros.cli_errors import OneLineParser, one_line
-from flowclas_ros.data.bag import BagReadWarning
-from flowclas_ros.data.benchmarks import BENCHMARKS
+from flowclas_ros.data.bags.frames import BagReadWarning
+from flowclas_ros.data.readers.benchmarks import BENCHMARKS
 from flowclas_ros.evaluation.accumulator import EvalAccumulator
 from flowclas_ros.evaluation.frames import BagFrames, BenchmarkFrames, EvalInputError, FolderFrames
 from flowclas_ros.evaluation.metrics import DEFAULT_NUM_BINS

@@ -1,4 +1,4 @@
-"""sensor_msgs <-> numpy for the node, on top of :mod:`flowclas_ros.data.image_codec`.
+"""sensor_msgs <-> numpy for the node, on top of :mod:`flowclas_ros.data.images.codec`.
 
 Outgoing ``data`` fields are assigned as ``array.array('B')``: rclpy's generated
 setter copies those in one go, while ``bytes`` or lists are validated element
@@ -13,7 +13,7 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from flowclas_ros.data.image_codec import (
+from flowclas_ros.data.images.codec import (
     MAX_PIXELS,
     ImageDecodeError,
     decode_compressed,

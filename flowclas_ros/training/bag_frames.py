@@ -1,8 +1,8 @@
 """Training frames from a rosbag2 recording.
 
 A recording is read once, when training starts, with the evaluation's bag reader
-(:class:`~flowclas_ros.data.bag_reader.BagFrameReader`: the node's decoding in
-``data/image_codec.py``, the salvage fallback for damaged bags):
+(:class:`~flowclas_ros.data.bags.reader.BagFrameReader`: the node's decoding in
+``data/images/codec.py``, the salvage fallback for damaged bags):
 
 1. the header stamps of every image message are scanned without decoding, and only the
    frames that pass the ``data.bag.max_rate_hz`` gate are decoded;
@@ -35,11 +35,11 @@ import cv2
 import numpy as np
 
 from flowclas_ros.config_io import ConfigError
-from flowclas_ros.data.bag_reader import NO_STAMP, BagFrameReader
-from flowclas_ros.data.bag_source import COMPRESSED_TYPE, IMAGE_TYPE, BagError, BagSource
-from flowclas_ros.data.bag_source import log as source_log
-from flowclas_ros.data.bag_types import BagReadStats, BagReadWarning
-from flowclas_ros.data.folder import FolderDataset
+from flowclas_ros.data.bags.reader import NO_STAMP, BagFrameReader
+from flowclas_ros.data.bags.source import COMPRESSED_TYPE, IMAGE_TYPE, BagError, BagSource
+from flowclas_ros.data.bags.source import log as source_log
+from flowclas_ros.data.bags.types import BagReadStats, BagReadWarning
+from flowclas_ros.data.images.folder import FolderDataset
 from flowclas_ros.training.config import BagConfig
 
 log = logging.getLogger(__name__)

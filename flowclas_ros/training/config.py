@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from flowclas_ros.data.outlier_exposure import OEConfig
+from flowclas_ros.data.outliers.exposure import OEConfig
 from flowclas_ros.model.config import ModelConfig
 
 
@@ -40,7 +40,7 @@ class GenerateConfig:
 class BagConfig:
     """How the rosbag2 recordings named in ``data.train`` / ``data.val`` become training frames.
 
-    A bag's frames are decoded exactly as the node decodes them (``data/image_codec.py``) and
+    A bag's frames are decoded exactly as the node decodes them (``data/images/codec.py``) and
     then take the folder images' path (resize or crop, OE, normalisation).
 
     Attributes:

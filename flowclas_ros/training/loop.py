@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from flowclas_ros.config_io import ConfigError, read_mapping, save, to_dict
-from flowclas_ros.data.oe_dataset import OETrainDataset
+from flowclas_ros.data.outliers.dataset import OETrainDataset
 from flowclas_ros.model.checkpoint import load_trainable
 from flowclas_ros.model.checkpoint_meta import CheckpointError
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS

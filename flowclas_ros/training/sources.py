@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from flowclas_ros.config_io import ConfigError
-from flowclas_ros.data.folder import FolderDataset
+from flowclas_ros.data.images.folder import FolderDataset
 from flowclas_ros.training.bag_frames import BagFrames, is_bag, read_bag_frames
 from flowclas_ros.training.config import DataConfig
 

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 from flowclas_ros.config_io import ConfigError
-from flowclas_ros.data.folder import FolderDataset
-from flowclas_ros.data.oe_dataset import OETrainDataset
-from flowclas_ros.data.outlier_exposure import OEConfig
-from flowclas_ros.data.transforms import to_model_input
+from flowclas_ros.data.images.folder import FolderDataset
+from flowclas_ros.data.images.transforms import to_model_input
+from flowclas_ros.data.outliers.dataset import OETrainDataset
+from flowclas_ros.data.outliers.exposure import OEConfig
 from flowclas_ros.evaluation.metrics import ImageMetrics, PixelMetrics
 from flowclas_ros.model.flowclas.anomaly_map import image_score, likelihood_score, nll_score, upsample_crop
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowclas_ros.model.backbone import FrozenBackbone, create_backbone
+from flowclas_ros.model.backbones import FrozenBackbone, create_backbone
 from flowclas_ros.model.config import ModelConfig
 from flowclas_ros.model.flow import DiagonalGaussian, build_flow
 from flowclas_ros.model.flow_official import OfficialFlow, OfficialGaussian

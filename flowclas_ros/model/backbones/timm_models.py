@@ -1,17 +1,13 @@
-"""Frozen feature extractors built with timm: DINOv2 ViTs and ResNet-style CNNs.
+"""timm backbones: DINOv2-style ViTs (patch tokens of chosen blocks) and features-only CNNs.
 
-``create_backbone(cfg)`` returns a module mapping a normalised image batch
-(B, 3, H, W), H and W multiples of ``pad_multiple``, to a feature map
-(B, C, H / patch_size, W / patch_size). Weights come from the timm hub, a local
-file (timm or official DINOv2 torch-hub keys) or random init (tests only).
-The module is frozen: parameters have ``requires_grad=False`` and ``train()``
-keeps it in eval mode, so dropout / BatchNorm statistics never change.
+Registered as two families of :mod:`flowclas_ros.model.backbones.registry`: ``timm_vit``
+(any timm model defined in timm's ``vision_transformer`` module, e.g. DINOv2) and
+``timm_cnn`` (any other timm model, built ``features_only``). Weights come from the timm hub,
+a local file (timm or official DINOv2 torch-hub keys) or random init (tests only).
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import re
 import types
 from pathlib import Path
@@ -22,44 +18,17 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import checkpoint_filter_fn
 from torch import nn
 
-from flowclas_ros.model.checkpoint_meta import sha256_file
+from flowclas_ros.model.backbones.registry import (
+    BackboneError,
+    FrozenBackbone,
+    check_weights_file,
+    register_backbone,
+    warn_random,
+)
 from flowclas_ros.model.config import BackboneConfig
 from flowclas_ros.model.state_keys import describe_mismatch
 
-logger = logging.getLogger(__name__)
-
-ALLOW_RANDOM_ENV = "FLOWCLAS_ALLOW_RANDOM_BACKBONE"
-"""Set to 1 to silence the random-init warning outside pytest (demos, smoke runs)."""
-
 _HEAD_PREFIXES = ("head.", "fc.", "classifier.", "fc_norm.", "head_drop.")
-
-
-class BackboneError(RuntimeError):
-    """The backbone cannot be built or its weights cannot be loaded."""
-
-
-class FrozenBackbone(nn.Module):
-    """Base class: frozen, always in eval mode.
-
-    Attributes:
-        feature_dim: Channels C of the output feature map.
-        patch_size: Input pixels per feature cell (the feature stride).
-        pad_multiple: Input height / width must be a multiple of this.
-    """
-
-    feature_dim: int
-    patch_size: int
-    pad_multiple: int
-
-    def freeze(self) -> None:
-        """Disables gradients and switches to eval mode."""
-        for param in self.parameters():
-            param.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> FrozenBackbone:
-        """Ignores ``mode``: a frozen backbone always stays in eval mode."""
-        return super().train(False)
 
 
 class ViTFeatures(FrozenBackbone):
@@ -156,38 +125,38 @@ class CNNFeatures(FrozenBackbone):
         return torch.cat(resized, dim=1)
 
 
+def _timm_arch(name: str) -> str | None:
+    """The timm architecture name for ``name`` (a pretrained tag such as ``.lvd142m`` dropped), or None."""
+    arch = name.split(".")[0]
+    return arch if timm.is_model(arch) else None
+
+
 def is_vit(name: str) -> bool:
-    """Whether ``name`` selects the ViT path (anything else is built as a features-only CNN)."""
-    return name.startswith("vit_")
+    """Whether timm defines ``name`` in its ``vision_transformer`` module (patch-token ViT path)."""
+    arch = _timm_arch(name)
+    return arch is not None and timm.models.model_entrypoint(arch).__module__.endswith(".vision_transformer")
 
 
-def create_backbone(cfg: BackboneConfig, *, warn_random: bool = True) -> FrozenBackbone:
-    """Builds the frozen backbone described by ``cfg``.
+@register_backbone("timm_vit", accepts=is_vit)
+def build_vit(cfg: BackboneConfig, warn_random_weights: bool) -> FrozenBackbone:
+    """A timm ViT (e.g. ``vit_small_patch14_dinov2``): patch tokens of ``cfg.layers`` as NCHW."""
+    net = _create_timm(cfg, num_classes=0, dynamic_img_size=True)
+    _load_or_warn(net, cfg, warn_random_weights)
+    return ViTFeatures(net, cfg.layers, cfg.norm)
 
-    Args:
-        cfg: Backbone config (name, weight source, layers).
-        warn_random: Log a loud warning for ``weights: none`` (suppressed under
-            pytest, with env ``FLOWCLAS_ALLOW_RANDOM_BACKBONE=1``, or when the
-            caller loads real weights afterwards).
 
-    Returns:
-        A frozen ``ViTFeatures`` or ``CNNFeatures`` in eval mode.
+@register_backbone("timm_cnn", accepts=lambda name: _timm_arch(name) is not None)
+def build_cnn(cfg: BackboneConfig, warn_random_weights: bool) -> FrozenBackbone:
+    """Any other timm model, built ``features_only`` with stages ``cfg.layers`` (CL-flow style)."""
+    net = _create_timm(cfg, features_only=True, out_indices=tuple(cfg.layers))
+    _load_or_warn(net, cfg, warn_random_weights)
+    return CNNFeatures(net)
 
-    Raises:
-        BackboneError: Unknown model, offline hub, missing / bad weights file.
-    """
-    if cfg.name.startswith("rein_"):
-        return _create_rein_backbone(cfg, warn_random)
-    if not timm.is_model(cfg.name.split(".")[0]):
-        raise BackboneError(f"backbone.name: {cfg.name!r} is not a timm model")
+
+def _create_timm(cfg: BackboneConfig, **kwargs) -> nn.Module:
     pretrained = cfg.weights == "hub"
-    kwargs = (
-        {"num_classes": 0, "dynamic_img_size": True}
-        if is_vit(cfg.name)
-        else {"features_only": True, "out_indices": tuple(cfg.layers)}
-    )
     try:
-        net = timm.create_model(cfg.name, pretrained=pretrained, **kwargs)
+        return timm.create_model(cfg.name, pretrained=pretrained, **kwargs)
     except Exception as exc:  # network / hub errors come in many types
         if pretrained:
             raise BackboneError(
@@ -196,70 +165,13 @@ def create_backbone(cfg: BackboneConfig, *, warn_random: bool = True) -> FrozenB
                 "or backbone.weights=none for tests."
             ) from exc
         raise BackboneError(f"cannot build backbone {cfg.name}: {exc}") from exc
+
+
+def _load_or_warn(net: nn.Module, cfg: BackboneConfig, warn_random_weights: bool) -> None:
     if cfg.weights == "file":
         load_weights_file(net, cfg.weights_file, cfg.weights_sha256)
-    elif cfg.weights == "none" and warn_random:
-        _warn_random(cfg.name)
-    backbone = ViTFeatures(net, cfg.layers, cfg.norm) if is_vit(cfg.name) else CNNFeatures(net)
-    backbone.freeze()
-    return backbone
-
-
-def _create_rein_backbone(cfg: BackboneConfig, warn_random: bool) -> FrozenBackbone:
-    """The authors' Rein-DINOv2 (``rein_dinov2_vitb14`` / ``rein_dinov2_vitl14``), see ``rein_dinov2``.
-
-    ``weights: file`` loads Meta's DINOv2 file (``weights_file``) and the Rein
-    file (``rein_file``), each checked against its sha256 when set;
-    ``weights: none`` keeps random DINOv2 and Rein weights (tests).
-    ``layers`` must select the last block; ``norm`` is ignored (no final norm).
-    """
-    from flowclas_ros.model import rein_dinov2  # imports this module: loaded lazily
-
-    if cfg.name not in rein_dinov2.REIN_MODELS:
-        names = ", ".join(rein_dinov2.REIN_MODELS)
-        raise BackboneError(f"backbone.name: {cfg.name!r} unknown; expected one of {names}")
-    depth = rein_dinov2.REIN_MODELS[cfg.name][2]
-    if [layer % depth for layer in cfg.layers] != [depth - 1]:
-        raise BackboneError(f"backbone.layers: {cfg.name} gives the last block only ([-1]), not {cfg.layers}")
-    if cfg.weights == "hub":
-        raise BackboneError(f"backbone.weights: no hub for {cfg.name}; use file (or none for tests)")
-    model = rein_dinov2.ReinDinoV2(cfg.name)
-    if cfg.weights == "file":
-        _check_file("weights_file", cfg.weights_file, cfg.weights_sha256)
-        _check_file("rein_file", cfg.rein_file, cfg.rein_sha256)
-        try:
-            rein_dinov2.load_dinov2_file(model, str(Path(cfg.weights_file).expanduser()))
-            rein_dinov2.load_rein_file(model, str(Path(cfg.rein_file).expanduser()))
-        except ValueError as exc:  # UnsafeFileError and key / shape mismatches
-            raise BackboneError(str(exc)) from exc
-    elif warn_random:
-        _warn_random(cfg.name)
-    model.freeze()
-    return model
-
-
-def _check_file(key: str, file: str, sha256: str) -> None:
-    """Raises BackboneError when ``backbone.<key>`` is empty, missing or does not hash to ``sha256``."""
-    if not file:
-        raise BackboneError(f"backbone.weights=file needs backbone.{key}")
-    path = Path(file).expanduser()
-    if not path.is_file():
-        raise BackboneError(f"{path}: backbone.{key} not found")
-    if sha256 and sha256_file(path).lower() != sha256.lower():
-        raise BackboneError(f"{path}: sha256 is {sha256_file(path)}, backbone.{key} expects {sha256}")
-
-
-def _warn_random(name: str) -> None:
-    if os.environ.get("PYTEST_CURRENT_TEST") or os.environ.get(ALLOW_RANDOM_ENV) == "1":
-        return
-    logger.warning(
-        "\n%s\nBACKBONE %s HAS RANDOM WEIGHTS (backbone.weights=none): anomaly scores are NOT meaningful.\n"
-        "Use backbone.weights=file (or hub) for real use; set %s=1 to silence this.\n%s",
-        "!" * 78,
-        name,
-        ALLOW_RANDOM_ENV,
-        "!" * 78,
-    )
+    elif cfg.weights == "none" and warn_random_weights:
+        warn_random(cfg.name)
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -299,15 +211,7 @@ def load_weights_file(net: nn.Module, weights_file: str, sha256: str = "") -> No
     Raises:
         BackboneError: Missing file, hash mismatch, unreadable file or key mismatch.
     """
-    if not weights_file:
-        raise BackboneError("backbone.weights=file needs backbone.weights_file")
-    path = Path(weights_file).expanduser()
-    if not path.is_file():
-        raise BackboneError(f"{path}: backbone weights file not found")
-    if sha256:
-        actual = sha256_file(path)
-        if actual.lower() != sha256.lower():
-            raise BackboneError(f"{path}: sha256 is {actual}, config expects {sha256}")
+    path = check_weights_file("weights_file", weights_file, sha256)
     state = _unchunk_keys(read_state_dict(path))
     if hasattr(net, "patch_embed"):  # ViT: timm's filter converts official DINOv2 keys
         state = checkpoint_filter_fn(state, net)

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from flowclas_ros.data.folder import DatasetError, FolderDataset, list_images
+from flowclas_ros.data.images.folder import DatasetError, FolderDataset, list_images
 
 ONE_BIT_NOTE = "1-bit PNG masks: set pixels = anomaly (1), clear = normal (0)"
 
