@@ -85,6 +85,17 @@ def train(run: Path, overrides: list[str], parent: Path | None = None) -> float:
     return time.perf_counter() - start
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -149,9 +160,7 @@ def main() -> None:
         f"\nrecipe {RECIPE.name} + {' '.join(scale)}; {args.n_train} frames per site, "
         f"site B test {args.n_test}"
     )
-    print(
-        f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; load {os.getloadavg()}"
-    )
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; load average {os.getloadavg()}")
     print(
         f"| seed | site-A ckpt on B (0 steps) | fresh on B ({args.steps} steps) | "
         f"fine-tuned from A ({ft_steps} steps) | fine-tuned - fresh | fresh on B ({ft_steps} steps) "
