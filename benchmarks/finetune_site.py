@@ -12,9 +12,10 @@ fresh (``--steps``) and fine-tuned from A (``--init-from``, ``--ft-steps``, defa
 both from ``config/train/site.yaml`` plus the scale overrides printed with the table. A fresh
 run with as few steps as the fine-tuning shows what the parent's weights are worth.
 
-Example (small scale, a few minutes on 2 cores)::
+Example (small scale, a few minutes on 2 cores), then a fine-tuning variant against the same runs::
 
     .venv/bin/python benchmarks/finetune_site.py --size 112 --n-train 48 --steps 200 --seeds 0 1 2
+    .venv/bin/python benchmarks/finetune_site.py ... --reuse --ft-set optim.warmup_steps=5
 """
 
 from __future__ import annotations
@@ -112,7 +113,13 @@ def main() -> None:
     )
     parser.add_argument("--work", default="/tmp/flowclas_finetune_site", help="scratch folder")
     parser.add_argument(
-        "--reuse-parents", action="store_true", help="keep site-A checkpoints already in --work (same scale)"
+        "--ft-set", action="append", default=[], help="extra override for the fine-tuning runs only"
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep the site-A and fresh site-B checkpoints already in --work (same scale and --set); "
+        "only the fine-tuning runs are trained again (to compare --ft-set variants)",
     )
     args = parser.parse_args()
     os.environ.setdefault("FLOWCLAS_ALLOW_RANDOM_BACKBONE", "1")
@@ -134,12 +141,19 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         a_run = work / f"A_seed{seed}"
-        if not (args.reuse_parents and (a_run / "checkpoint").is_dir()):
-            train(a_run, [*runs(args.steps), f"data.train={sites['A'] / 'train'}", f"seed={seed}"])
         on_b = [f"data.train={sites['bag']}", f"seed={seed}"]
-        t_fresh = train(work / f"B_fresh_seed{seed}", [*runs(args.steps), *on_b])
-        t_ft = train(work / f"B_ft_seed{seed}", [*runs(ft_steps), *on_b], parent=a_run / "checkpoint")
-        train(work / f"B_short_seed{seed}", [*runs(ft_steps), *on_b])  # fresh, as few steps as fine-tuning
+        fresh_runs = {
+            a_run: [*runs(args.steps), f"data.train={sites['A'] / 'train'}", f"seed={seed}"],
+            work / f"B_fresh_seed{seed}": [*runs(args.steps), *on_b],
+            work / f"B_short_seed{seed}": [*runs(ft_steps), *on_b],  # fresh, as few steps as fine-tuning
+        }
+        times = {}
+        for run, overrides in fresh_runs.items():
+            if not (args.reuse and (run / "checkpoint").is_dir()):
+                times[run.name] = train(run, overrides)
+        ft_overrides = [*runs(ft_steps), *on_b, *args.ft_set]
+        t_ft = train(work / f"B_ft_seed{seed}", ft_overrides, parent=a_run / "checkpoint")
+        t_fresh = times.get(f"B_fresh_seed{seed}", float("nan"))
         row = {
             "seed": seed,
             "A_on_B": test_ap(a_run / "checkpoint", sites["B"] / "test"),
@@ -156,6 +170,8 @@ def main() -> None:
             flush=True,
         )
 
+    if args.ft_set:
+        print(f"\nfine-tuning runs also: {' '.join(args.ft_set)}")
     print(
         f"\nrecipe {RECIPE.name} + {' '.join(scale)}; {args.n_train} frames per site, "
         f"site B test {args.n_test}"
