@@ -38,6 +38,7 @@ __all__ = [
     "CheckpointError",
     "LoadedCheckpoint",
     "load_checkpoint",
+    "load_trainable",
     "save_checkpoint",
     "trainable_state",
 ]
@@ -199,6 +200,20 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
         path=path,
         sha256=checkpoint_sha256(config_bytes, flow_path.read_bytes()),
     )
+
+
+def load_trainable(model: FlowCLAS, path: str | Path) -> None:
+    """Loads a checkpoint's ``flow.safetensors`` into ``model`` (built from the same model config).
+
+    The fine-tuning start (``flowclas-train --init-from``). The backbone stays as built.
+
+    Raises:
+        CheckpointError: Missing or corrupt file, or tensors that do not fit ``model``.
+    """
+    flow_path = Path(path) / FLOW_FILE
+    state = _read_tensors(flow_path)
+    _check_state(flow_path, state, trainable_state(model))
+    model.load_state_dict(state, strict=False)  # backbone keys are not in the file
 
 
 def _with_random_backbone(cfg: ModelConfig) -> ModelConfig:

@@ -24,6 +24,9 @@ class SceneConfig:
         anomaly_kinds: Which foreign-object renderers to use.
         weathering: Chance that an object is dust-coated, and (separately)
             that it is partly covered by soil; both make it harder to see.
+        palettes: Terrain palettes drawn from (names in ``PALETTES``); empty = all. A subset
+            makes a different-looking site, e.g. ``["lunar", "basalt"]`` against the
+            reddish ``["mars", "ochre", "desert"]`` (``benchmarks/finetune_site.py``).
     """
 
     size: tuple[int, int] = (224, 224)
@@ -33,6 +36,7 @@ class SceneConfig:
     ignore_band: int = 0
     anomaly_kinds: list[str] = field(default_factory=lambda: sorted(ANOMALY_RENDERERS))
     weathering: float = 0.1
+    palettes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if len(self.size) != 2 or min(self.size) < 32:
@@ -40,6 +44,11 @@ class SceneConfig:
         lo, hi = self.anomaly_area
         if not 0 < lo <= hi < 0.5:
             raise ValueError(f"anomaly_area must satisfy 0 < lo <= hi < 0.5, got {self.anomaly_area}")
+        names = [p.name for p in PALETTES]
+        if set(self.palettes) - set(names):
+            raise ValueError(
+                f"palettes {sorted(set(self.palettes) - set(names))} invalid; choose from {names}"
+            )
         unknown = sorted(set(self.anomaly_kinds) - set(ANOMALY_RENDERERS))
         if unknown or not self.anomaly_kinds:
             raise ValueError(

@@ -22,7 +22,8 @@ class _Frame:
     def __init__(self, rng: np.random.Generator, cfg: SceneConfig, bank: TextureBank) -> None:
         self.rng, self.cfg, self.bank = rng, cfg, bank
         self.h, self.w = h, w = cfg.size
-        self.palette = PALETTES[rng.integers(len(PALETTES))]
+        choices = [p for p in PALETTES if p.name in cfg.palettes] if cfg.palettes else PALETTES
+        self.palette = choices[rng.integers(len(choices))]  # all palettes: the draw (and bytes) as before
         self.focal = w * rng.uniform(0.85, 1.25)
         self.horizon = h * rng.uniform(0.12, 0.45) if rng.random() < 0.8 else -h * rng.uniform(0.05, 0.8)
         roll = np.deg2rad(rng.uniform(-6, 6))

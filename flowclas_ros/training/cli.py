@@ -1,4 +1,4 @@
-"""``flowclas-train --config FILE.yaml [--set key=value ...] --out RUN_DIR``.
+"""``flowclas-train --config FILE.yaml [--init-from CKPT] [--set key=value ...] --out RUN_DIR``.
 
 Multi-GPU / multi-process: ``torchrun --nproc_per_node=N $(which flowclas-train) --config ... --out ...``.
 """
@@ -18,6 +18,7 @@ from flowclas_ros.data.images.folder import DatasetError
 from flowclas_ros.model.backbones import ALLOW_RANDOM_ENV, BackboneError
 from flowclas_ros.training.checkpointing import StateError
 from flowclas_ros.training.config import TrainConfig
+from flowclas_ros.training.init_from import load_config
 from flowclas_ros.training.loop import Trainer
 
 PROG = "flowclas-train"
@@ -43,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", help="run directory (checkpoint/, state/, log.csv); required unless --print-config"
     )
     parser.add_argument(
+        "--init-from",
+        metavar="CKPT",
+        help="fine-tune: start from this checkpoint's flow and head weights and its model config "
+        "(--set model.KEY=VALUE still applies; the config's backbone and input size must match it); "
+        "thresholds are recalibrated on the new data. A --out that holds a training state resumes instead",
+    )
+    parser.add_argument(
         "--print-config",
         action="store_true",
         help="print the fully resolved config (file + --set + every default) as YAML and exit",
@@ -66,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("the following arguments are required: --out")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        cfg = load(TrainConfig, args.config, args.overrides)
+        parent = None
+        if args.init_from:
+            cfg, parent = load_config(args.config, args.overrides, args.init_from)
+        else:
+            cfg = load(TrainConfig, args.config, args.overrides)
         if args.print_config:
             sys.stdout.write(yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False))
             return 0
@@ -75,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(PROG).warning(
                 "model.backbone.weights is 'none': random-init backbone (demo/tests)"
             )
-        summary = Trainer(cfg, args.out, progress=not args.no_progress).run(stop_after=args.stop_after)
+        trainer = Trainer(cfg, args.out, progress=not args.no_progress, parent=parent)
+        summary = trainer.run(stop_after=args.stop_after)
     except (ConfigError, DatasetError, BackboneError, StateError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
@@ -87,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {
             "step": summary.step,
             "resumed_from": summary.resumed_from,
+            "init_from": str(parent.path) if parent is not None else None,
             "total_steps": summary.total_steps,
             "checkpoint": str(summary.checkpoint) if summary.checkpoint else None,
             "best_step": summary.best_step,

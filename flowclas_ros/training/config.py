@@ -37,6 +37,40 @@ class GenerateConfig:
 
 
 @dataclass
+class BagConfig:
+    """How the rosbag2 recordings named in ``data.train`` / ``data.val`` become training frames.
+
+    A bag's frames are decoded exactly as the node decodes them (``data/images/codec.py``) and
+    then take the folder images' path (resize or crop, OE, normalisation).
+
+    Attributes:
+        image_topic: The ``sensor_msgs/Image`` (any encoding the node reads) or
+            ``sensor_msgs/CompressedImage`` topic. Empty: the bag's only image topic; a bag
+            with more than one image topic needs it.
+        max_rate_hz: Keep at most this many frames per second of recording, by header stamp
+            (a frame is kept when it is at least ``1 / max_rate_hz`` after the last kept one);
+            the others are never decoded. 0 keeps every frame. Neighbouring frames of a 10-30 Hz
+            camera are near-duplicates, so 2 Hz loses little and trains on a wider variety.
+        skip_static: Drop a frame nearly identical to the last kept one (the robot stands still).
+        static_threshold: A frame is "nearly identical" when the mean absolute difference of
+            32x32 grey thumbnails (area-averaged, 0-255 levels) is below this. Measured on
+            scikit-image photos at 640x480 (docs/SITE.md): sensor noise (sd 3) gives 0.5, a
+            3 % exposure change 1.3-3.1, a 2-pixel pan 1.0-3.6, a 6-pixel pan 2.9-11; so 2.0
+            drops a still camera's repeats and keeps any view that moved by more than a few pixels.
+            The kept frames are held decoded (H x W x 3 bytes each) in a scratch file in ``TMPDIR``.
+    """
+
+    image_topic: str = ""
+    max_rate_hz: float = 2.0
+    skip_static: bool = True
+    static_threshold: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.max_rate_hz < 0 or self.static_threshold < 0:
+            raise ValueError("max_rate_hz and static_threshold must be >= 0")
+
+
+@dataclass
 class DataConfig:
     """Where the images are.
 
@@ -54,8 +88,13 @@ class DataConfig:
             ``gtFine_labelIds`` become 19 train ids for the segmentation head and
             their void pixels are ignored by the flow, as in the official code).
         train_split: Cityscapes split read for training (``layout: cityscapes``).
-        train: Inlier training images (all assumed normal; mask 255 pixels are ignored).
-        val: Validation images. Empty: hold out ``val_fraction`` of the training images.
+        train: Inlier training images (all assumed normal; mask 255 pixels are ignored): a
+            folder, a rosbag2 (bag directory with ``metadata.yaml``, a ``.db3`` or an ``.mcap``;
+            see ``bag``) or a list mixing both.
+        val: Validation images, in the same forms. Empty: hold out ``val_fraction`` of each
+            training source: the last ``val_fraction`` of each recording's time (never a random
+            split: neighbouring frames are near-duplicates), every ``1 / val_fraction``-th image
+            of a folder.
         val_fraction: Share of training images held out when ``val`` is empty.
         val_anomalies: ``masks``: use the val masks (real anomalies); ``oe``:
             paste Outlier Exposure objects into val images (fixed per seed);
@@ -71,13 +110,14 @@ class DataConfig:
             demo). An image smaller than the crop is first padded to it
             (centred, RGB 0, mask 255), like the official PadIfNeeded step.
         generate: Embedded synthetic dataset generation (demo).
+        bag: Reading rosbag2 recordings (topic, rate, static frames).
     """
 
     root: str = ""
     layout: Literal["folder", "mvtec", "cityscapes"] = "folder"
-    train: str = "train"
+    train: str | list[str] = "train"
     train_split: str = "train"
-    val: str | None = ""
+    val: str | list[str] | None = ""
     val_fraction: float = 0.1
     val_anomalies: Literal["auto", "masks", "oe"] = "auto"
     val_max_images: int = 0
@@ -88,8 +128,11 @@ class DataConfig:
     vflip: bool = False
     crop: tuple[int, int] | None = None
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    bag: BagConfig = field(default_factory=BagConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.train, list) and not self.train:
+            raise ValueError("train: the list is empty; name at least one folder or bag")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.val_max_images < 0:

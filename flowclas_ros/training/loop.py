@@ -14,7 +14,6 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,10 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-import flowclas_ros
 from flowclas_ros.config_io import ConfigError, read_mapping, save, to_dict
 from flowclas_ros.data.outliers.dataset import OETrainDataset
+from flowclas_ros.model.checkpoint import load_trainable
+from flowclas_ros.model.checkpoint_meta import CheckpointError
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 from flowclas_ros.training.batches import FeatureBatch, LiveBatches, PoolBatches
 from flowclas_ros.training.checkpointing import (
@@ -37,7 +37,7 @@ from flowclas_ros.training.checkpointing import (
     save_training_state,
 )
 from flowclas_ros.training.config import TrainConfig
-from flowclas_ros.training.datasets import TrainData, prepare_data, resolve
+from flowclas_ros.training.datasets import prepare_data
 from flowclas_ros.training.distributed import (
     DistContext,
     all_reduce_mean,
@@ -45,11 +45,13 @@ from flowclas_ros.training.distributed import (
     init_distributed,
     shutdown,
 )
-from flowclas_ros.training.logs import RunLog, git_commit
+from flowclas_ros.training.init_from import Parent
+from flowclas_ros.training.logs import RunLog
 from flowclas_ros.training.objective import FlowCLASObjective
 from flowclas_ros.training.optim import build_optimizer, build_scheduler
+from flowclas_ros.training.provenance import build_provenance
 from flowclas_ros.training.selection import BEST_AP_DIR, BEST_FPR95_DIR, improved, is_better, val_columns
-from flowclas_ros.training.validation import ValidationSet, ValResult, choose_val_mode, validate
+from flowclas_ros.training.validation import ValidationSet, choose_val_mode, validate
 
 logger = logging.getLogger(__name__)
 
@@ -107,12 +109,17 @@ class Trainer:
         cfg: Training config.
         run_dir: Output directory (``state/``, ``checkpoint/``, ``log.csv``, ``config.yaml``).
         progress: Show tqdm bars (main process only).
+        parent: ``--init-from``: start from this checkpoint's weights (``init_from.py``) unless
+            ``run_dir`` holds a training state, which is resumed instead.
     """
 
-    def __init__(self, cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True):
+    def __init__(
+        self, cfg: TrainConfig, run_dir: str | Path, *, progress: bool = True, parent: Parent | None = None
+    ):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.progress = progress
+        self.parent = parent
 
     def run(self, stop_after: int | None = None) -> TrainSummary:
         """Trains until the configured number of steps (or ``stop_after`` steps, saving the state there).
@@ -182,37 +189,6 @@ class Trainer:
             )
         return LiveBatches(dataset, model, ctx, cfg.batch_size, cfg.seed, cfg.num_workers, amp_dtype)
 
-    def _provenance(self, data: TrainData, result: ValResult, step: int) -> dict[str, Any]:
-        cfg = self.cfg
-        backbone = cfg.model.backbone
-        return {
-            "backbone": {
-                "name": backbone.name,
-                "weights": backbone.weights,
-                "weights_file": backbone.weights_file,
-                "weights_sha256": backbone.weights_sha256,
-                "layers": list(backbone.layers),
-                "norm": backbone.norm,
-            },
-            "training_data": {
-                "train": str(data.train.root.resolve()),
-                "n_train": len(data.train),
-                "val": str(data.val.root.resolve()) + (" (held out from train)" if data.val_held_out else ""),
-                "n_val": len(data.val),
-                "val_anomalies": result.metrics.get("mode"),
-                "test": [str(resolve(cfg.data, t)) for t in cfg.data.test],
-                "oe": cfg.oe.kind,
-            },
-            "val_metrics": result.metrics,
-            "target_fpr": cfg.target_fpr,
-            "image_target_fpr": cfg.image_target_fpr,
-            "step": step,
-            "train_config": to_dict(cfg),
-            "git_commit": git_commit(),
-            "flowclas_ros_version": flowclas_ros.__version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-
     # -- main loop -----------------------------------------------------------
 
     def _run(self, ctx: DistContext, stop_after: int | None) -> TrainSummary:
@@ -275,6 +251,11 @@ class Trainer:
             per_metric.update(restored.extra.get("per_metric", {}))
             if main:
                 logger.info("resuming %s from step %d", self.run_dir, step)
+        elif self.parent is not None:
+            try:  # the flow's ActNorms count as initialised once loaded (FrEIA's load hook)
+                load_trainable(model, self.parent.path)
+            except CheckpointError as exc:
+                raise ConfigError(f"--init-from: {exc} (a --set changed the flow?)") from exc
         resumed_from = step
         log = RunLog(self.run_dir, resume_step=step, enabled=main)
         end = total if stop_after is None else min(total, stop_after)
@@ -283,6 +264,7 @@ class Trainer:
         if ctx.enabled and not needs_init:
             train_module = self._wrap_ddp(objective, ctx)
         source = self._batches(train_set, model, ctx, amp_dtype) if step < end else None
+        parent = self.parent.as_dict() if self.parent is not None else None
         history: list[dict[str, Any]] = []
         train_time, train_samples = 0.0, 0
         bar = tqdm(
@@ -342,14 +324,14 @@ class Trainer:
                                 self.run_dir,
                                 model,
                                 result.threshold,
-                                self._provenance(data, result, step),
+                                build_provenance(cfg, data, result, step, parent),
                                 image_threshold=result.image_threshold,
                             )
                         barrier(ctx)
                     if cfg.checkpoint_per_metric:
                         for name in improved(result.metrics, per_metric, step):
                             if main:
-                                prov = self._provenance(data, result, step)
+                                prov = build_provenance(cfg, data, result, step, parent)
                                 save_best(
                                     self.run_dir,
                                     model,

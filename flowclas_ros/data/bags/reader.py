@@ -5,7 +5,7 @@ from __future__ import annotations
 import array
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +24,8 @@ from flowclas_ros.data.images.codec import ImageDecodeError
 
 log = logging.getLogger(__name__)
 _NO_STAMP = -(2**63)
+NO_STAMP = _NO_STAMP
+"""Stamp reported to a ``select`` callback for a message whose header could not be parsed."""
 _MAX_LOGGED = 5
 
 
@@ -43,6 +45,7 @@ class BagFrameReader:
         stamp_tolerance_s: float = 0.01,
         mask_dir_naming: Literal["stamp", "index"] = "stamp",
         stats: BagReadStats | None = None,
+        select: Callable[[Sequence[int]], Collection[int]] | None = None,
     ) -> None:
         """Configure the reader (nothing is read until iteration).
 
@@ -54,6 +57,10 @@ class BagFrameReader:
             stamp_tolerance_s: Largest stamp difference for a nearest-stamp match; 0 = exact only.
             mask_dir_naming: ``"stamp"`` (``<sec>_<nanosec:09d>.png``) or ``"index"`` (``%06d.png``).
             stats: Object to fill (a new one by default).
+            select: Optional callback given the header stamps (ns, message order, ``NO_STAMP``
+                when unparsable) of every image message after the stamp pass; it returns the
+                message indices to decode. The others are never decoded nor yielded, so a
+                caller that subsamples (training's ``max_rate_hz``) pays only for what it keeps.
         """
         if mask_topic and mask_dir:
             raise ValueError("give either mask_topic or mask_dir, not both")
@@ -72,6 +79,7 @@ class BagFrameReader:
         self.tolerance_ns = round(stamp_tolerance_s * 1e9)
         self.mask_dir_naming = mask_dir_naming
         self.stats = stats if stats is not None else BagReadStats()
+        self.select = select
 
     # ---------------------------------------------------------------- helpers
 
@@ -205,6 +213,9 @@ class BagFrameReader:
             st.n_mask_messages = len(names)
         else:
             pairs = [(None, None)] * len(image_stamps)
+        chosen = None if self.select is None else set(self.select(image_stamps))
+        if chosen is not None:  # unselected images keep no mask, so none waits for them
+            pairs = [p if k in chosen else (None, None) for k, p in enumerate(pairs)]
         image_of_mask = {j: i for i, (j, _) in enumerate(pairs) if j is not None}
         st.n_masks_unused = st.n_mask_messages - len(image_of_mask)
         waiting_images: dict[int, tuple[int, str, bytes]] = {}  # mask index -> image waiting for it
@@ -216,6 +227,8 @@ class BagFrameReader:
             frame = None
             if topic == self.image_topic:
                 j, kind = pairs[k] if k < len(pairs) else (None, None)
+                if chosen is not None and k not in chosen:
+                    continue
                 if j is None or j in mask_files:
                     frame = self._frame(k, msgtype, raw, mask_files.get(j), kind)
                 elif j in waiting_masks:
@@ -241,7 +254,7 @@ class BagFrameReader:
         st.salvage = src.salvage
         st.problems = list(dict.fromkeys(src.problems))  # both passes may report the same damage
         if st.problems:
-            msg = f"{self.bag_path} is damaged; evaluated the readable part only: {'; '.join(st.problems)}"
+            msg = f"{self.bag_path} is damaged; used the readable part only: {'; '.join(st.problems)}"
             log.warning(msg)
             warnings.warn(msg, BagReadWarning, stacklevel=3)
         if st.n_unpaired:
