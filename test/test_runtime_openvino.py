@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("openvino")
 
+from cpu_features import needs  # noqa: E402
 from ros_harness import make_tiny_checkpoint  # noqa: E402
 
 from flowclas_ros.export import main as export_main  # noqa: E402
@@ -51,12 +52,40 @@ def test_f32_matches_onnxruntime_and_reports_precision(work):
         assert float(np.abs(a.score_map - b.score_map).max()) <= 1e-3 * max(span, 1e-6) + 1e-5
 
 
+@needs("openvino_bf16")
 def test_bf16_sets_the_hint_explicitly(work):
     root, _, _ = work
     with OpenVINOBackend(root / "m.onnx", precision="bf16") as ov:
         assert ov.name == "openvino-bf16" and ov.inference_precision == "bf16"
         pred = ov.predict(_images()[:1])[0]
     assert np.isfinite(pred.score_map).all()
+
+
+def test_bf16_refused_where_the_cpu_lacks_it(work, cpu_without_bf16):
+    """On a CPU without bf16 (stood in for here): one line naming the CPU's capabilities, suggesting auto."""
+    root, _, _ = work
+    with pytest.raises(ValueError) as info:
+        OpenVINOBackend(root / "m.onnx", precision="bf16")
+    message = str(info.value)
+    assert "\n" not in message and "precision bf16 is not supported natively by this CPU" in message
+    assert "OpenVINO CPU: BIN, EXPORT_IMPORT, FP32, INT8" in message and "use precision auto" in message
+
+
+def test_real_plugin_capabilities_decide_bf16(work):
+    """Against the real plugin (no stand-in): bf16 compiles exactly where OpenVINO reports BF16."""
+    import openvino as ov
+
+    from flowclas_ros.runtime import cpu
+
+    root, _, _ = work
+    real = tuple(sorted(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")))
+    assert cpu.openvino_capabilities() == real and "FP32" in real
+    if "BF16" in real:
+        with OpenVINOBackend(root / "m.onnx", precision="bf16") as backend:
+            assert backend.inference_precision == "bf16"
+    else:
+        with pytest.raises(ValueError, match="not supported natively by this CPU"):
+            OpenVINOBackend(root / "m.onnx", precision="bf16")
 
 
 def test_absent_device_lists_available_ones(work):
@@ -72,13 +101,38 @@ def test_int8_needs_the_quantised_export(work):
 
 
 def test_failing_gate_writes_nothing(work, monkeypatch, capsys):
+    """int8 runs on every OpenVINO CPU (AVX2 included), so the gate's refusal is tested everywhere."""
     root, ckpt, data = work
-    out = root / "m-bf16.onnx"
-    args = ["--checkpoint", str(ckpt), "--format", "openvino", "--precision", "bf16", "--out", str(out)]
+    out = root / "m-int8-refused.onnx"
+    args = ["--checkpoint", str(ckpt), "--format", "openvino", "--precision", "int8", "--out", str(out)]
+    args += ["--calib-data", str(data / "train"), "--calib-n", "2"]
     monkeypatch.setattr(reduced, "AP_TOLERANCE", -1.0)  # an impossible gate: must refuse and write nothing
     assert export_main([*args, "--gate-data", str(data / "test")]) == 1
     err = capsys.readouterr().err
+    assert "OpenVINO int8 fails the quality gate: pixel AP" in err and "export not written" in err
+    assert not out.exists()
+
+
+@needs("openvino_bf16")
+def test_failing_bf16_gate_writes_nothing(work, monkeypatch, capsys):
+    root, ckpt, data = work
+    out = root / "m-bf16.onnx"
+    args = ["--checkpoint", str(ckpt), "--format", "openvino", "--precision", "bf16", "--out", str(out)]
+    monkeypatch.setattr(reduced, "AP_TOLERANCE", -1.0)
+    assert export_main([*args, "--gate-data", str(data / "test")]) == 1
+    err = capsys.readouterr().err
     assert "OpenVINO bf16 fails the quality gate: pixel AP" in err and "export not written" in err
+    assert not out.exists()
+
+
+def test_bf16_export_refused_where_the_cpu_lacks_it(work, cpu_without_bf16, capsys):
+    root, ckpt, data = work
+    out = root / "m-bf16-nocpu.onnx"
+    args = ["--checkpoint", str(ckpt), "--format", "openvino", "--precision", "bf16", "--out", str(out)]
+    assert export_main([*args, "--gate-data", str(data / "test")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "precision bf16 is not supported natively by this CPU" in err[0]
+    assert "FP32, INT8" in err[0] and "use precision auto" in err[0]
     assert not out.exists()
 
 

@@ -42,6 +42,7 @@ from flowclas_ros.model.checkpoint_meta import (
 )
 from flowclas_ros.model.config import PreprocessConfig
 from flowclas_ros.runtime.base import InferenceBackend
+from flowclas_ros.runtime.cpu import openvino_capabilities, unsupported_precision_message
 
 logger = logging.getLogger(__name__)
 
@@ -237,6 +238,8 @@ def export_openvino(args: Any, print_onnx: Callable[[Any], None]) -> dict[str, A
     from flowclas_ros.runtime.onnx_backend import OnnxRuntimeBackend
     from flowclas_ros.runtime.openvino_backend import OpenVINOBackend
 
+    if args.precision == "bf16" and "BF16" not in (openvino_capabilities() or ()):
+        raise ValueError(unsupported_precision_message("bf16"))  # before minutes of export and gate
     loaded = load_checkpoint(args.checkpoint, "cpu")
     out = Path(args.out)
     with tempfile.TemporaryDirectory(prefix="flowclas_ov_") as tmp:

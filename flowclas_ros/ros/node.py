@@ -20,6 +20,7 @@ from rclpy.utilities import remove_ros_args
 from flowclas_ros.ros.anomaly_node import NODE_NAME, AnomalyNode
 from flowclas_ros.ros.dds_profile import apply_dds_profile
 from flowclas_ros.ros.oneline import one_line
+from flowclas_ros.runtime.threads import passive_openmp
 
 __all__ = ["NODE_NAME", "AnomalyNode", "main"]
 
@@ -33,6 +34,17 @@ def _parse_cli(argv: list[str]) -> None:
         "see config/anomaly.yaml for the list.",
     )
     parser.parse_args(remove_ros_args(args=argv)[1:])
+
+
+def prepare_process() -> None:
+    """Process-wide settings that must precede torch: OpenMP threads sleep when idle.
+
+    libgomp (torch's intra-op pool) reads ``OMP_WAIT_POLICY`` once, when torch is imported
+    (at configure, for the torch backend), and by default its threads spin after each
+    parallel region, which starves a process sharing the cores
+    (:mod:`flowclas_ros.runtime.threads`). A policy the user exported is kept.
+    """
+    passive_openmp()
 
 
 def main(args: list[str] | None = None) -> int:
@@ -49,6 +61,7 @@ def main(args: list[str] | None = None) -> int:
     """
     argv = list(sys.argv if args is None else args)
     _parse_cli(argv)
+    prepare_process()
     try:
         dds_note = apply_dds_profile()  # before rclpy.init: Fast DDS reads it with the first participant
     except ValueError as err:

@@ -24,7 +24,9 @@ from flowclas_ros.model.checkpoint_meta import (
     read_onnx_props,
 )
 from flowclas_ros.runtime.base import InferenceBackend
+from flowclas_ros.runtime.cpu import openvino_capabilities, unsupported_precision_message
 from flowclas_ros.runtime.onnx_backend import resolve_onnx_source
+from flowclas_ros.runtime.threads import openvino_options
 
 logger = logging.getLogger(__name__)
 
@@ -59,22 +61,47 @@ def ov_device(core: Any, device: str) -> str:
     )
 
 
+def device_capabilities(core: Any, device: str) -> tuple[str, ...]:
+    """``OPTIMIZATION_CAPABILITIES`` of an OpenVINO device.
+
+    The CPU's come through :mod:`flowclas_ros.runtime.cpu`, so tests can stand in for a CPU without bf16.
+    """
+    base = device.split(".")[0]
+    if base == "CPU":
+        return openvino_capabilities(core) or ()
+    return tuple(sorted(str(c) for c in core.get_property(base, "OPTIMIZATION_CAPABILITIES")))
+
+
 def compile_options(core: Any, device: str, precision: str, threads: int | None) -> dict[str, Any]:
-    """``compile_model`` properties: explicit inference precision, latency hint, optional thread count."""
+    """``compile_model`` properties: explicit inference precision, latency hint, thread settings.
+
+    On the CPU the threads are explicit (:func:`flowclas_ros.runtime.threads.openvino_options`):
+    ``INFERENCE_NUM_THREADS`` (default: the CPUs this process may use), one stream, and
+    ``ENABLE_CPU_PINNING`` off, so a second process on the same cores shares them instead of
+    being halved by pinned threads.
+
+    Raises:
+        ValueError: Unknown precision, or bf16 on a device without it (names the CPU's
+            capabilities and suggests ``auto``).
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    capabilities = set(core.get_property(device.split(".")[0], "OPTIMIZATION_CAPABILITIES"))
+    capabilities = set(device_capabilities(core, device))
     if precision == "bf16" and "BF16" not in capabilities:
+        if device.split(".")[0] == "CPU":
+            raise ValueError(unsupported_precision_message("bf16"))
         raise ValueError(
-            f"OpenVINO {device} has no bf16 support on this machine "
-            f"(capabilities: {', '.join(sorted(capabilities))}); use precision f32"
+            f"OpenVINO {device} has no bf16 support (capabilities: {', '.join(sorted(capabilities))}); "
+            "use precision auto or f32"
         )
     if precision == "int8":  # quantised ops run int8; the rest in the best gated float type
         hint = "bf16" if "BF16" in capabilities else "f32"
     else:
         hint = precision
     options: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
-    if threads is not None:
+    if device.split(".")[0] == "CPU":
+        options |= openvino_options(threads)
+    elif threads is not None:
         options["INFERENCE_NUM_THREADS"] = int(threads)
     return options
 

@@ -13,6 +13,7 @@ import torch
 from flowclas_ros.model.checkpoint import LoadedCheckpoint, load_checkpoint
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 from flowclas_ros.runtime.base import InferenceBackend
+from flowclas_ros.runtime.threads import torch_threads
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -30,6 +31,9 @@ class TorchBackend(InferenceBackend):
         precision: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32``, ``fp16`` or ``bf16`` (CUDA only).
         compile: Wrap feature extraction and scoring in ``torch.compile``.
         threshold: Threshold to report when ``checkpoint`` is a bare model.
+        threads: On the CPU, torch's intra-op threads for the whole process (``auto``: the usable
+            CPUs, :func:`flowclas_ros.runtime.threads.torch_threads`); None leaves torch's setting
+            (a library caller's, e.g. a training run's).
     """
 
     name = "torch"
@@ -42,6 +46,7 @@ class TorchBackend(InferenceBackend):
         precision: Precision = "auto",
         compile: bool = False,
         threshold: float | None = None,
+        threads: int | str | None = None,
     ):
         image_threshold = None
         if isinstance(checkpoint, FlowCLAS):
@@ -51,6 +56,8 @@ class TorchBackend(InferenceBackend):
             model, threshold, image_threshold = loaded.model, loaded.threshold, loaded.image_threshold
         super().__init__(model.cfg, threshold, device, image_threshold)
         torch_device = torch.device(device)
+        if threads is not None and torch_device.type == "cpu":
+            torch_threads(threads)
         if precision == "auto":
             precision = "fp16" if torch_device.type == "cuda" else "fp32"
         if precision != "fp32" and torch_device.type != "cuda":
