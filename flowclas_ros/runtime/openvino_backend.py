@@ -24,13 +24,15 @@ from flowclas_ros.model.checkpoint_meta import (
     read_onnx_props,
 )
 from flowclas_ros.runtime.base import InferenceBackend
-from flowclas_ros.runtime.cpu import openvino_capabilities, unsupported_precision_message
+from flowclas_ros.runtime.cpu import native_precisions, openvino_capabilities, unsupported_precision_message
 from flowclas_ros.runtime.onnx_backend import resolve_onnx_source
+from flowclas_ros.runtime.registry import canonical_precision
 from flowclas_ros.runtime.threads import openvino_options
 
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("f32", "bf16", "int8")
+"""What runs; ``auto`` (:func:`choose_precision`) picks one of them per CPU and export."""
 
 
 class OpenVINODeviceError(ValueError):
@@ -85,7 +87,7 @@ def compile_options(core: Any, device: str, precision: str, threads: int | None)
             capabilities and suggests ``auto``).
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise ValueError(f"precision must be one of auto, {', '.join(PRECISIONS)}, got {precision!r}")
     capabilities = set(device_capabilities(core, device))
     if precision == "bf16" and "BF16" not in capabilities:
         if device.split(".")[0] == "CPU":
@@ -106,6 +108,47 @@ def compile_options(core: Any, device: str, precision: str, threads: int | None)
     return options
 
 
+def native_on(core: Any, device: str) -> tuple[str, ...]:
+    """Precisions ``device`` runs natively (the CPU's: :func:`flowclas_ros.runtime.cpu.native_precisions`)."""
+    caps = device_capabilities(core, device)
+    if device.split(".")[0] == "CPU":
+        return native_precisions(caps)
+    return ("f32", *(p for p, cap in (("bf16", "BF16"), ("int8", "INT8")) if cap in caps))
+
+
+def choose_precision(
+    graph_precision: str, quality: dict[str, Any], native: tuple[str, ...]
+) -> tuple[str, str]:
+    """``precision: auto``: what to run an export at, and why (one line, for the log and /diagnostics).
+
+    bf16 where the device runs it natively and the export passed the bf16 AP gate; int8 for a
+    quantised export (``flowclas-export`` writes one only after its int8 AP gate passed; int8
+    runs only that graph); else f32.
+
+    Args:
+        graph_precision: The export's ``flowclas.precision`` (``fp32`` or ``int8``).
+        quality: The export's AP-gate record (``flowclas.quality_gate``).
+        native: :func:`native_on` of the device.
+    """
+    if graph_precision == "int8":
+        gate = quality.get("int8") or {}
+        passed = (
+            f"passed the int8 AP gate (|ΔAP| {abs(gate['delta']):.4f})" if gate.get("passed") else "ungated"
+        )
+        return "int8", f"the export is quantised ({passed})"
+    bf16 = quality.get("bf16") or {}
+    if "bf16" not in native:
+        return "f32", f"no native bf16 on this device (runs {', '.join(native)}); the export is not int8"
+    if bf16.get("passed"):
+        return "bf16", f"native bf16 and the export passed the bf16 AP gate (|ΔAP| {abs(bf16['delta']):.4f})"
+    if bf16:
+        return "f32", "native bf16, but the export failed the bf16 AP gate"
+    return "f32", (
+        "native bf16, but the export has no bf16 AP gate (flowclas-export --format openvino "
+        "--precision auto --gate-data ROOT gates it)"
+    )
+
+
 class OpenVINOBackend(InferenceBackend):
     """Runs a ``flowclas-export`` ONNX model with OpenVINO.
 
@@ -113,10 +156,13 @@ class OpenVINOBackend(InferenceBackend):
         checkpoint: Checkpoint directory (its cached export is used, made on first use) or an
             exported ``.onnx`` (config and thresholds from its metadata).
         device: ``cpu`` / ``CPU`` (default), ``GPU``, ``GPU.1``, ``NPU`` or ``AUTO``.
-        precision: ``f32``, ``bf16`` or ``int8`` (the last needs the quantised export).
+        precision: ``auto`` (:func:`choose_precision`: bf16 where native and gated, int8 for a
+            quantised export, else f32; the reason is ``precision_reason``), ``f32``, ``bf16``
+            or ``int8`` (the last needs the quantised export).
         onnx_path: Exported model to run with a checkpoint directory.
         input_size: (H, W) expected; default the checkpoint config's ``preprocess.input_size``.
-        threads: CPU inference threads (None: OpenVINO's choice).
+        threads: CPU inference threads: ``auto`` / None = the CPUs this process may use
+            (:mod:`flowclas_ros.runtime.threads`).
         dynamic_batch: When exporting into the cache, make the batch axis dynamic.
         cache_dir: Cache root (default ``$FLOWCLAS_CACHE_DIR`` or ``~/.cache/flowclas_ros``).
 
@@ -133,23 +179,33 @@ class OpenVINOBackend(InferenceBackend):
         checkpoint: str | Path | Any,
         device: str = "cpu",
         *,
-        precision: str = "f32",
+        precision: str = "auto",
         onnx_path: str | Path | None = None,
         input_size: tuple[int, int] | None = None,
-        threads: int | None = None,
+        threads: int | str | None = None,
         dynamic_batch: bool = False,
         cache_dir: str | Path | None = None,
     ):
         ov = import_openvino()
         core = ov.Core()
         device_name = ov_device(core, "CPU" if device.lower() == "cpu" else device)
-        options = compile_options(core, device_name, precision, threads)
+        precision = canonical_precision(precision)
+        if precision != "auto":  # a precision the device lacks fails before any export
+            compile_options(core, device_name, precision, threads)
         onnx_file, identity = resolve_onnx_source(
             checkpoint, onnx_path, input_size=input_size, dynamic_batch=dynamic_batch, cache_dir=cache_dir
         )
         self.onnx_path = Path(onnx_file)
         meta = parse_metadata(read_onnx_props(self.onnx_path), self.onnx_path)
         check_matches(meta, identity, input_size)
+        self.precision_reason = "asked for"
+        if precision == "auto":
+            precision, self.precision_reason = choose_precision(
+                meta.precision, meta.quality, native_on(core, device_name)
+            )
+            self.precision_reason = f"auto: {self.precision_reason}"
+            logger.info("%s: precision auto -> %s (%s)", self.onnx_path, precision, self.precision_reason)
+        options = compile_options(core, device_name, precision, threads)
         if (precision == "int8") != (meta.precision == "int8"):
             raise ModelMismatchError(
                 f"{self.onnx_path} is a {meta.precision} export but precision {precision} was asked; int8 "
@@ -192,8 +248,11 @@ class OpenVINOBackend(InferenceBackend):
         self._fixed_batch = dims[0]
 
     def describe(self) -> str:
-        """``openvino-bf16 on CPU (inference precision bf16)``: what runs, for logs and diagnostics."""
-        return f"{self.name} on {self.device} (inference precision {self.inference_precision})"
+        """``openvino-bf16 on CPU (inference precision bf16; auto: ...)``: for logs and diagnostics."""
+        return (
+            f"{self.name} on {self.device} (inference precision {self.inference_precision}; "
+            f"{self.precision_reason})"
+        )
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         if self.request is None:

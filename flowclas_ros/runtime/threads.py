@@ -49,6 +49,23 @@ def resolve_threads(value: int | str | None) -> int:
     return count
 
 
+def thread_arg(text: str) -> int | str:
+    """argparse ``type`` of the CLIs' ``--threads`` / ``--num-threads``: ``auto`` or N >= 1.
+
+    Raises:
+        argparse.ArgumentTypeError: Anything else (a one-line usage error).
+    """
+    import argparse
+
+    if text == AUTO:
+        return AUTO
+    try:
+        resolve_threads(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or N >= 1, got {text!r}") from None
+    return int(text)
+
+
 def passive_openmp() -> bool:
     """Sets ``OMP_WAIT_POLICY=PASSIVE`` for this process unless the user set a policy.
 
