@@ -22,8 +22,8 @@ from flowclas_ros.evaluation.metrics import DEFAULT_NUM_BINS
 from flowclas_ros.evaluation.report import build_metrics, fmt, write_metrics, write_report
 from flowclas_ros.runtime.base import BACKENDS as REGISTRY
 from flowclas_ros.runtime.registry import backend_options
-from flowclas_ros.runtime.threads import thread_arg
 from flowclas_ros.runtime.sam2_refine import add_refine_arguments, check_refine_args, refiner_from_args
+from flowclas_ros.runtime.threads import thread_arg
 
 PROG = "flowclas-eval"
 BACKENDS = tuple(REGISTRY)  # torch, onnxruntime, openvino, tensorrt

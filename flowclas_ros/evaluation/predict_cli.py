@@ -29,8 +29,8 @@ import numpy as np
 from flowclas_ros.cli_errors import OneLineParser, one_line
 from flowclas_ros.runtime.base import BACKENDS as REGISTRY
 from flowclas_ros.runtime.registry import backend_options
-from flowclas_ros.runtime.threads import thread_arg
 from flowclas_ros.runtime.sam2_refine import add_refine_arguments, check_refine_args, refiner_from_args
+from flowclas_ros.runtime.threads import thread_arg
 
 PROG = "flowclas-predict"
 BACKENDS = tuple(REGISTRY)  # torch, onnxruntime, openvino, tensorrt

@@ -50,7 +50,7 @@ def resolve_threads(value: int | str | None) -> int:
 
 
 def thread_arg(text: str) -> int | str:
-    """argparse ``type`` of the CLIs' ``--threads`` / ``--num-threads``: ``auto`` or N >= 1.
+    """The argparse ``type`` of the CLIs' ``--threads`` / ``--num-threads``: ``auto`` or N >= 1.
 
     Raises:
         argparse.ArgumentTypeError: Anything else (a one-line usage error).
