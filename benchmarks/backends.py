@@ -48,7 +48,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/contention.py
 
-from contention import Competitor, cpu_header, gemm_rates, model_gflop, stats, time_calls  # noqa: E402
+from contention import (  # noqa: E402
+    GEMM_OPS,
+    Competitor,
+    cpu_header,
+    gemm_calls,
+    model_gflop,
+    stats,
+    time_calls,
+)
 
 from flowclas_ros.runtime import cpu  # noqa: E402
 from flowclas_ros.runtime.threads import passive_openmp, resolve_threads, thread_arg  # noqa: E402
@@ -242,10 +250,8 @@ def main() -> int:
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
     )
     print(f"checkpoint: {args.checkpoint} (input {native[0]}x{native[1]}); {threads} threads per backend")
-    gemm = gemm_rates(threads)
-    int8_text = f"{gemm['int8']:.0f} GOP/s" if isinstance(gemm["int8"], float) else gemm["int8"]
-    print(f"machine throughput: fp32 GEMM 2048² {gemm['fp32']:.0f} GFLOP/s; int8 GEMM: {int8_text}")
-    skip = skip_reasons(args)
+    gemms, gemm_skips = gemm_calls()  # timed in the same rounds: the machine's own rate, same conditions
+    skip = skip_reasons(args) | gemm_skips
     competitor = Competitor(args.contention) if args.contention else None
     loads = [os.getloadavg()]
     results: dict[int, dict] = {}
@@ -259,7 +265,7 @@ def main() -> int:
                 flops[size] = model_gflop(args.checkpoint, size)
                 backends = build_backends(args.checkpoint, size, work, args, skip)
                 x = verification_inputs(PreprocessConfig(input_size=(size, size)))[:1]
-                fns = {name: (lambda b=b, x=x: b._forward(x)) for name, b in backends.items()}
+                fns = {name: (lambda b=b, x=x: b._forward(x)) for name, b in backends.items()} | gemms
                 results[size] = time_rounds(fns, args, competitor)
                 loads.append(os.getloadavg())
                 for name, t in results[size].items():  # as measured: a long run's numbers survive an abort
@@ -275,7 +281,7 @@ def main() -> int:
         if competitor is not None:
             competitor.close()
     node = json.loads(args.node_json.read_text()) if args.node_json else {}
-    print_table(results, flops, gemm, delta_ap, node, skip, args)
+    print_table(results, flops, delta_ap, node, skip, args)
     print(cpu_header())
     print(
         "load average (1/5/15 min) during the run: "
@@ -300,25 +306,35 @@ def delta_aps(backends: dict, args: argparse.Namespace, native: bool) -> dict[st
     return out
 
 
-def print_table(results, flops, gemm, delta_ap, node, skip, args) -> None:
-    """The markdown table per size: p50 (p99), busy/idle, GFLOP/s and share of the GEMM rate, |ΔAP|."""
+def print_table(results, flops, delta_ap, node, skip, args) -> None:
+    """The markdown table per size: p50 (p99), busy/idle, GFLOP/s and share of the GEMM rate, |ΔAP|.
+
+    The GEMM rows are the machine's own rate, timed in the same rounds (idle p50); a backend's
+    "of GEMM" is its GFLOP/s over the fp32 GEMM's (int8 rows: over the int8 GEMM's, where measured).
+    """
     from flowclas_ros.export.reduced import AP_TOLERANCE
 
     for size in args.sizes:
+        gemm = {
+            kind: GEMM_OPS / (results[size][f"{kind} GEMM 2048²"]["idle"]["p50"] / 1000.0) / 1e9
+            for kind in ("fp32", "int8")
+            if f"{kind} GEMM 2048²" in results[size]
+        }
         busy = f" | {args.contention} p50 (p99) ms | busy/idle" if args.contention else ""
-        print(f"\n{size}x{size}, model {flops[size]:.1f} GFLOP per frame:")
+        print(f"\n{size}x{size}, model {flops[size]:.1f} GFLOP per frame (GEMM rows: 17.2 GFLOP / GOP each):")
         print(
             f"| backend | idle p50 (p99) ms{busy} | GFLOP/s at idle p50 | of GEMM "
             "| \\|ΔAP\\| | node e2e/model |"
         )
         print("|---|---|" + ("---|---|" if args.contention else "") + "---|---|---|---|")
-        for name in ROWS:
+        for name in (*ROWS, "fp32 GEMM 2048²", "int8 GEMM 2048²"):
             if name in skip:
                 print(f"| {name} | skipped: {skip[name]} |")
                 continue
             t = results[size][name]
-            rate = flops[size] / (t["idle"]["p50"] / 1000.0)
-            reference = gemm["int8"] if "int8" in name and isinstance(gemm["int8"], float) else gemm["fp32"]
+            work = GEMM_OPS / 1e9 if "GEMM" in name else flops[size]
+            rate = work / (t["idle"]["p50"] / 1000.0)
+            reference = gemm.get("int8", gemm["fp32"]) if "int8" in name else gemm["fp32"]
             cells = [f"{t['idle']['p50']:.1f} ({t['idle']['p99']:.1f})"]
             if args.contention:
                 cells += [

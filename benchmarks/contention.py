@@ -89,33 +89,36 @@ def time_calls(fn: Callable[[], object], count: int, warmup: int) -> list[float]
     return out
 
 
-def gemm_rates(threads: int, size: int = 2048, repeats: int = 3) -> dict[str, float | str]:
-    """The machine's own throughput in this process: fp32 GEMM GFLOP/s, and int8 GOP/s where it has it.
+GEMM_SIZE = 2048
+GEMM_OPS = 2.0 * GEMM_SIZE**3
+"""Multiply-adds x 2 of one GEMM_SIZE² x GEMM_SIZE² product."""
 
-    fp32: ``torch.mm`` of two size² matrices (MKL / oneDNN at ``threads`` threads), best of
-    ``repeats``. int8: ``torch._int_mm`` (oneDNN VNNI / AMX kernels) where the CPU has int8 dot
-    products; otherwise the reason it is left out.
+
+def gemm_calls() -> tuple[dict[str, Callable[[], object]], dict[str, str]]:
+    """The machine's own throughput, timed like a backend in the same rounds: GEMMs of 2048².
+
+    Returns ({row name: call}, {row name: why it is left out}). fp32: ``torch.mm`` (MKL /
+    oneDNN, torch's threads). int8: ``torch._int_mm`` (oneDNN VNNI / AMX kernels) where the CPU
+    has int8 dot-product instructions.
     """
     import torch
 
     from flowclas_ros.runtime import cpu
 
-    torch.set_num_threads(threads)
-    ops = 2.0 * size**3
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    best = min(time_calls(lambda: torch.mm(a, b), repeats, 1))
-    out: dict[str, float | str] = {"fp32": ops / (best / 1000.0) / 1e9}
+    a, b = torch.randn(GEMM_SIZE, GEMM_SIZE), torch.randn(GEMM_SIZE, GEMM_SIZE)
+    calls: dict[str, Callable[[], object]] = {"fp32 GEMM 2048²": lambda: torch.mm(a, b)}
+    skipped: dict[str, str] = {}
     if not cpu.all_flags() & cpu.INT8_DOT_FLAGS:
-        out["int8"] = "no int8 dot-product instructions (VNNI / AMX / i8mm) on this CPU"
-        return out
+        skipped["int8 GEMM 2048²"] = "no int8 dot-product instructions (VNNI / AMX / i8mm) on this CPU"
+        return calls, skipped
+    qa = torch.randint(-128, 127, (GEMM_SIZE, GEMM_SIZE), dtype=torch.int8)
+    qb = torch.randint(-128, 127, (GEMM_SIZE, GEMM_SIZE), dtype=torch.int8)
     try:
-        qa = torch.randint(-128, 127, (size, size), dtype=torch.int8)
-        qb = torch.randint(-128, 127, (size, size), dtype=torch.int8)
-        best = min(time_calls(lambda: torch._int_mm(qa, qb), repeats, 1))
-        out["int8"] = ops / (best / 1000.0) / 1e9
+        torch._int_mm(qa, qb)
+        calls["int8 GEMM 2048²"] = lambda: torch._int_mm(qa, qb)
     except (RuntimeError, AttributeError) as err:
-        out["int8"] = f"torch._int_mm unavailable here ({err})"
-    return out
+        skipped["int8 GEMM 2048²"] = f"torch._int_mm unavailable here ({err})"
+    return calls, skipped
 
 
 def model_gflop(checkpoint, size: int) -> float:

@@ -415,7 +415,7 @@ def main() -> None:
     import torch
 
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (1 min) at start")
-    print(f"torch threads: {torch.get_num_threads()} here; the node uses torch's default too")
+    print(f"torch threads: {torch.get_num_threads()} here; the node: num_threads {args.num_threads}")
     print(f"camera side (this process): {camera_dds}; node input QoS {args.input_qos}, depth 1")
     rgb = np.random.default_rng(0).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
     with tempfile.TemporaryDirectory(prefix="node_latency_") as tmp_dir:
