@@ -53,6 +53,7 @@ from contention import (  # noqa: E402
     Competitor,
     cpu_header,
     gemm_calls,
+    interleaved,
     model_gflop,
     stats,
     time_calls,
@@ -107,6 +108,8 @@ def skip_reasons(args: argparse.Namespace) -> dict[str, str]:
             reasons["openvino bf16"] = f"no native bf16 (OpenVINO CPU: {', '.join(caps)})"
         if "INT8" not in caps:
             reasons["openvino int8"] = f"OpenVINO CPU has no INT8 ({', '.join(caps)})"
+        elif not (args.data / "train" / "images").is_dir():
+            reasons["openvino int8"] = f"no calibration images in {args.data / 'train'}"
     for row in ROWS:
         if args.only and not any(word in row for word in args.only):
             reasons.setdefault(row, "not in --only")
@@ -175,7 +178,7 @@ def runtime_defaults() -> None:
 
 
 def time_rounds(fns: dict, args: argparse.Namespace, competitor: Competitor | None) -> dict[str, dict]:
-    """Per function: idle (and busy) times in ms, ``--rounds`` interleaved rounds of ``--block`` calls.
+    """Per function: idle (and busy) p50 / p99 ms over ``--rounds`` interleaved rounds of ``--block`` calls.
 
     The backend order reverses every round; with a competitor each backend's idle and busy
     blocks are back to back, their order alternating too.
@@ -184,11 +187,11 @@ def time_rounds(fns: dict, args: argparse.Namespace, competitor: Competitor | No
     names = list(fns)
     for r in range(args.rounds):
         for name in names if r % 2 == 0 else names[::-1]:
-            modes = ["idle"] if competitor is None else (["idle", "busy"] if r % 2 == 0 else ["busy", "idle"])
-            for mode in modes:
-                block = competitor.busy() if mode == "busy" else contextlib.nullcontext()
-                with block:
-                    times[name][mode] += time_calls(fns[name], args.block, args.warmup)
+            got = interleaved(
+                lambda tag, n=name: time_calls(fns[n], args.block, args.warmup), competitor, 1, r
+            )
+            for mode, values in got.items():
+                times[name][mode] += values
     return {name: {mode: stats(v) for mode, v in t.items() if v} for name, t in times.items()}
 
 
@@ -242,6 +245,10 @@ def main() -> int:
 
     args.calib = args.data / "train"
     threads = resolve_threads(args.threads)
+    if args.policy == "ours":  # also the GEMM rows' threads
+        from flowclas_ros.runtime.threads import torch_threads
+
+        torch_threads(args.threads)
     os.environ.setdefault("FLOWCLAS_ALLOW_RANDOM_BACKBONE", "1")
     native = read_checkpoint_identity(args.checkpoint).config.preprocess.input_size
     print(cpu_header())

@@ -67,6 +67,22 @@ class Competitor:
         self.proc.wait(10)
 
 
+def interleaved(
+    measure: Callable[[str], list[float]], competitor: Competitor | None, rounds: int, first: int = 0
+) -> dict[str, list[float]]:
+    """``rounds`` rounds of ``measure(tag)`` idle and (with a competitor) busy, the order alternating.
+
+    Returns the milliseconds ``measure`` returned, by ``idle`` / ``busy``.
+    """
+    times: dict[str, list[float]] = {"idle": [], "busy": []}
+    for r in range(first, first + rounds):
+        modes = ["idle"] if competitor is None else (["idle", "busy"] if r % 2 == 0 else ["busy", "idle"])
+        for mode in modes:
+            with competitor.busy() if mode == "busy" else contextlib.nullcontext():
+                times[mode] += measure(f"{mode}{r}")
+    return times
+
+
 def stats(times_ms: list[float]) -> dict[str, float]:
     """p50 / p99 / min of a list of milliseconds."""
     values = np.asarray(times_ms)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import array
-import contextlib
 import os
 import signal
 import statistics
@@ -345,36 +344,27 @@ def run_client(client: Client, proc: subprocess.Popen, rgb: np.ndarray, args, su
 
 def contention(client: Client, rgb: np.ndarray, args) -> None:
     """One camera, end to end, idle and beside a competitor, interleaved blocks (see the module doc)."""
-    from contention import Competitor, cpu_header, stats
+    from contention import Competitor, cpu_header, interleaved, stats
 
     competitor = Competitor(args.contention)
-    times: dict[str, list[float]] = {"idle": [], "busy": []}
     try:
         sequential(client, rgb, 1, 2, "warm")
-        for r in range(args.rounds):
-            for mode in ("idle", "busy") if r % 2 == 0 else ("busy", "idle"):
-                block = competitor.busy() if mode == "busy" else contextlib.nullcontext()
-                with block:
-                    rounds = sequential(client, rgb, 1, args.frames, f"{mode}{r}")
-                times[mode] += [e2e for e2e, *_ in rounds]
+        measure = lambda tag: [r[0] for r in sequential(client, rgb, 1, args.frames, tag)]  # noqa: E731
+        times = interleaved(measure, competitor, args.rounds)
     finally:
         competitor.close()
     idle, busy = stats(times["idle"]), stats(times["busy"])
-    target = {"spin": 2.0, "torch": 3.0}[args.contention]
-    print(f"\n{cpu_header()}")
+    target = {"spin": 2, "torch": 3}[args.contention]
     print(
-        f"node: {args.backend}, precision {args.precision}, num_threads {args.num_threads}; 1 camera 640x480"
+        f"\n{cpu_header()}\nnode: {args.backend}, precision {args.precision}, num_threads {args.num_threads}"
     )
     print(
-        f"| end to end (camera in -> result out) | idle | beside {args.contention} "
-        f"| busy/idle (target <= {target:g}) |"
+        f"| 1 camera 640x480, camera in -> result out | idle | beside {args.contention} "
+        f"| busy/idle (<= {target}) |"
     )
     print("|---|---|---|---|")
-    print(f"| p50 ms | {idle['p50']:.1f} | {busy['p50']:.1f} | {busy['p50'] / idle['p50']:.2f}× |")
-    print(f"| p99 ms | {idle['p99']:.1f} | {busy['p99']:.1f} | {busy['p99'] / idle['p99']:.2f}× |")
-    print(
-        f"({len(times['idle'])} idle and {len(times['busy'])} busy frames, {args.rounds} interleaved rounds)"
-    )
+    for q in ("p50", "p99"):
+        print(f"| {q} ms | {idle[q]:.1f} | {busy[q]:.1f} | {busy[q] / idle[q]:.2f}× |")
 
 
 def main() -> None:
