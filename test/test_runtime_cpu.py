@@ -60,8 +60,16 @@ def test_refusal_is_one_line_and_suggests_auto(monkeypatch):
 
 
 @pytest.mark.parametrize(("value", "want"), [("auto", None), (None, None), (0, None), (1, 1), ("3", 3)])
-def test_resolve_threads(value, want):
+def test_resolve_threads(value, want, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert threads.resolve_threads(value) == (want or cpu.usable_cpus())
+
+
+def test_auto_threads_honour_an_exported_omp_num_threads(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert threads.resolve_threads("auto") == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "999")
+    assert threads.resolve_threads("auto") == cpu.usable_cpus()
 
 
 @pytest.mark.parametrize("value", ["many", -1, "1.5", 2.5])
@@ -70,7 +78,8 @@ def test_resolve_threads_rejects(value):
         threads.resolve_threads(value)
 
 
-def test_openvino_thread_options_do_not_pin():
+def test_openvino_thread_options_do_not_pin(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert threads.openvino_options("auto") == {
         "INFERENCE_NUM_THREADS": cpu.usable_cpus(),
         "NUM_STREAMS": 1,
@@ -78,7 +87,8 @@ def test_openvino_thread_options_do_not_pin():
     }
 
 
-def test_onnxruntime_pool_is_sized_and_does_not_spin():
+def test_onnxruntime_pool_is_sized_and_does_not_spin(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     pytest.importorskip("onnxruntime")
     from flowclas_ros.runtime.onnx_backend import session_options
 
@@ -100,7 +110,7 @@ def test_node_process_sets_the_openmp_wait_policy_before_torch():
         "import torch\n"
         "print(os.environ['OMP_WAIT_POLICY'], n, torch.get_num_threads(), torch.get_num_interop_threads())\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO)
     assert out.returncode == 0, out.stderr
     policy, count, torch_count, interop = out.stdout.split()

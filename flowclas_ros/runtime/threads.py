@@ -6,7 +6,8 @@ a 2-core AMD EPYC (Zen 3, AVX2), torch's forward beside a torch process doing ma
 140 to 1882 ms (13.5x). So every backend is given, where its runtime has the setting:
 
 - **intra-op threads** = :func:`flowclas_ros.runtime.cpu.usable_cpus` (``os.sched_getaffinity``:
-  a container's or ``taskset``'s limit, not the machine's core count), or ``num_threads``;
+  a container's or ``taskset``'s limit, not the machine's core count; at most ``OMP_NUM_THREADS``
+  where that is exported), or ``num_threads``;
 - **inter-op threads** = 1 (the graph is a chain: nothing to run beside an operator);
 - **spin / wait policy off**: ONNX Runtime ``session.intra_op.allow_spinning=0`` and
   ``session.inter_op.allow_spinning=0``; OpenMP (torch's intra-op pool, libgomp)
@@ -32,14 +33,27 @@ AUTO = "auto"
 OMP_WAIT_POLICY = "OMP_WAIT_POLICY"
 
 
+def auto_threads() -> int:
+    """``auto``: the CPUs this process may use, capped by ``OMP_NUM_THREADS`` where that is set.
+
+    An exported ``OMP_NUM_THREADS`` is the operator's explicit limit for the process (the test
+    harness and ``docker run`` setups use it), so every backend honours it, not only torch.
+    """
+    count = usable_cpus()
+    limit = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if limit.isdigit() and int(limit) > 0:
+        count = min(count, int(limit))
+    return count
+
+
 def resolve_threads(value: int | str | None) -> int:
-    """Intra-op thread count: ``auto`` / None / 0 -> the usable CPUs, else the positive integer.
+    """Intra-op thread count: ``auto`` / None / 0 -> :func:`auto_threads`, else the positive integer.
 
     Raises:
         ValueError: Not ``auto`` and not a positive integer.
     """
     if value is None or value == AUTO or value == 0:
-        return usable_cpus()
+        return auto_threads()
     try:
         count = int(value)
     except (TypeError, ValueError):
