@@ -95,3 +95,10 @@ def test_clis_read_the_table():
     assert cli.BACKENDS == predict_cli.BACKENDS == registry.backend_names()
     assert export_formats() == ("onnx", "openvino", "engine")
     assert openvino_precisions() == ("auto", "f32", "bf16", "int8", "fp32")
+
+
+def test_deploy_doc_shows_the_table():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "DEPLOY.md").read_text()
+    assert registry.markdown_table() in doc, "regenerate docs/DEPLOY.md's backend table from the registry"

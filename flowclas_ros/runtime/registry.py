@@ -186,6 +186,25 @@ def backend_options(
     return options
 
 
+def markdown_table() -> str:
+    """The backend table as markdown, as docs/DEPLOY.md shows it (a test keeps the two equal)."""
+    lines = [
+        "| backend | precisions | needs | thread option | made by `flowclas-export --format` | notes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in TABLE.values():
+        cells = [
+            f"`{row.name}`",
+            ", ".join(row.precisions),
+            ", ".join(row.requires) or "-",
+            f"`{row.thread_option}`" if row.thread_option else "-",
+            f"`{row.export_format}`" if row.export_format else "-",
+            row.description,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 class FactoryView(Mapping):
     """``BACKENDS``: backend kind -> factory, read from :data:`TABLE` (the former registry's shape)."""
 
