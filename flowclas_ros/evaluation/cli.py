@@ -24,8 +24,9 @@ from flowclas_ros.evaluation.frames import BagFrames, BenchmarkFrames, EvalInput
 from flowclas_ros.evaluation.metrics import DEFAULT_NUM_BINS
 from flowclas_ros.evaluation.report import build_metrics, fmt, write_metrics, write_report
 from flowclas_ros.runtime.base import BACKENDS as REGISTRY
-from flowclas_ros.runtime.base import THREAD_OPTION
+from flowclas_ros.runtime.registry import backend_options
 from flowclas_ros.runtime.sam2_refine import add_refine_arguments, check_refine_args, refiner_from_args
+from flowclas_ros.runtime.threads import thread_arg
 
 PROG = "flowclas-eval"
 BACKENDS = tuple(REGISTRY)  # torch, onnxruntime, openvino, tensorrt
@@ -106,9 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, default=1, metavar="N", help="frames per forward (default: 1)")
     run.add_argument(
         "--threads",
-        type=int,
+        "--num-threads",
+        dest="threads",
+        type=thread_arg,
+        default="auto",
         metavar="N",
-        help="CPU threads of the backend (default: its own choice; use 1 on a busy shared machine)",
+        help="CPU threads of the backend: auto (default: the CPUs this process may use) or N "
+        "(1 on a busy shared machine); pools never spin while idle",
     )
 
     add_refine_arguments(p)
@@ -164,8 +169,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise EvalInputError(f"--stamp-tolerance must be >= 0, got {args.stamp_tolerance}")
     if args.score_range is not None and not args.score_range[0] < args.score_range[1]:
         raise EvalInputError(f"--score-range needs LO < HI, got {args.score_range}")
-    if args.threads is not None and args.threads < 1:
-        raise EvalInputError(f"--threads must be >= 1, got {args.threads}")
     if args.num_bins < 2:
         raise EvalInputError(f"--num-bins must be >= 2, got {args.num_bins}")
 
@@ -232,13 +235,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         from flowclas_ros.evaluation.runner import evaluate_frames
         from flowclas_ros.runtime import create_backend
 
-        options = {}
-        if args.threads and args.backend == "torch":
-            import torch
-
-            torch.set_num_threads(args.threads)
-        elif args.threads and args.backend in THREAD_OPTION:
-            options[THREAD_OPTION[args.backend]] = args.threads
+        options = backend_options(args.backend, threads=args.threads)  # the table names each option
         refiner = refiner_from_args(args, PROG)  # package and files checked before the model loads
         backend = create_backend(args.backend, args.checkpoint, device=args.device, **options)
         if refiner is not None:

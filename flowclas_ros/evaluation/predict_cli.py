@@ -28,12 +28,13 @@ import numpy as np
 
 from flowclas_ros.cli_errors import OneLineParser, one_line
 from flowclas_ros.runtime.base import BACKENDS as REGISTRY
-from flowclas_ros.runtime.base import THREAD_OPTION
+from flowclas_ros.runtime.registry import backend_options
 from flowclas_ros.runtime.sam2_refine import add_refine_arguments, check_refine_args, refiner_from_args
+from flowclas_ros.runtime.threads import thread_arg
 
 PROG = "flowclas-predict"
 BACKENDS = tuple(REGISTRY)  # torch, onnxruntime, openvino, tensorrt
-"""``--threads`` as each non-torch backend's constructor option (flowclas-eval maps it the same way)."""
+"""``--backend`` choices: the backend table (:mod:`flowclas_ros.runtime.registry`)."""
 
 EXAMPLES = """examples:
   flowclas-predict --checkpoint runs/a/checkpoint --input photos/ --out pred/
@@ -81,9 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--threads",
-        type=int,
+        "--num-threads",
+        dest="threads",
+        type=thread_arg,
+        default="auto",
         metavar="N",
-        help="CPU threads of the backend (default: the backend's own choice)",
+        help="CPU threads of the backend: auto (default: the CPUs this process may use) or N; "
+        "pools never spin while idle (docs/DEPLOY.md)",
     )
     ov = p.add_argument_group("overlay")
     ov.add_argument(
@@ -136,8 +141,6 @@ def _check_args(args: argparse.Namespace, inputs: list[Path], out_dir: Path) -> 
         raise PredictInputError(f"--checkpoint {args.checkpoint} does not exist")
     if args.threshold is not None and not math.isfinite(args.threshold):
         raise PredictInputError(f"--threshold must be finite, got {args.threshold}")
-    if args.threads is not None and args.threads < 1:
-        raise PredictInputError(f"--threads must be >= 1, got {args.threads}")
     if not 0.0 <= args.overlay_alpha <= 1.0:
         raise PredictInputError(f"--overlay-alpha must be in [0, 1], got {args.overlay_alpha}")
     if args.score_range is not None and not args.score_range[0] < args.score_range[1]:
@@ -212,13 +215,7 @@ def _run(args: argparse.Namespace) -> PredictSummary:
     out_dir = Path(args.out)
     _check_args(args, inputs, out_dir)
     refiner = refiner_from_args(args, PROG)  # package and files checked before the model loads
-    options = {}
-    if args.threads and args.backend == "torch":
-        import torch
-
-        torch.set_num_threads(args.threads)
-    elif args.threads and args.backend in THREAD_OPTION:
-        options[THREAD_OPTION[args.backend]] = args.threads
+    options = backend_options(args.backend, threads=args.threads)  # the table names each option
     from flowclas_ros.runtime import create_backend
 
     summary = PredictSummary()

@@ -43,6 +43,7 @@ from flowclas_ros.ros.settings import (
     RuntimeSettings,
     backend_options,
     camera_inputs,
+    check_backend_choice,
     depth_inputs,
     depth_settings,
     effective_thresholds,
@@ -50,10 +51,12 @@ from flowclas_ros.ros.settings import (
 )
 from flowclas_ros.ros.stats import CameraStats
 from flowclas_ros.ros.worker import InferenceWorker, WorkerContext
+from flowclas_ros.runtime import registry
 from flowclas_ros.runtime.base import InferenceBackend, create_backend
 
 NODE_NAME = "anomaly_node"
 DEPTH_PARAMETERS = frozenset({"depth_scale", "min_range", "max_range", "voxel_size"})
+BACKEND_CHOICE = frozenset({"backend", "device", "precision"})
 
 
 def _asks_checkpoint_threshold(params: list[Parameter]) -> bool:
@@ -102,6 +105,9 @@ class AnomalyNode(NodeHealthMixin, LifecycleNode):
             if reason:
                 raise ValueError(f"invalid parameter {reason}")
         depth_settings(self._values)  # cross-field checks (min_range < max_range); ValueError
+        reason = check_backend_choice(self._values)  # e.g. bf16 on a CPU without it
+        if reason:
+            raise ValueError(f"invalid parameter {reason}")
         if hasattr(self, "add_post_set_parameters_callback"):  # Iron and later (Jazzy)
             self.add_on_set_parameters_callback(self._check_parameters)
             self.add_post_set_parameters_callback(self._apply_parameters)
@@ -143,6 +149,9 @@ class AnomalyNode(NodeHealthMixin, LifecycleNode):
 
     # ----------------------------------------------------------------- parameters
     def _check_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        reason = self._check_backend_change(params)
+        if reason:  # before "read at configure": say why this value can never work here
+            return SetParametersResult(successful=False, reason=reason)
         for param in params:
             spec = SPECS.get(param.name)
             if spec is None:  # rclpy's own (use_sim_time)
@@ -168,6 +177,13 @@ class AnomalyNode(NodeHealthMixin, LifecycleNode):
             except ValueError as err:
                 return SetParametersResult(successful=False, reason=str(err))
         return SetParametersResult(successful=True)
+
+    def _check_backend_change(self, params: list[Parameter]) -> str | None:
+        """The cross-field check of backend / device / precision for a parameter change."""
+        changed = {p.name: p.value for p in params if p.name in BACKEND_CHOICE}
+        if not changed or any(validate(name, value) for name, value in changed.items()):
+            return None  # nothing to cross-check, or the per-value check says why
+        return check_backend_choice(dict(self._values) | changed)
 
     def _check_and_apply(self, params: list[Parameter]) -> SetParametersResult:
         result = self._check_parameters(params)
@@ -213,12 +229,13 @@ class AnomalyNode(NodeHealthMixin, LifecycleNode):
                 values["max_batch"],
                 len(cameras),
                 values["precision"],
+                values["num_threads"],
             )
             backend = create_backend(values["backend"], values["checkpoint"], values["device"], **options)
         except Exception as err:  # noqa: BLE001 - any load failure becomes one clear line
             return self._fail_configure(err)
         try:
-            if values["backend"] == "torch" and list(values["input_size"]) != [0, 0]:
+            if not registry.spec(values["backend"]).sized and list(values["input_size"]) != [0, 0]:
                 backend.config.preprocess.input_size = tuple(int(v) for v in values["input_size"])
                 backend.config.preprocess.resize = True  # also for native-resolution (imported) checkpoints
             checkpoint = CheckpointThresholds(backend.threshold, backend.image_threshold)

@@ -56,7 +56,9 @@ class NodeHealthMixin:
         backend = self._backend
         extra = {"state": self._state, "backend": self._values["backend"], "device": self._values["device"]}
         if backend is not None:
-            extra["model"] = backend.describe()  # e.g. "openvino-bf16 on CPU (inference precision bf16)"
+            extra["model"] = backend.describe()  # e.g. "openvino-bf16 on CPU (inference precision bf16; ...)"
+            if backend.precision_reason:  # e.g. "auto: native bf16 and the export passed the bf16 AP gate"
+                extra["precision"] = f"{getattr(backend, 'precision', '?')} ({backend.precision_reason})"
         if backend is not None and self._settings is not None:
             size = backend.config.preprocess.input_size
             extra |= {

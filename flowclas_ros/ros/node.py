@@ -89,6 +89,19 @@ def _parse_cli(argv: list[str]) -> None:
     parser.parse_args(remove_ros_args(args=argv)[1:])
 
 
+def prepare_process() -> None:
+    """Process-wide settings that must precede torch: OpenMP threads sleep when idle.
+
+    libgomp (torch's intra-op pool) reads ``OMP_WAIT_POLICY`` once, when torch is imported
+    (at configure, for the torch backend), and by default its threads spin after each
+    parallel region, which starves a process sharing the cores
+    (:mod:`flowclas_ros.runtime.threads`). A policy the user exported is kept.
+    """
+    from flowclas_ros.runtime.threads import passive_openmp
+
+    passive_openmp()
+
+
 def main(args: list[str] | None = None) -> int:
     """Runs the node until a stop signal or the lifecycle ``shutdown`` transition.
 
@@ -106,6 +119,7 @@ def main(args: list[str] | None = None) -> int:
     stop.install()
     argv = list(sys.argv if args is None else args)
     _parse_cli(argv)
+    prepare_process()
     from flowclas_ros.ros.dds_profile import apply_dds_profile
 
     try:
