@@ -12,8 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from flowclas_ros.data.bag import iter_bag_frames, write_bag_from_folder
-from flowclas_ros.data.image_codec import decode_compressed, decode_image, encode_compressed, encode_image
+from flowclas_ros.data.bags.frames import iter_bag_frames, write_bag_from_folder
+from flowclas_ros.data.images.codec import decode_compressed, decode_image, encode_compressed, encode_image
 from flowclas_ros.evaluation.metrics import PixelMetrics
 
 H, W = 480, 640

@@ -31,8 +31,8 @@ import torch
 from tqdm import tqdm
 
 from flowclas_ros.config_io import load
-from flowclas_ros.data.folder import FolderDataset
-from flowclas_ros.data.transforms import resize_score_map, to_model_input
+from flowclas_ros.data.images.folder import FolderDataset
+from flowclas_ros.data.images.transforms import resize_score_map, to_model_input
 from flowclas_ros.evaluation.metrics import ImageMetrics, PixelMetrics
 from flowclas_ros.model import FlowCLAS, load_checkpoint
 from flowclas_ros.model.flowclas.anomaly_map import upsample_crop

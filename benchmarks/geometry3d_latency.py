@@ -21,7 +21,7 @@ import time
 import cv2
 import numpy as np
 
-from flowclas_ros.data.image_codec import decode_float
+from flowclas_ros.data.images.codec import decode_float
 from flowclas_ros.runtime.depth_camera import PinholeIntrinsics, depth_to_metres
 from flowclas_ros.runtime.geometry3d import DepthSettings, anomalies_3d, region_labels
 from flowclas_ros.runtime.postprocess import anomaly_mask, find_regions

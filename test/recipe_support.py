@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from flowclas_ros.config_io import apply_overrides, from_dict, read_mapping
-from flowclas_ros.data.folder import write_rgb
+from flowclas_ros.data.images.folder import write_rgb
 from flowclas_ros.model.config import BackboneConfig, FlowConfig, PreprocessConfig
 from flowclas_ros.training.config import TrainConfig
 

@@ -284,7 +284,7 @@ def image_msg(rgb: np.ndarray, encoding: str, frame_id: str, stamp: Any, *, step
 
     from sensor_msgs.msg import Image
 
-    from flowclas_ros.data.image_codec import encode_image
+    from flowclas_ros.data.images.codec import encode_image
 
     step, data = encode_image(rgb, encoding, step_padding=step_padding)
     msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding=encoding, is_bigendian=0, step=step)
@@ -318,7 +318,7 @@ def compressed_msg(data: bytes, fmt: str, frame_id: str, stamp: Any):
 
 def image_from_msg(msg: Any) -> np.ndarray:
     """rgb8 / mono8 / 32FC1 output Image -> numpy (HxWx3 uint8, HxW uint8, HxW float32)."""
-    from flowclas_ros.data.image_codec import decode_float, decode_image, decode_mono8
+    from flowclas_ros.data.images.codec import decode_float, decode_image, decode_mono8
 
     if msg.encoding == "32FC1":
         return decode_float(msg.encoding, msg.height, msg.width, msg.step, msg.data, msg.is_bigendian)

@@ -18,9 +18,9 @@ import pytest
 import torch
 from official_formats import official_native_checkpoint
 
+from flowclas_ros.model.backbones.rein_dinov2 import LoRAReins, dinov2_pos_embed
 from flowclas_ros.model.config import FlowConfig, ModelConfig, PreprocessConfig
 from flowclas_ros.model.flow_official import OfficialFlow, OfficialGaussian
-from flowclas_ros.model.rein_dinov2 import LoRAReins, dinov2_pos_embed
 from flowclas_ros.model.safe_load import Opaque, UnsafeFileError, safe_torch_load
 
 SIZES = [(224, 224), (280, 518), (250, 330)]

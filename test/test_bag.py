@@ -12,18 +12,18 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import StoragePlugin, Writer
 
-from flowclas_ros.data.bag import (
+from flowclas_ros.data.bags.cli import main as bag_main
+from flowclas_ros.data.bags.frames import (
     BagError,
     BagReadStats,
     BagReadWarning,
     iter_bag_frames,
     write_bag_from_folder,
 )
-from flowclas_ros.data.bag_cli import main as bag_main
-from flowclas_ros.data.bag_pairing import pair_by_stamp, stamp_mask_name
-from flowclas_ros.data.bag_source import COMPRESSED_TYPE, IMAGE_TYPE, typestore
-from flowclas_ros.data.bag_writer import DEFAULT_START_NS
-from flowclas_ros.data.image_codec import (
+from flowclas_ros.data.bags.pairing import pair_by_stamp, stamp_mask_name
+from flowclas_ros.data.bags.source import COMPRESSED_TYPE, IMAGE_TYPE, typestore
+from flowclas_ros.data.bags.writer import DEFAULT_START_NS
+from flowclas_ros.data.images.codec import (
     COLOR_ENCODINGS,
     decode_compressed,
     decode_image,

@@ -14,7 +14,7 @@ import pytest
 from mcap.reader import SeekingReader
 from mcap.writer import CompressionType, Writer
 
-from flowclas_ros.data.bag_salvage import mcap_messages
+from flowclas_ros.data.bags.salvage import mcap_messages
 
 TOPIC, OTHER = "/camera/image_raw", "/other"
 N = 60

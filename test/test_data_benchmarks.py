@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flowclas_ros.data.benchmarks import BENCHMARKS, open_benchmark
-from flowclas_ros.data.folder import DatasetError
+from flowclas_ros.data.images.folder import DatasetError
+from flowclas_ros.data.readers.benchmarks import BENCHMARKS, open_benchmark
 
 H, W = 20, 24
 

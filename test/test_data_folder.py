@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flowclas_ros.data.folder import DatasetError, FolderDataset
+from flowclas_ros.data.images.folder import DatasetError, FolderDataset
 
 
 def _write_rgb(path, rgb):

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from flowclas_ros.config_io import ConfigError, from_dict
-from flowclas_ros.data.oe_dataset import OETrainDataset
-from flowclas_ros.data.outlier_exposure import OEConfig, OutlierExposure, SyntheticOEConfig, paste_object
+from flowclas_ros.data.outliers.dataset import OETrainDataset
+from flowclas_ros.data.outliers.exposure import OEConfig, OutlierExposure, SyntheticOEConfig, paste_object
 from flowclas_ros.model.config import PreprocessConfig
 
 H, W = 64, 72

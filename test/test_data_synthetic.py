@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from flowclas_ros.data.folder import FolderDataset
-from flowclas_ros.data.perlin import fractal_noise, perlin_mask, perlin_noise
+from flowclas_ros.data.images.folder import FolderDataset
+from flowclas_ros.data.outliers.perlin import fractal_noise, perlin_mask, perlin_noise
 from flowclas_ros.synthetic.make_dataset_cli import main as make_dataset
 from flowclas_ros.synthetic.synthetic_scenes import SceneConfig, SceneGenerator, generate_dataset
 

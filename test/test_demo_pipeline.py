@@ -38,7 +38,7 @@ def rel(paths: list[Path]) -> set[str]:
 def test_module_closure_follows_imports_and_lazy_registry_strings():
     files = rel(module_closure(["flowclas_ros.runtime.base"]))
     # imported directly, and via parent packages
-    assert {"runtime/base.py", "runtime/__init__.py", "__init__.py", "data/transforms.py"} <= files
+    assert {"runtime/base.py", "runtime/__init__.py", "__init__.py", "data/images/transforms.py"} <= files
     # named only in the lazy backend registry ("flowclas_ros.runtime.torch_backend:TorchBackend")
     assert "runtime/torch_backend.py" in files
     assert "ros/node.py" not in files

@@ -8,7 +8,7 @@ import pytest
 import torch
 from eval_support import IMAGE_TOPIC, MASK_TOPIC, make_checkpoint, make_dataset
 
-from flowclas_ros.data.bag import write_bag_from_folder
+from flowclas_ros.data.bags.frames import write_bag_from_folder
 from flowclas_ros.evaluation.cli import main
 
 try:

@@ -14,8 +14,8 @@ import pytest
 import torch
 from eval_support import IMAGE_TOPIC, MASK_TOPIC, make_checkpoint, make_dataset, sklearn_reference
 
-from flowclas_ros.data.bag import BagReadWarning, iter_bag_frames, write_bag_from_folder
-from flowclas_ros.data.bag_writer import DEFAULT_START_NS
+from flowclas_ros.data.bags.frames import BagReadWarning, iter_bag_frames, write_bag_from_folder
+from flowclas_ros.data.bags.writer import DEFAULT_START_NS
 from flowclas_ros.evaluation.cli import main
 from flowclas_ros.evaluation.report import CONTRACT_KEYS
 

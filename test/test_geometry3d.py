@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from flowclas_ros.data.image_codec import decode_float
+from flowclas_ros.data.images.codec import decode_float
 from flowclas_ros.runtime.depth_camera import PinholeIntrinsics, depth_to_metres, match_depth_size
 from flowclas_ros.runtime.geometry3d import (
     POINT_DTYPE,

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from flowclas_ros.data.image_codec import (
+from flowclas_ros.data.images.codec import (
     COLOR_ENCODINGS,
     ImageDecodeError,
     compressed_format_string,

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from flowclas_ros.model import BackboneConfig
-from flowclas_ros.model.backbone import BackboneError, create_backbone
+from flowclas_ros.model.backbones import BackboneError, create_backbone
 
 torch.set_num_threads(1)
 
@@ -78,7 +78,7 @@ def test_loads_chunked_official_keys_and_checks_sha256(tmp_path):
 
 
 def test_weight_file_errors_name_the_file(tmp_path):
-    with pytest.raises(BackboneError, match=r"nothere\.safetensors: backbone weights file not found"):
+    with pytest.raises(BackboneError, match=r"nothere\.safetensors: backbone\.weights_file not found"):
         create_backbone(BackboneConfig(weights="file", weights_file=str(tmp_path / "nothere.safetensors")))
     state = random_timm_state("vit_small_patch14_dinov2")
     del state["norm.weight"]

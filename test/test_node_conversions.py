@@ -76,7 +76,7 @@ def test_big_endian_mono16(conv):
 
 @pytest.mark.parametrize("fmt", ["jpeg", "png", "rgb8; jpeg compressed bgr8", "bgr8; png compressed bgr8"])
 def test_compressed_to_rgb_matches_opencv(conv, fmt):
-    from flowclas_ros.data.image_codec import encode_compressed
+    from flowclas_ros.data.images.codec import encode_compressed
 
     rgb = textured_image(30, 40, seed=2)
     data = encode_compressed(rgb, "png" if "png" in fmt else "jpeg")
@@ -109,7 +109,7 @@ def test_malformed_compressed_raises(conv):
 
 
 def test_output_messages_round_trip(conv):
-    from flowclas_ros.data.image_codec import decode_float, decode_image, decode_mono8
+    from flowclas_ros.data.images.codec import decode_float, decode_image, decode_mono8
     from flowclas_ros.runtime.postprocess import Region
 
     header = image_msg(np.zeros((2, 2, 3), np.uint8), "rgb8", "cam_frame", _stamp()).header

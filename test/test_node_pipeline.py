@@ -28,7 +28,7 @@ from ros_harness import (
     write_params,
 )
 
-from flowclas_ros.data.image_codec import encode_compressed
+from flowclas_ros.data.images.codec import encode_compressed
 from flowclas_ros.runtime.postprocess import find_regions
 
 pytestmark = pytest.mark.ros

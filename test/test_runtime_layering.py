@@ -16,7 +16,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "flowclas_ros"
 TORCH_FREE = [
     "flowclas_ros.model.checkpoint_meta",
-    "flowclas_ros.data.transforms",
+    "flowclas_ros.data.images.transforms",
     "flowclas_ros.model.config",
     "flowclas_ros.runtime.base",
     "flowclas_ros.runtime.onnx_backend",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from flowclas_ros.data.transforms import resize_score_map, to_model_input
+from flowclas_ros.data.images.transforms import resize_score_map, to_model_input
 from flowclas_ros.model import ModelConfig, PreprocessConfig, save_checkpoint
 from flowclas_ros.model.random_checkpoint import random_model
 from flowclas_ros.runtime import InferenceBackend, Prediction, create_backend

@@ -7,7 +7,7 @@ import torch
 from recipe_support import load_recipe
 
 from flowclas_ros.config_io import ConfigError, load
-from flowclas_ros.data.outlier_exposure import OutlierExposure
+from flowclas_ros.data.outliers.exposure import OutlierExposure
 from flowclas_ros.model import BackboneConfig, FlowCLAS, FlowConfig, ModelConfig
 from flowclas_ros.training.cli import main
 from flowclas_ros.training.config import TrainConfig

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from train_support import make_tiny_data, tiny_train_dict
 
 from flowclas_ros.config_io import from_dict, to_dict
-from flowclas_ros.data.folder import FolderDataset
+from flowclas_ros.data.images.folder import FolderDataset
 from flowclas_ros.model import FlowCLAS, load_checkpoint
 from flowclas_ros.model.flowclas.loss import nll_loss
 from flowclas_ros.runtime.torch_backend import TorchBackend

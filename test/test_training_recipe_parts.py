@@ -14,11 +14,11 @@ from recipe_support import CONFIGS, make_allo, make_cityscapes, make_coco, onecy
 from train_support import tiny_train_dict
 
 from flowclas_ros.config_io import ConfigError, apply_overrides, from_dict, load, read_mapping, to_dict
-from flowclas_ros.data.cityscapes import CityscapesDataset, label_ids_to_train_ids
-from flowclas_ros.data.folder import DatasetError, FolderDataset
-from flowclas_ros.data.oe_coco import CocoNativeSource
-from flowclas_ros.data.oe_dataset import OETrainDataset
-from flowclas_ros.data.outlier_exposure import OEConfig
+from flowclas_ros.data.images.folder import DatasetError, FolderDataset
+from flowclas_ros.data.outliers.coco import CocoNativeSource
+from flowclas_ros.data.outliers.dataset import OETrainDataset
+from flowclas_ros.data.outliers.exposure import OEConfig
+from flowclas_ros.data.readers.cityscapes import CityscapesDataset, label_ids_to_train_ids
 from flowclas_ros.model.config import PreprocessConfig
 from flowclas_ros.model.flow import DiagonalGaussian
 from flowclas_ros.model.flowclas.loss import lovasz_softmax_loss, nll_from_log_prob, nll_loss, supcon_loss

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from flowclas_ros.data.folder import FolderDataset
+from flowclas_ros.data.images.folder import FolderDataset
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _BAR = (32, 32, 32)

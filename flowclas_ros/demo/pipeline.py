@@ -19,7 +19,7 @@ from flowclas_ros.demo.report import write_report
 from flowclas_ros.demo.runner import DemoError, Stage, StageRunner
 from flowclas_ros.demo.settings import DEFAULT_CONFIG, DEFAULT_OUT, THREADS_ENV, DemoSettings, tiny_settings
 from flowclas_ros.demo.stages import DemoStages, dataset_params
-from flowclas_ros.model.backbone import ALLOW_RANDOM_ENV
+from flowclas_ros.model.backbones import ALLOW_RANDOM_ENV
 
 PROG = "demo"
 

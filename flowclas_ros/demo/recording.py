@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from rosbags.highlevel import AnyReader
 
-from flowclas_ros.data.image_codec import decode_float, decode_mono8
+from flowclas_ros.data.images.codec import decode_float, decode_mono8
 
 OUTPUTS = {
     "result": "flowclas_ros/msg/AnomalyResult",

@@ -10,7 +10,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from flowclas_ros.data.folder import FolderDataset
+from flowclas_ros.data.images.folder import FolderDataset
 from flowclas_ros.demo.document import Document
 from flowclas_ros.demo.figures import (
     StripRow,

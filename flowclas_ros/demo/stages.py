@@ -237,7 +237,7 @@ class DemoStages:
                 [
                     "flowclas_ros.evaluation.cli",
                     "flowclas_ros.ros.node",
-                    "flowclas_ros.data.bag_cli",
+                    "flowclas_ros.data.bags.cli",
                     "flowclas_ros.demo.live",
                 ],
                 ["train"],

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from flowclas_ros.data.bag import BagError, BagReadStats, iter_bag_frames
-from flowclas_ros.data.folder import FolderDataset
+from flowclas_ros.data.bags.frames import BagError, BagReadStats, iter_bag_frames
+from flowclas_ros.data.images.folder import FolderDataset
 
 
 class EvalInputError(ValueError):
@@ -95,7 +95,7 @@ class FolderFrames:
 
 
 class BenchmarkFrames(FolderFrames):
-    """Frames of a public benchmark in its released layout (:mod:`flowclas_ros.data.benchmarks`).
+    """Frames of a public benchmark in its released layout (:mod:`flowclas_ros.data.readers.benchmarks`).
 
     Raises:
         EvalInputError: Unknown name, or ROOT not in the benchmark's layout (from the constructor).
@@ -104,7 +104,7 @@ class BenchmarkFrames(FolderFrames):
     kind = "benchmark"
 
     def __init__(self, name: str, root: str | Path) -> None:  # noqa: D107 - see the class
-        from flowclas_ros.data.benchmarks import open_benchmark
+        from flowclas_ros.data.readers.benchmarks import open_benchmark
 
         self.root = Path(root)
         try:
@@ -119,7 +119,7 @@ class BenchmarkFrames(FolderFrames):
 
     def describe(self) -> dict[str, Any]:
         """Source description for metrics.json: the dataset, its layout and the label convention applied."""
-        from flowclas_ros.data.benchmarks import ONE_BIT_NOTE
+        from flowclas_ros.data.readers.benchmarks import ONE_BIT_NOTE
 
         n_one_bit = self.dataset.n_one_bit_masks
         return {
@@ -151,7 +151,7 @@ class BagFrames:
         stamp_tolerance_s: float = 0.01,
         mask_dir_naming: Literal["stamp", "index"] = "stamp",
     ) -> None:
-        """Store the arguments (see :func:`flowclas_ros.data.bag.iter_bag_frames`)."""
+        """Store the arguments (see :func:`flowclas_ros.data.bags.frames.iter_bag_frames`)."""
         self.bag = Path(bag)
         self.image_topic = image_topic
         self.mask_topic = mask_topic or None

@@ -118,7 +118,7 @@ def list_inputs(source: Path) -> list[Path]:
     Raises:
         PredictInputError: Missing path, a folder without images, or two images sharing a stem.
     """
-    from flowclas_ros.data.folder import IMAGE_EXTENSIONS, DatasetError, list_images
+    from flowclas_ros.data.images.folder import IMAGE_EXTENSIONS, DatasetError, list_images
 
     if source.is_file():
         return [source]
@@ -189,7 +189,7 @@ def write_outputs(
     overlay: bool = True,
 ) -> None:
     """Writes ``<stem>.npy`` and (unless ``overlay`` is False) the node's overlay ``<stem>.png``."""
-    from flowclas_ros.data.folder import write_rgb
+    from flowclas_ros.data.images.folder import write_rgb
     from flowclas_ros.runtime.postprocess import find_regions, render_overlay
 
     score_map = np.ascontiguousarray(score_map, dtype=np.float32)
@@ -209,7 +209,7 @@ def write_outputs(
 def _run(args: argparse.Namespace) -> PredictSummary:
     from tqdm import tqdm
 
-    from flowclas_ros.data.folder import DatasetError, read_rgb
+    from flowclas_ros.data.images.folder import DatasetError, read_rgb
 
     inputs = list_inputs(Path(args.input))
     out_dir = Path(args.out)

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from flowclas_ros.data.folder import FolderDataset
-from flowclas_ros.data.transforms import to_model_input
+from flowclas_ros.data.images.folder import FolderDataset
+from flowclas_ros.data.images.transforms import to_model_input
 from flowclas_ros.evaluation.accumulator import EvalAccumulator
 from flowclas_ros.evaluation.frames import FolderFrames
 from flowclas_ros.model.checkpoint_meta import (

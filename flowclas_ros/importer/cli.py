@@ -27,7 +27,7 @@ from flowclas_ros.importer.keymap import (
     map_state,
     model_config,
 )
-from flowclas_ros.model.backbone import BackboneError
+from flowclas_ros.model.backbones import BackboneError
 from flowclas_ros.model.checkpoint import CheckpointError, save_checkpoint, trainable_state
 from flowclas_ros.model.checkpoint_meta import sha256_file
 from flowclas_ros.model.config import BackboneConfig

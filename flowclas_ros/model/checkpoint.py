@@ -15,7 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from flowclas_ros.config_io import ConfigError, from_dict, to_dict
-from flowclas_ros.model.backbone import BackboneError
+from flowclas_ros.model.backbones import BackboneError
 from flowclas_ros.model.checkpoint_meta import (
     BACKBONE_FILE,
     CONFIG_FILE,

@@ -20,7 +20,7 @@ class BackboneConfig:
             ``vit_small_patch14_reg4_dinov2``; a timm ResNet/WideResNet name
             (``resnet18``, ``wide_resnet50_2``) selects the CNN (CL-flow) path;
             ``rein_dinov2_vitb14`` / ``rein_dinov2_vitl14`` the FlowCLAS
-            authors' Rein-DINOv2 (see ``model/rein_dinov2.py``).
+            authors' Rein-DINOv2 (see ``model/backbones/rein_dinov2.py``).
         weights: ``hub`` (timm / Hugging Face hub, online), ``file`` (a local
             state_dict in timm or official DINOv2 torch-hub key format) or
             ``none`` (random init, for tests only).

@@ -1,4 +1,4 @@
-"""sensor_msgs <-> numpy for the node, on top of :mod:`flowclas_ros.data.image_codec`.
+"""sensor_msgs <-> numpy for the node, on top of :mod:`flowclas_ros.data.images.codec`.
 
 Outgoing ``data`` fields are assigned as ``array.array('B')``: rclpy's generated
 setter copies those in one go, while ``bytes`` or lists are validated element
@@ -13,7 +13,7 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from flowclas_ros.data.image_codec import (
+from flowclas_ros.data.images.codec import (
     MAX_PIXELS,
     ImageDecodeError,
     decode_compressed,
@@ -22,6 +22,7 @@ from flowclas_ros.data.image_codec import (
     encode_mono8,
 )
 from flowclas_ros.msg import AnomalyRegion, AnomalyResult
+from flowclas_ros.runtime.decision import is_anomalous
 from flowclas_ros.runtime.postprocess import Region
 
 __all__ = [
@@ -115,7 +116,7 @@ def result_msg(
         header=header,
         image_score=float(image_score),
         threshold=float(threshold),
-        is_anomalous=bool(image_score >= image_threshold),
+        is_anomalous=is_anomalous(image_score, image_threshold),
         anomalous_fraction=float(anomalous_fraction),
         regions=[region_msg(region) for region in regions],
         latency_ms=float(latency_ms),

@@ -33,7 +33,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
-from flowclas_ros.data.image_codec import decode_float
+from flowclas_ros.data.images.codec import decode_float
 from flowclas_ros.ros.markers import MarkerTracker
 from flowclas_ros.ros.naming import output_topic
 from flowclas_ros.ros.oneline import one_line

@@ -15,8 +15,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from flowclas_ros.data.bag_source import COMPRESSED_TYPE, IMAGE_TYPE, BagSource, typestore
-from flowclas_ros.data.image_codec import ImageDecodeError, encode_image
+from flowclas_ros.data.bags.source import COMPRESSED_TYPE, IMAGE_TYPE, BagSource, typestore
+from flowclas_ros.data.images.codec import ImageDecodeError, encode_image
 from flowclas_ros.evaluation.frames import EvalFrame
 
 _RAW_LOOKAHEAD = 64  # raw messages buffered while the frame reader waits for a late mask

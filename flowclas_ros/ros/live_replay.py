@@ -34,8 +34,8 @@ from typing import Any
 import yaml
 from tqdm import tqdm
 
-from flowclas_ros.data.bag_source import COMPRESSED_TYPE, IMAGE_TYPE
-from flowclas_ros.data.image_codec import ImageDecodeError, decode_float
+from flowclas_ros.data.bags.source import COMPRESSED_TYPE, IMAGE_TYPE
+from flowclas_ros.data.images.codec import ImageDecodeError, decode_float
 from flowclas_ros.evaluation.accumulator import EvalAccumulator
 from flowclas_ros.evaluation.frames import BagFrames
 from flowclas_ros.evaluation.replay_tracker import ReplayTracker

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from flowclas_ros.data.image_codec import ImageDecodeError
+from flowclas_ros.data.images.codec import ImageDecodeError
 from flowclas_ros.ros.conversions import to_rgb
 from flowclas_ros.ros.frame_buffer import Frame, FrameSlots
 from flowclas_ros.ros.oneline import one_line

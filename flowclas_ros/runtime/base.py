@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from flowclas_ros.data.transforms import resize_score_map, to_model_input
+from flowclas_ros.data.images.transforms import resize_score_map, to_model_input
 from flowclas_ros.model.config import ModelConfig
 from flowclas_ros.model.flowclas.image_score import image_score_np
 from flowclas_ros.runtime.registry import FactoryView, register_backend, spec

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from flowclas_ros.data.shapes import random_polygon
+from flowclas_ros.data.outliers.shapes import random_polygon
 from flowclas_ros.synthetic.sprite import (
     Raster,
     Sprite,

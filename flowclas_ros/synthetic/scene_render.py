@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from flowclas_ros.data.perlin import fractal_noise, perlin_mask
+from flowclas_ros.data.outliers.perlin import fractal_noise, perlin_mask
 from flowclas_ros.synthetic.scene_config import PALETTES, Scene, SceneConfig
 from flowclas_ros.synthetic.scene_objects import ANOMALY_RENDERERS, render_rock
 from flowclas_ros.synthetic.scene_textures import TEX_SIZE, TextureBank, wrap_coords

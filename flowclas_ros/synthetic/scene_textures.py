@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import skimage.data
 
-from flowclas_ros.data.perlin import fractal_noise
+from flowclas_ros.data.outliers.perlin import fractal_noise
 
 TEX_SIZE = 512  # side of the texture bank images
 

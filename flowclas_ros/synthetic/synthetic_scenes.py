@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from flowclas_ros.data.folder import write_rgb
+from flowclas_ros.data.images.folder import write_rgb
 from flowclas_ros.synthetic.scene_config import Scene, SceneConfig
 from flowclas_ros.synthetic.scene_render import render_scene
 from flowclas_ros.synthetic.scene_textures import texture_bank

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from flowclas_ros.data.oe_dataset import OETrainDataset
+from flowclas_ros.data.outliers.dataset import OETrainDataset
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 from flowclas_ros.training.distributed import DistContext
 

@@ -14,8 +14,8 @@ import sys
 import yaml
 
 from flowclas_ros.config_io import ConfigError, load, to_dict
-from flowclas_ros.data.folder import DatasetError
-from flowclas_ros.model.backbone import ALLOW_RANDOM_ENV, BackboneError
+from flowclas_ros.data.images.folder import DatasetError
+from flowclas_ros.model.backbones import ALLOW_RANDOM_ENV, BackboneError
 from flowclas_ros.training.checkpointing import StateError
 from flowclas_ros.training.config import TrainConfig
 from flowclas_ros.training.loop import Trainer

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from flowclas_ros.data.outlier_exposure import OEConfig
+from flowclas_ros.data.outliers.exposure import OEConfig
 from flowclas_ros.model.config import ModelConfig
 
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flowclas_ros.config_io import ConfigError
-from flowclas_ros.data.benchmarks import MVTEC_LAYOUT, FileListDataset, open_mvtec
-from flowclas_ros.data.cityscapes import CityscapesDataset
-from flowclas_ros.data.folder import LAYOUT_HINT, DatasetError, FolderDataset
+from flowclas_ros.data.images.folder import LAYOUT_HINT, DatasetError, FolderDataset
+from flowclas_ros.data.readers.benchmarks import MVTEC_LAYOUT, FileListDataset, open_mvtec
+from flowclas_ros.data.readers.cityscapes import CityscapesDataset
 from flowclas_ros.synthetic.synthetic_scenes import SceneConfig, generate_dataset
 from flowclas_ros.training.config import DataConfig
 from flowclas_ros.training.distributed import DistContext, barrier

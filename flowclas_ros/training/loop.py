@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 import flowclas_ros
 from flowclas_ros.config_io import ConfigError, read_mapping, save, to_dict
-from flowclas_ros.data.oe_dataset import OETrainDataset
+from flowclas_ros.data.outliers.dataset import OETrainDataset
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 from flowclas_ros.training.batches import FeatureBatch, LiveBatches, PoolBatches
 from flowclas_ros.training.checkpointing import (

@@ -10,7 +10,7 @@ Sources (``OEConfig.kind``):
   the object is rescaled by a factor from ``scales``, cut by its bounding box
   and hard-pasted at a uniform random location. ``coco_scale: area`` scales
   relative to the COCO image resized to the inlier's area; ``native`` is the
-  official pipeline (:mod:`flowclas_ros.data.oe_coco`: factors of the native
+  official pipeline (:mod:`flowclas_ros.data.outliers.coco`: factors of the native
   COCO image, standalone image at native scale, optional ToGray and ignored
   COCO background; also reads the Meta-OoD ``ood_seg_train2017`` layout).
 * ``folder``: any image folder without masks; random-shaped crops are pasted.
@@ -28,8 +28,8 @@ from typing import Literal
 import numpy as np
 
 from flowclas_ros.config_io import ConfigError
-from flowclas_ros.data.oe_coco import CocoNativeSource
-from flowclas_ros.data.oe_sources import (
+from flowclas_ros.data.outliers.coco import CocoNativeSource
+from flowclas_ros.data.outliers.sources import (
     CocoFolderSource,
     ImageFolderSource,
     InlierPool,

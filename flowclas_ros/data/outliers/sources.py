@@ -17,10 +17,10 @@ import numpy as np
 import skimage.data
 
 from flowclas_ros.config_io import ConfigError
-from flowclas_ros.data.folder import DatasetError, list_images, read_label_png, read_rgb
-from flowclas_ros.data.perlin import fractal_noise, perlin_mask
-from flowclas_ros.data.shapes import random_shape_mask
-from flowclas_ros.data.transforms import resize_image
+from flowclas_ros.data.images.folder import DatasetError, list_images, read_label_png, read_rgb
+from flowclas_ros.data.images.transforms import resize_image
+from flowclas_ros.data.outliers.perlin import fractal_noise, perlin_mask
+from flowclas_ros.data.outliers.shapes import random_shape_mask
 
 COCO_LAYOUT = "ROOT/images/<stem>.png|jpg plus ROOT/masks/<stem>.png (mask > 0 marks the object)"
 FOLDER_LAYOUT = "ROOT/images/*.png|jpg, or *.png|jpg directly in ROOT (no masks needed)"

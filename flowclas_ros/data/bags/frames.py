@@ -6,7 +6,7 @@ the recording length:
 1. **Stamps.** Only the header stamp of each image/mask message is parsed
    (12 bytes, no deserialization). The stamps (8 bytes per message) are
    paired: exact stamp first, else the nearest unused mask within
-   ``stamp_tolerance_s`` (:func:`~flowclas_ros.data.bag_pairing.pair_by_stamp`).
+   ``stamp_tolerance_s`` (:func:`~flowclas_ros.data.bags.pairing.pair_by_stamp`).
 2. **Frames.** Messages are streamed again in file order. A frame is
    yielded as soon as both its image and its mask have been read; an image
    whose mask comes later in the file (or the reverse) waits as raw bytes.
@@ -31,10 +31,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from flowclas_ros.data.bag_reader import BagFrameReader
-from flowclas_ros.data.bag_source import BagError
-from flowclas_ros.data.bag_types import BagFrame, BagReadStats, BagReadWarning
-from flowclas_ros.data.bag_writer import WriteSummary, write_bag_from_folder
+from flowclas_ros.data.bags.reader import BagFrameReader
+from flowclas_ros.data.bags.source import BagError
+from flowclas_ros.data.bags.types import BagFrame, BagReadStats, BagReadWarning
+from flowclas_ros.data.bags.writer import WriteSummary, write_bag_from_folder
 
 __all__ = [
     "BagError",

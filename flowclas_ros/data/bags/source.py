@@ -2,7 +2,7 @@
 
 Normal bags are read with ``rosbags.highlevel.AnyReader``. If that cannot
 open the bag, or fails part-way through, the source switches to the salvage
-readers in :mod:`flowclas_ros.data.bag_salvage` and records why in
+readers in :mod:`flowclas_ros.data.bags.salvage` and records why in
 ``problems``; callers then re-read from the start in that mode.
 """
 
@@ -16,7 +16,7 @@ import yaml
 from rosbags.highlevel import AnyReader
 from rosbags.typesys import Stores, get_typestore
 
-from flowclas_ros.data.bag_salvage import RawMessage, mcap_messages, sqlite_messages, sqlite_topics
+from flowclas_ros.data.bags.salvage import RawMessage, mcap_messages, sqlite_messages, sqlite_topics
 
 log = logging.getLogger(__name__)
 

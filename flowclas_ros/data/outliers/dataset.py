@@ -3,7 +3,7 @@
 Design: each inlier is resized to the model input size first (or, with
 ``crop``, randomly cropped at native scale as the official recipes do) and OE
 runs at that size, so masks are exact at model resolution (no mask resampling
-after pasting). Images are normalised with :func:`flowclas_ros.data.transforms.to_model_input`,
+after pasting). Images are normalised with :func:`flowclas_ros.data.images.transforms.to_model_input`,
 the same code every inference backend uses.
 
 Randomness: sample ``i`` in epoch ``e`` uses ``numpy.random.default_rng([seed, e, i])``.
@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from flowclas_ros.data.folder import IGNORE_LABEL, FolderDataset
-from flowclas_ros.data.oe_coco import pad_center_crop
-from flowclas_ros.data.outlier_exposure import OEConfig, OutlierExposure
-from flowclas_ros.data.transforms import resize_image, to_model_input
+from flowclas_ros.data.images.folder import IGNORE_LABEL, FolderDataset
+from flowclas_ros.data.images.transforms import resize_image, to_model_input
+from flowclas_ros.data.outliers.coco import pad_center_crop
+from flowclas_ros.data.outliers.exposure import OEConfig, OutlierExposure
 from flowclas_ros.model.config import PreprocessConfig
 
 

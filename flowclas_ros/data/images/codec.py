@@ -31,14 +31,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from flowclas_ros.data.image_compressed import (
+from flowclas_ros.data.images.compressed import (
     compressed_format_string,
     decode_compressed,
     decode_compressed_mono8,
     encode_compressed,
 )
-from flowclas_ros.data.image_encode import encode_float32, encode_image, encode_mono8
-from flowclas_ros.data.image_errors import MAX_PIXELS, MAX_SIDE, ImageDecodeError, check_size
+from flowclas_ros.data.images.encode import encode_float32, encode_image, encode_mono8
+from flowclas_ros.data.images.errors import MAX_PIXELS, MAX_SIDE, ImageDecodeError, check_size
 
 __all__ = [
     "COLOR_ENCODINGS",

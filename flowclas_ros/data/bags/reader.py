@@ -1,4 +1,4 @@
-"""The two-pass bag frame reader behind :func:`flowclas_ros.data.bag.iter_bag_frames`."""
+"""The two-pass bag frame reader behind :func:`flowclas_ros.data.bags.frames.iter_bag_frames`."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from flowclas_ros.data.bag_pairing import (
+from flowclas_ros.data.bags.pairing import (
     header_stamp_ns,
     index_mask_name,
     pair_by_stamp,
     scan_stamp_mask_dir,
 )
-from flowclas_ros.data.bag_source import COMPRESSED_TYPE, IMAGE_TYPE, BagError, BagSource
-from flowclas_ros.data.bag_types import BagFrame, BagReadStats, BagReadWarning, decode_message, validate_mask
-from flowclas_ros.data.image_codec import ImageDecodeError
+from flowclas_ros.data.bags.source import COMPRESSED_TYPE, IMAGE_TYPE, BagError, BagSource
+from flowclas_ros.data.bags.types import BagFrame, BagReadStats, BagReadWarning, decode_message, validate_mask
+from flowclas_ros.data.images.codec import ImageDecodeError
 
 log = logging.getLogger(__name__)
 _NO_STAMP = -(2**63)

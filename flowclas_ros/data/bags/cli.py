@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from flowclas_ros.data.bag_writer import COMPRESSED_FORMATS, DEFAULT_START_NS, STORAGES, write_bag_from_folder
-from flowclas_ros.data.image_codec import COLOR_ENCODINGS
+from flowclas_ros.data.bags.writer import (
+    COMPRESSED_FORMATS,
+    DEFAULT_START_NS,
+    STORAGES,
+    write_bag_from_folder,
+)
+from flowclas_ros.data.images.codec import COLOR_ENCODINGS
 
 
 def build_parser() -> argparse.ArgumentParser:

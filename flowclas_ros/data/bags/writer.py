@@ -3,7 +3,7 @@
 Frames are written in stem order with header stamps ``start + i / rate``
 (the bag's log time equals the stamp); each mask goes on the mask topic as a
 ``mono8`` Image with the same header, so readers pair them exactly.
-Images and masks are loaded by :class:`~flowclas_ros.data.folder.FolderDataset`
+Images and masks are loaded by :class:`~flowclas_ros.data.images.folder.FolderDataset`
 (the folder evaluation's loader), so with a lossless colour encoding (rgb8,
 bgr8, rgba8, bgra8, 8UC3, 8UC4, rgb16/bgr16/rgba16/bgra16, png) the bag holds
 exactly the pixels and labels that folder evaluation sees.
@@ -19,15 +19,15 @@ import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 from tqdm import tqdm
 
-from flowclas_ros.data.bag_source import COMPRESSED_TYPE, IMAGE_TYPE, typestore
-from flowclas_ros.data.folder import FolderDataset
-from flowclas_ros.data.image_codec import (
+from flowclas_ros.data.bags.source import COMPRESSED_TYPE, IMAGE_TYPE, typestore
+from flowclas_ros.data.images.codec import (
     COLOR_ENCODINGS,
     compressed_format_string,
     encode_compressed,
     encode_image,
     encode_mono8,
 )
+from flowclas_ros.data.images.folder import FolderDataset
 
 DEFAULT_START_NS = 1_700_000_000 * 1_000_000_000
 """Default stamp of the first frame (fixed, so the same folder always gives the same bag)."""

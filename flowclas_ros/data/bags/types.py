@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from flowclas_ros.data.bag_source import IMAGE_TYPE, typestore
-from flowclas_ros.data.image_codec import (
+from flowclas_ros.data.bags.source import IMAGE_TYPE, typestore
+from flowclas_ros.data.images.codec import (
     ImageDecodeError,
     decode_compressed,
     decode_compressed_mono8,

@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 
 from flowclas_ros.config_io import ConfigError
-from flowclas_ros.data.folder import IGNORE_LABEL, DatasetError, list_images, read_label_png, read_rgb
-from flowclas_ros.data.oe_sources import OutlierObject
+from flowclas_ros.data.images.folder import IGNORE_LABEL, DatasetError, list_images, read_label_png, read_rgb
+from flowclas_ros.data.outliers.sources import OutlierObject
 
 META_OOD_OBJECT = 254
 COCO_NATIVE_LAYOUT = (

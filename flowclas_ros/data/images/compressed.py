@@ -13,7 +13,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from flowclas_ros.data.image_errors import MAX_PIXELS, MAX_SIDE, ImageDecodeError, check_size
+from flowclas_ros.data.images.errors import MAX_PIXELS, MAX_SIDE, ImageDecodeError, check_size
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8"

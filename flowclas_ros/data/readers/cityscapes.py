@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flowclas_ros.data.folder import IGNORE_LABEL, DatasetError, FolderDataset, read_label_png
+from flowclas_ros.data.images.folder import IGNORE_LABEL, DatasetError, FolderDataset, read_label_png
 
 # labelId -> trainId for the 19 evaluated classes (road ... bicycle); all other ids are void (255).
 LABEL_TO_TRAIN = {

@@ -27,7 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowclas_ros.model.backbone import FrozenBackbone
+from flowclas_ros.model.backbones.registry import (
+    BackboneError,
+    FrozenBackbone,
+    check_weights_file,
+    register_backbone,
+    warn_random,
+)
+from flowclas_ros.model.config import BackboneConfig
 from flowclas_ros.model.safe_load import UnsafeFileError, safe_torch_load
 from flowclas_ros.model.state_keys import describe_mismatch
 
@@ -188,3 +195,31 @@ def load_rein_file(model: ReinDinoV2, path: str) -> None:
     if not reins:
         raise UnsafeFileError(f"{path}: no backbone.reins.* keys (is this a Rein checkpoint?)")
     _strict_fit(model.reins, reins, f"{path} (Rein weights)")
+
+
+@register_backbone("rein_dinov2", accepts=lambda name: name in REIN_MODELS)
+def build_rein(cfg: BackboneConfig, warn_random_weights: bool) -> ReinDinoV2:
+    """The authors' Rein-DINOv2 (``rein_dinov2_vitb14`` / ``rein_dinov2_vitl14``).
+
+    ``weights: file`` loads Meta's DINOv2 file (``weights_file``) and the Rein
+    file (``rein_file``), each checked against its sha256 when set;
+    ``weights: none`` keeps random DINOv2 and Rein weights (tests).
+    ``layers`` must select the last block; ``norm`` is ignored (no final norm).
+    """
+    depth = REIN_MODELS[cfg.name][2]
+    if [layer % depth for layer in cfg.layers] != [depth - 1]:
+        raise BackboneError(f"backbone.layers: {cfg.name} gives the last block only ([-1]), not {cfg.layers}")
+    if cfg.weights == "hub":
+        raise BackboneError(f"backbone.weights: no hub for {cfg.name}; use file (or none for tests)")
+    model = ReinDinoV2(cfg.name)
+    if cfg.weights == "file":
+        dinov2 = check_weights_file("weights_file", cfg.weights_file, cfg.weights_sha256)
+        rein = check_weights_file("rein_file", cfg.rein_file, cfg.rein_sha256)
+        try:
+            load_dinov2_file(model, str(dinov2))
+            load_rein_file(model, str(rein))
+        except ValueError as exc:  # UnsafeFileError and key / shape mismatches
+            raise BackboneError(str(exc)) from exc
+    elif warn_random_weights:
+        warn_random(cfg.name)
+    return model

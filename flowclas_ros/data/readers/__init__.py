@@ -1,0 +1,1 @@
+"""Readers of public anomaly-segmentation benchmarks and Cityscapes in their released layouts."""
