@@ -59,6 +59,16 @@ def test_adding_a_row_alone_makes_the_node_accept_the_backend(constant_row):
     assert float(backend.predict([image])[0].score_map.max()) == pytest.approx(0.5)
 
 
+def test_old_api_replaces_only_the_factory():
+    before = registry.spec("onnxruntime")
+    try:
+        registry.register_backend("onnxruntime", ConstantBackend)
+        row = registry.spec("onnxruntime")
+        assert row.factory is ConstantBackend and row.thread_option == "intra_op_threads" and row.sized
+    finally:
+        registry.register_backend(before)
+
+
 def test_without_the_row_the_node_rejects_it():
     assert "not one of" in validate("backend", "constant")
 

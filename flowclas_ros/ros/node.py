@@ -97,7 +97,7 @@ def prepare_process() -> None:
     parallel region, which starves a process sharing the cores
     (:mod:`flowclas_ros.runtime.threads`). A policy the user exported is kept.
     """
-    from flowclas_ros.runtime.threads import passive_openmp
+    from flowclas_ros.runtime.threads import passive_openmp  # light: no torch, numpy or rclpy
 
     passive_openmp()
 

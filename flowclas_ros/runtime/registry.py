@@ -17,6 +17,7 @@ fp16 with the flow in fp16 too) are still accepted, with a deprecation warning.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -80,18 +81,23 @@ TABLE: dict[str, BackendSpec] = {}
 """Backend kind -> :class:`BackendSpec`, in registration order."""
 
 
-def register_backend(kind: str | BackendSpec, factory: str | Callable[..., Any] | None = None, **spec: Any):
+def register_backend(
+    kind: str | BackendSpec, factory: str | Callable[..., Any] | None = None, **fields: Any
+) -> BackendSpec:
     """Adds (or replaces) a row: ``register_backend(BackendSpec(...))`` or ``(name, factory)``.
 
-    The second form (the former API) declares only ``auto`` / ``f32`` and no options unless
-    ``spec`` gives them (keywords of :class:`BackendSpec`).
+    The second form (the former API) keeps the rest of an existing row (a new factory for a
+    known backend); a new name declares only ``auto`` / ``f32`` and no options unless
+    ``fields`` gives them (keywords of :class:`BackendSpec`).
     """
     if isinstance(kind, BackendSpec):
         row = kind
+    elif factory is None:
+        raise ValueError(f"register_backend({kind!r}): a factory is required")
+    elif kind in TABLE:
+        row = dataclasses.replace(TABLE[kind], factory=factory, **fields)
     else:
-        if factory is None:
-            raise ValueError(f"register_backend({kind!r}): a factory is required")
-        row = BackendSpec(kind, factory, **spec)
+        row = BackendSpec(kind, factory, **fields)
     TABLE[row.name] = row
     return row
 
