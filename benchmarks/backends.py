@@ -123,7 +123,8 @@ def build_backends(ckpt: Path, size: int, work: Path, args: argparse.Namespace, 
 
     from flowclas_ros.export.onnx_export import export_onnx
     from flowclas_ros.export.reduced import calibration_batches, quantize_int8, set_props
-    from flowclas_ros.model.checkpoint_meta import KEY_PRECISION, read_checkpoint_identity, with_input_size
+    from flowclas_ros.model.checkpoint_meta import read_checkpoint_identity, with_input_size
+    from flowclas_ros.model.export_meta import KEY_PRECISION
     from flowclas_ros.runtime.onnx_backend import OnnxRuntimeBackend
     from flowclas_ros.runtime.torch_backend import TorchBackend
 

@@ -14,7 +14,7 @@ from ros_harness import make_tiny_checkpoint  # noqa: E402
 
 from flowclas_ros.export import main as export_main  # noqa: E402
 from flowclas_ros.export import reduced  # noqa: E402
-from flowclas_ros.model.checkpoint_meta import KEY_PRECISION, KEY_QUALITY, ModelMismatchError, read_onnx_props  # noqa: E402
+from flowclas_ros.model.export_meta import KEY_PRECISION, KEY_QUALITY, ModelMismatchError, read_onnx_props  # noqa: E402
 from flowclas_ros.runtime import create_backend  # noqa: E402
 from flowclas_ros.runtime.openvino_backend import (  # noqa: E402
     OpenVINOBackend,

@@ -175,12 +175,8 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _checkpoint_score_kind(checkpoint: str | None) -> str | None:
     """``score.kind`` of a checkpoint directory or exported model (no model is built); None if unknown."""
-    from flowclas_ros.model.checkpoint_meta import (
-        CheckpointError,
-        ModelMismatchError,
-        read_checkpoint_identity,
-        read_onnx_metadata,
-    )
+    from flowclas_ros.model.checkpoint_meta import CheckpointError, read_checkpoint_identity
+    from flowclas_ros.model.export_meta import ModelMismatchError, read_onnx_metadata
 
     if not checkpoint:
         return None

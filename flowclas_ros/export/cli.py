@@ -12,11 +12,8 @@ from pathlib import Path
 
 from flowclas_ros.export.onnx_export import ExportError, ExportReport, export_onnx
 from flowclas_ros.export.verify import ExportVerificationError
-from flowclas_ros.model.checkpoint_meta import (
-    CheckpointError,
-    ModelMismatchError,
-    format_size,
-)
+from flowclas_ros.model.checkpoint_meta import CheckpointError, format_size
+from flowclas_ros.model.export_meta import ModelMismatchError
 from flowclas_ros.runtime import registry
 
 _EPILOG = """examples:

@@ -37,14 +37,8 @@ from flowclas_ros.data.images.folder import FolderDataset
 from flowclas_ros.data.images.transforms import to_model_input
 from flowclas_ros.evaluation.accumulator import EvalAccumulator
 from flowclas_ros.evaluation.frames import FolderFrames
-from flowclas_ros.model.checkpoint_meta import (
-    INPUT_NAME,
-    KEY_PRECISION,
-    KEY_QUALITY,
-    KEY_VERIFY,
-    read_onnx_props,
-)
 from flowclas_ros.model.config import PreprocessConfig
+from flowclas_ros.model.export_meta import INPUT_NAME, KEY_PRECISION, KEY_QUALITY, KEY_VERIFY, read_onnx_props
 from flowclas_ros.runtime.base import InferenceBackend
 from flowclas_ros.runtime.cpu import (
     cpu_info,

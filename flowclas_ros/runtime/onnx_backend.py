@@ -19,15 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from flowclas_ros.model.checkpoint_meta import (
-    INPUT_NAME,
-    CheckpointIdentity,
-    ModelMismatchError,
-    check_matches,
-    format_size,
-    parse_metadata,
-    read_checkpoint_identity,
-)
+from flowclas_ros.model.checkpoint_meta import CheckpointIdentity, format_size, read_checkpoint_identity
+from flowclas_ros.model.export_meta import INPUT_NAME, ModelMismatchError, check_matches, parse_metadata
 from flowclas_ros.runtime.base import InferenceBackend
 from flowclas_ros.runtime.engine_cache import onnx_cache_path
 from flowclas_ros.runtime.threads import resolve_threads

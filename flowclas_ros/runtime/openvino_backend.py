@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from flowclas_ros.model.checkpoint_meta import (
+from flowclas_ros.model.checkpoint_meta import format_size
+from flowclas_ros.model.export_meta import (
     INPUT_NAME,
     ModelMismatchError,
     check_matches,
-    format_size,
     parse_metadata,
     read_onnx_props,
 )

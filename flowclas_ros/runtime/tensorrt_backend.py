@@ -23,12 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from flowclas_ros.model.checkpoint_meta import (
-    ExportMetadata,
-    check_matches,
-    parse_metadata,
-    read_onnx_props,
-)
+from flowclas_ros.model.export_meta import ExportMetadata, check_matches, parse_metadata, read_onnx_props
 from flowclas_ros.runtime.base import InferenceBackend
 from flowclas_ros.runtime.cuda_io import CudaDevice, CudaStream, DeviceBuffer
 from flowclas_ros.runtime.engine_cache import (
