@@ -101,6 +101,22 @@ def _wait_output(proc: NodeProcess, text: str, timeout: float = STARTUP_TIMEOUT_
         time.sleep(0.02)
 
 
+def _wait_for_handlers(proc: NodeProcess) -> None:
+    """Waits until the node's first lines ran: it catches SIGTERM (Linux: /proc/PID/status SigCgt).
+
+    Earlier, the interpreter itself is still starting, and no program can handle a signal yet.
+    """
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        proc.check_alive()
+        status = Path(f"/proc/{proc.proc.pid}/status").read_text()
+        caught = int(next(line for line in status.splitlines() if line.startswith("SigCgt:")).split()[1], 16)
+        if caught >> (signal.SIGTERM - 1) & 1:
+            return
+        assert time.monotonic() < deadline, "the node never installed its SIGTERM handler"
+        time.sleep(0.005)
+
+
 def _signals(proc: subprocess.Popen, sigs: list[int], rng: random.Random) -> None:
     """Sends ``sigs`` one after another, 1-30 ms apart (a second one lands during the shutdown)."""
     for index, sig in enumerate(sigs):
@@ -126,7 +142,8 @@ def _stop_while(env, backend: str, phase: str, sigs: list[int], rng: random.Rand
     camera.flowing.clear()
     proc = NodeProcess(params[backend], NS, tmp / f"node{index}.log")
     if phase == "start-up":  # importing, rclpy.init, building the node, or already configuring
-        time.sleep(rng.uniform(0.2, 2.5))
+        _wait_for_handlers(proc)
+        time.sleep(rng.uniform(0.0, 2.5))
     elif phase == "configure":
         _wait_output(proc, "configuring")
         time.sleep(rng.uniform(0.0, 1.5))
