@@ -33,6 +33,11 @@ is a histogram bin edge at the target pixel FPR (``PixelMetrics.threshold_at_fpr
 rounded up to float32 with :func:`float32_at_or_above`, which keeps every float32 pixel's
 decision. Pixels are too many to keep a margin from each, so a few pixels of a mask can
 still differ between backends; the image-level decision is the one kept identical.
+
+The image-level decision (``AnomalyResult.is_anomalous``) is :func:`is_anomalous` with the
+threshold :func:`image_threshold_in_use` picks: the node's settings, its result message and
+``flowclas-eval``'s label-free review all decide with these, so a review of a recording flags
+exactly the frames the node would have called anomalous.
 """
 
 from __future__ import annotations
@@ -128,3 +133,26 @@ def place_threshold(boundary: float, above: float | None, margin: float) -> floa
     if above is not None and placed > float(above):
         placed = float(above)  # no float32 value between them (a float64 ``mean`` score): the score itself
     return placed
+
+
+def image_threshold_in_use(image_threshold: float | None, pixel_threshold: float | None) -> float | None:
+    """The image threshold to decide with: ``image_threshold`` when finite, else ``pixel_threshold``.
+
+    An older checkpoint without an ``image_threshold`` falls back to the pixel threshold
+    (the former rule: the max of the map against the pixel threshold).
+
+    Args:
+        image_threshold: The calibrated (or given) image-score threshold, or None / NaN when unset.
+        pixel_threshold: The pixel threshold in effect, or None when there is none.
+
+    Returns:
+        The threshold, or None when neither is known.
+    """
+    if image_threshold is not None and math.isfinite(image_threshold):
+        return float(image_threshold)
+    return None if pixel_threshold is None else float(pixel_threshold)
+
+
+def is_anomalous(image_score: float, image_threshold: float) -> bool:
+    """``image_score >= image_threshold`` (:func:`at_or_above`; a NaN score is never anomalous)."""
+    return bool(at_or_above(float(image_score), image_threshold))
