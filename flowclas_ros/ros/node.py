@@ -136,7 +136,7 @@ def _run(argv: list[str], stop: StopRequest, dds_note: str | None) -> int:
     """Initialises rclpy without its signal handlers, runs the node, and tears down in order."""
     import rclpy
     from rclpy.exceptions import ParameterException
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import ExternalShutdownException
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.signals import SignalHandlerOptions
 
@@ -160,7 +160,7 @@ def _run(argv: list[str], stop: StopRequest, dds_note: str | None) -> int:
                 return 1
             if not stop.requested and node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
                 return 1
-        executor = SingleThreadedExecutor()
+        executor = _make_executor()
         executor.add_node(node)
         _spin_until_stopped(executor, node, stop)
     except ExternalShutdownException:
@@ -176,6 +176,13 @@ def _run(argv: list[str], stop: StopRequest, dds_note: str | None) -> int:
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def _make_executor() -> Any:
+    """The executor ``main`` spins (in short steps, see :func:`_spin_until_stopped`)."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    return SingleThreadedExecutor()
 
 
 def _spin_until_stopped(executor: Any, node: Any, stop: StopRequest) -> None:
