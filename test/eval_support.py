@@ -14,14 +14,23 @@ IMAGE_TOPIC = "/camera/image_raw"
 MASK_TOPIC = "/camera/anomaly_mask"
 
 
-def make_checkpoint(path: Path, *, kind: str = "nll", threshold: float | None = 20.0) -> Path:
+def make_checkpoint(
+    path: Path, *, kind: str = "nll", threshold: float | None = 20.0, image_threshold: float | None = None
+) -> Path:
     """Random-init ViT-S (weights none), 2 flow steps, 56x56 input; params nudged so scores vary.
 
     The NLL score keeps the random model's scores spread out (the likelihood score of a random
-    model saturates near 1), so metrics are not degenerate.
+    model saturates near 1), so metrics are not degenerate. The weights depend on nothing but
+    the fixed seeds: two calls give the same model (e.g. with different thresholds).
     """
     return random_checkpoint(
-        path, input_size=(56, 56), kind=kind, perturb=0.05, threshold=threshold, provenance={"test": "eval"}
+        path,
+        input_size=(56, 56),
+        kind=kind,
+        perturb=0.05,
+        threshold=threshold,
+        image_threshold=image_threshold,
+        provenance={"test": "eval"},
     )
 
 

@@ -89,3 +89,33 @@ def test_old_layout_bag_reads_back(tmp_path):
     assert read.is_anomalous and read.backend == "torch" and read.latency_ms == 12.5
     assert read.regions[0].area == 6 and read.regions[0].num_points == 5
     assert not hasattr(read, "image_threshold")  # old bags simply lack the appended field
+
+
+def _interface_show(name: str, show_comments: bool = True, indent: int = 0) -> list[str]:
+    """What the Jazzy ``ros2 interface show flowclas_ros/msg/NAME`` prints: each line of the .msg parsed
+    on its own by rosidl_adapter; a nested type's definition follows its field, one tab deeper, without
+    its comments and blank lines (ros2interface/verb/show.py)."""
+    from rosidl_adapter.parser import parse_message_string
+
+    out = []
+    for line in (REPO_ROOT / "msg" / f"{name}.msg").read_text().splitlines():
+        spec = parse_message_string("flowclas_ros", name, line.rstrip())
+        is_comment = bool(spec.annotations.get("comment"))
+        if not show_comments and (not line.strip() or is_comment):
+            continue
+        out.append("\t" * indent + line.rstrip() if line.strip() else "")
+        nested = str(spec.fields[0].type).split("[")[0] if spec.fields else ""
+        if nested.startswith("flowclas_ros/"):
+            out += _interface_show(nested.split("/")[1], False, indent + 1)
+    return out
+
+
+def test_interface_show_prints_no_bare_comment_markers():
+    shown = _interface_show("AnomalyResult")
+    bare = [number for number, line in enumerate(shown, 1) if line.strip() == "#"]
+    assert not bare, f"bare '#' lines at {bare}:\n" + "\n".join(shown)
+    nested = [line for line in shown if line.startswith("\t")]
+    assert [line.strip() for line in nested] == _fields((REPO_ROOT / "msg" / "AnomalyRegion.msg").read_text())
+    for path in (REPO_ROOT / "msg").glob("*.msg"):  # every comment line says something
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            assert not re.fullmatch(r"#\s*", line), f"{path.name}:{number}: empty comment line"

@@ -153,13 +153,23 @@ def test_external_lifecycle_control_thresholds_and_silence_while_inactive(env):
     (result,) = client.set_parameters(NODE, {"image_threshold": score + 0.01})
     assert result.successful, result.reason
     assert not _result_for(env, "image_above").is_anomalous
-    (nan,) = client.set_parameters(NODE, {"image_threshold": math.nan})
-    assert not nan.successful and "configure" in nan.reason
+    # `ros2 param set /anomaly_node image_threshold .nan` while active: back to the checkpoint's,
+    # and the parameter shows the number in use again (as after configure).
+    results = client.set_parameters(NODE, {"threshold": math.nan, "image_threshold": math.nan})
+    assert all(r.successful for r in results), [r.reason for r in results]
+    got = client.get_parameters(NODE, ["threshold", "image_threshold"])
+    assert got == {"threshold": CKPT_THRESHOLD, "image_threshold": CKPT_IMAGE_THRESHOLD}
+    restored = _result_for(env, "nan_restores_checkpoint")
+    assert restored.threshold == pytest.approx(CKPT_THRESHOLD)
+    assert restored.image_threshold == CKPT_IMAGE_THRESHOLD
+    assert restored.is_anomalous == (restored.image_score >= CKPT_IMAGE_THRESHOLD)
     _transition(env, DEACTIVATE, "inactive")
     env.results.clear()
     _publish_for(env, 3.0, "after_deactivate")
     assert not env.results.snapshot()
-    _transition(env, CLEANUP, "unconfigured")
+    _transition(env, CLEANUP, "unconfigured")  # values filled in at runtime go back to NaN too
+    got = client.get_parameters(NODE, ["threshold", "image_threshold"])
+    assert math.isnan(got["threshold"]) and math.isnan(got["image_threshold"])
     out = env.proc.output()
     for word in ("configuring", "activating", "deactivating", "inactive:", "cleaning up", "unconfigured:"):
         assert any("[INFO]" in line and word in line for line in out.splitlines()), (word, out[-3000:])

@@ -1,7 +1,9 @@
 """``flowclas-eval``: evaluate a checkpoint on a folder dataset, a rosbag2, or live through the node.
 
 Writes ``OUT/metrics.json`` (docs/ARCHITECTURE.md keys plus extensions) and ``OUT/report.md``
-with PR/ROC curves and the worst/best frames as overlays.
+with PR/ROC curves and the worst/best frames as overlays. A ``--bag`` also gets the label-free
+review (:mod:`flowclas_ros.evaluation.review_recorder`): ``frames.csv``, ``events.csv``,
+``timeline.png`` and ``events/<peak_stamp>.png``, with or without masks.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 from flowclas_ros.cli_errors import OneLineParser, one_line
 from flowclas_ros.data.bags.frames import BagReadWarning
 from flowclas_ros.data.readers.benchmarks import BENCHMARKS
+from flowclas_ros.evaluation import live_args, review_cli
 from flowclas_ros.evaluation.accumulator import EvalAccumulator
 from flowclas_ros.evaluation.frames import BagFrames, BenchmarkFrames, EvalInputError, FolderFrames
 from flowclas_ros.evaluation.metrics import DEFAULT_NUM_BINS
@@ -30,6 +33,7 @@ BACKENDS = tuple(REGISTRY)  # torch, onnxruntime, openvino, tensorrt
 EXAMPLES = """examples:
   flowclas-eval --checkpoint runs/a/checkpoint --data data/val --out eval/val
   flowclas-eval --checkpoint ckpt --data RoadAnomaly --dataset road_anomaly --out eval/ra
+  flowclas-eval --checkpoint ckpt --bag drive.mcap --image-topic /camera/image_raw --out review/drive
   flowclas-eval --checkpoint ckpt --bag rec.bag --image-topic /camera/image_raw \\
       --mask-topic /camera/anomaly_mask --out eval/rec
   flowclas-eval --live --checkpoint ckpt --bag rec.bag --image-topic /camera/image_raw \\
@@ -42,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
         prog=PROG,
         description="Evaluate a FlowCLAS checkpoint: pixel AUROC / AP / FPR95 (ignore label 255 excluded), "
-        "image AUROC, latency; writes OUT/metrics.json and OUT/report.md.",
+        "image AUROC, latency; writes OUT/metrics.json and OUT/report.md. A --bag is also reviewed "
+        "frame by frame, labels or not: OUT/frames.csv, OUT/events.csv, OUT/timeline.png, OUT/events/.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -125,9 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     met.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     met.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
 
-    from flowclas_ros.ros import live_cli  # the ROS side owns --live (imports no rclpy)
-
-    live_cli.add_arguments(p)
+    review_cli.add_arguments(p)
+    live_args.add_arguments(p)  # the flags only: the replay is imported when --live is given
     return p
 
 
@@ -146,10 +150,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise EvalInputError("--image-topic/--mask-topic/--mask-dir only apply to --bag")
     if args.bag and not args.image_topic:
         raise EvalInputError("--bag needs --image-topic")
-    from flowclas_ros.ros import live_cli
-
-    live_cli.check_args(args)
-    if not args.checkpoint and live_cli.needs_checkpoint(args):
+    live_args.check_args(args)
+    review_cli.check_args(args)
+    if not args.checkpoint and live_args.needs_checkpoint(args):
         raise EvalInputError("--checkpoint is required")
     if args.checkpoint and not Path(args.checkpoint).exists():
         raise EvalInputError(f"checkpoint {args.checkpoint} does not exist")
@@ -213,14 +216,14 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             n_examples=args.examples,
         )
 
-    throughput = live = None
-    live_warnings: list[str] = []
+    throughput = live = review = None
+    run_warnings: list[str] = []
     if args.live:
         from flowclas_ros.ros import live_cli
 
         acc = accumulator(_checkpoint_score_kind(args.checkpoint))
         assert isinstance(frames, BagFrames)
-        live, live_warnings = live_cli.run(args, frames, acc, out_dir)
+        live, run_warnings = live_cli.run(args, frames, acc, out_dir)
         backend_name, latency_kind = args.backend, "end_to_end"
         threshold, threshold_source = args.threshold, "--threshold"
         if threshold is None and live["node_threshold"] is not None:
@@ -242,15 +245,25 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             backend = refiner.wrap(backend)
         with backend:
             acc = accumulator(backend.config.score.kind)
+            recorder = review_cli.make_recorder(args, backend, out_dir) if args.bag else None
             timing = evaluate_frames(
-                frames, backend, acc, batch_size=args.batch_size, total=len(frames), progress=progress
+                frames,
+                backend,
+                acc,
+                batch_size=args.batch_size,
+                total=len(frames),
+                progress=progress,
+                on_result=None if recorder is None else recorder.on_result,
             )
+            if recorder is not None:  # inside `with backend`: peaks may need scoring again
+                review = recorder.finish(review_cli.bag_refetch(args, backend))
+                run_warnings += review_cli.review_warnings(review)
             backend_name, latency_kind = backend.name, "predict"
             threshold, threshold_source = args.threshold, "--threshold"
             if threshold is None and backend.threshold is not None:
                 threshold, threshold_source = backend.threshold, "checkpoint"
         throughput = timing.as_dict()
-    warn = frames.warnings() + live_warnings
+    warn = frames.warnings() + run_warnings
     metrics = build_metrics(
         acc,
         source=frames.describe(),
@@ -275,8 +288,14 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         if args.refine == "sam2"
         else {"kind": "none"}
     )
+    if review is not None:
+        metrics["review"] = review
     write_metrics(metrics, out_dir)
-    write_report(acc, metrics, out_dir)
+    report = write_report(acc, metrics, out_dir)
+    if review is not None:
+        from flowclas_ros.evaluation.review_report import append_review_section
+
+        append_review_section(report, review)
     return metrics
 
 
@@ -308,6 +327,12 @@ def main(argv: list[str] | None = None) -> int:
         f"latency p50 {'n/a' if lat is None else f'{lat:.1f}'} ms -> {Path(args.out) / 'metrics.json'}"
         + ("  [PARTIAL: damaged bag]" if metrics["partial"] else "")
     )
+    review = metrics.get("review")
+    if review is not None:
+        print(
+            f"review: {review['frames']} frames, {review['flagged']} flagged, {review['events']} events "
+            f"-> {Path(args.out) / review['files']['frames']}, {Path(args.out) / review['files']['events']}"
+        )
     return 0
 
 

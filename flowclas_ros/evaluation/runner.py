@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from tqdm import tqdm
 
 from flowclas_ros.evaluation.accumulator import EvalAccumulator
 from flowclas_ros.evaluation.frames import EvalFrame
-from flowclas_ros.runtime.base import InferenceBackend
+from flowclas_ros.runtime.base import InferenceBackend, Prediction
 
 
 @dataclass
@@ -51,6 +51,7 @@ def evaluate_frames(
     batch_size: int = 1,
     total: int | None = None,
     progress: bool = True,
+    on_result: Callable[[EvalFrame, Prediction], None] | None = None,
 ) -> RunTiming:
     """Predict every frame in batches and add the results to ``accumulator``.
 
@@ -65,6 +66,7 @@ def evaluate_frames(
         batch_size: Frames per ``predict`` call.
         total: Expected number of frames, for the progress bar.
         progress: Show a tqdm bar on stderr.
+        on_result: Called with each frame and its prediction (e.g. the label-free review's rows).
 
     Returns:
         Timing of the run.
@@ -93,6 +95,8 @@ def evaluate_frames(
                     latency_ms=per_frame_ms,
                     model_ms=pred.model_ms,
                 )
+                if on_result is not None:
+                    on_result(frame, pred)
             timing.n_frames += len(batch)
             bar.update(len(batch))
             batch.clear()

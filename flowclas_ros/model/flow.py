@@ -112,6 +112,17 @@ def build_flow(channels: int, cfg: FlowConfig, seed: int) -> Ff.SequenceINN:
     return flow
 
 
+def gaussian_log_prob(z: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
+    """Element-wise ``log N(z_c; mean_c, exp(log_sigma_c))`` for z (B, C, H, W) and (C,) parameters.
+
+    The one Gaussian log-density of the package: both base distributions, the NLL loss and the
+    anomaly score go through it.
+    """
+    mean = mean.view(1, -1, 1, 1)
+    log_sigma = log_sigma.view(1, -1, 1, 1)
+    return -0.5 * ((z - mean) * torch.exp(-log_sigma)) ** 2 - log_sigma - HALF_LOG_2PI
+
+
 class DiagonalGaussian(nn.Module):
     """Base distribution N(mean, diag(exp(log_sigma))^2), one mean / sigma per channel."""
 
@@ -122,6 +133,4 @@ class DiagonalGaussian(nn.Module):
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """Element-wise log N(z_c; mean_c, sigma_c) for z (B, C, H, W); same shape."""
-        mean = self.mean.view(1, -1, 1, 1)
-        log_sigma = self.log_sigma.view(1, -1, 1, 1)
-        return -0.5 * ((z - mean) * torch.exp(-log_sigma)) ** 2 - log_sigma - HALF_LOG_2PI
+        return gaussian_log_prob(z, self.mean, self.log_sigma)

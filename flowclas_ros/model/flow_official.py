@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from flowclas_ros.model.config import FlowConfig
-from flowclas_ros.model.flow import HALF_LOG_2PI
+from flowclas_ros.model.flow import gaussian_log_prob
 
 
 class OfficialActNorm(nn.Module):
@@ -160,6 +160,4 @@ class OfficialGaussian(nn.Module):
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """Element-wise log N(z_c; mu_c, exp(log_scale_c)) for z (B, C, H, W); same shape."""
-        mu = self.mu.view(1, -1, 1, 1)
-        log_scale = self.log_scale.view(1, -1, 1, 1)
-        return -0.5 * ((z - mu) * torch.exp(-log_scale)) ** 2 - log_scale - HALF_LOG_2PI
+        return gaussian_log_prob(z, self.mu, self.log_scale)

@@ -56,6 +56,13 @@ NODE_NAME = "anomaly_node"
 DEPTH_PARAMETERS = frozenset({"depth_scale", "min_range", "max_range", "voxel_size"})
 
 
+def _asks_checkpoint_threshold(params: list[Parameter]) -> bool:
+    """Whether ``params`` set ``threshold`` or ``image_threshold`` to NaN (= the checkpoint's)."""
+    return any(
+        p.name in NAN_MEANS_CHECKPOINT and isinstance(p.value, float) and math.isnan(p.value) for p in params
+    )
+
+
 def _check_prompt_set(backend: InferenceBackend, values: dict[str, Any]) -> str | None:
     """Why ``prompt_set`` cannot be used at configure with ``backend`` (one line), or None.
 
@@ -125,6 +132,11 @@ class AnomalyNode(NodeHealthMixin, LifecycleNode):
         return bool(self._values["autostart"])
 
     @property
+    def finalized(self) -> bool:
+        """Whether the lifecycle ``shutdown`` transition has run (``main`` then exits)."""
+        return self._state == "finalized"
+
+    @property
     def configure_error(self) -> str | None:
         """The reason of the last failed configure, or None."""
         return self._configure_error
@@ -141,12 +153,14 @@ class AnomalyNode(NodeHealthMixin, LifecycleNode):
                     f"{param.name} is read at configure; deactivate and clean up the node first "
                     f"(it is {self._state})"
                 )
-            nan = isinstance(param.value, float) and math.isnan(param.value)
-            if reason is None and param.name in NAN_MEANS_CHECKPOINT and nan:
-                if self._backend is not None:
-                    reason = f"{param.name}: NaN (the checkpoint's) is resolved at configure; give a number"
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
+        if self._backend is not None and _asks_checkpoint_threshold(params):
+            candidate = dict(self._values) | {p.name: p.value for p in params if p.name in SPECS}
+            try:  # NaN while configured: the checkpoint's value (refused if it has none)
+                effective_thresholds(candidate, self._checkpoint_thresholds())
+            except ValueError as err:
+                return SetParametersResult(successful=False, reason=str(err))
         if any(param.name in DEPTH_PARAMETERS for param in params):
             candidate = dict(self._values) | {p.name: p.value for p in params if p.name in SPECS}
             try:
@@ -166,7 +180,12 @@ class AnomalyNode(NodeHealthMixin, LifecycleNode):
             if param.name in SPECS:
                 self._values[param.name] = param.value
         if self._backend is not None:
-            self._settings = runtime_settings(self._values, self._checkpoint_thresholds())
+            checkpoint = self._checkpoint_thresholds()
+            self._settings = runtime_settings(self._values, checkpoint)
+            if _asks_checkpoint_threshold(params):
+                # NaN at runtime: back to the checkpoint's, shown as the number in use (as at configure).
+                # (Humble applies before it stores the value: there the parameter keeps showing NaN.)
+                self._fill_in_thresholds(effective_thresholds(self._values, checkpoint), checkpoint)
 
     def _checkpoint_thresholds(self) -> CheckpointThresholds:
         assert self._backend is not None
@@ -252,7 +271,7 @@ class AnomalyNode(NodeHealthMixin, LifecycleNode):
             )
         if filled:
             self.set_parameters([Parameter(name, Parameter.Type.DOUBLE, v) for name, v in filled.items()])
-        self._filled_in = filled
+        self._filled_in.update(filled)  # emptied when the model is released
 
     def _fail_configure(self, err: BaseException) -> TransitionCallbackReturn:
         self._configure_error = one_line(err)

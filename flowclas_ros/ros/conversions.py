@@ -22,6 +22,7 @@ from flowclas_ros.data.images.codec import (
     encode_mono8,
 )
 from flowclas_ros.msg import AnomalyRegion, AnomalyResult
+from flowclas_ros.runtime.decision import is_anomalous
 from flowclas_ros.runtime.postprocess import Region
 
 __all__ = [
@@ -115,7 +116,7 @@ def result_msg(
         header=header,
         image_score=float(image_score),
         threshold=float(threshold),
-        is_anomalous=bool(image_score >= image_threshold),
+        is_anomalous=is_anomalous(image_score, image_threshold),
         anomalous_fraction=float(anomalous_fraction),
         regions=[region_msg(region) for region in regions],
         latency_ms=float(latency_ms),

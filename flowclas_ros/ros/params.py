@@ -148,8 +148,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "threshold",
         "double",
         math.nan,
-        "Per-pixel anomaly threshold (score >= threshold is anomalous); NaN uses the checkpoint's "
-        "(after configure the parameter shows the value in use).",
+        "Per-pixel anomaly threshold (score >= threshold is anomalous); NaN uses the checkpoint's, "
+        "also when set at runtime (after configure the parameter shows the value in use).",
         runtime=True,
     ),
     ParamSpec(
@@ -157,8 +157,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "double",
         math.nan,
         "Image-level threshold: is_anomalous = image_score >= image_threshold; NaN uses the "
-        "checkpoint's image_threshold, else (older checkpoints) the pixel threshold in effect at "
-        "configure (after configure the parameter shows the value in use).",
+        "checkpoint's image_threshold, else (older checkpoints) the pixel threshold in effect, also "
+        "when set at runtime (after configure the parameter shows the value in use).",
         runtime=True,
     ),
     ParamSpec(

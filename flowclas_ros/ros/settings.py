@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flowclas_ros.ros.params import COMPRESSED_SUFFIX
+from flowclas_ros.runtime.decision import image_threshold_in_use
 
 if TYPE_CHECKING:  # imported in depth_settings: keeps launch files free of numpy/OpenCV
     from flowclas_ros.runtime.geometry3d import DepthSettings
@@ -73,8 +74,8 @@ def effective_thresholds(values: dict[str, Any], checkpoint: CheckpointThreshold
         threshold = float(checkpoint.threshold)
     image_threshold = float(values["image_threshold"])
     if math.isnan(image_threshold):
-        fallback = checkpoint.image_threshold
-        image_threshold = threshold if fallback is None or not math.isfinite(fallback) else float(fallback)
+        in_use = image_threshold_in_use(checkpoint.image_threshold, threshold)
+        image_threshold = threshold if in_use is None else in_use  # never None: threshold is set
     return threshold, image_threshold
 
 

@@ -2,7 +2,8 @@
 
 Shared by the ROS node and the evaluation reports. A pixel is anomalous when
 its score is **at or above** the threshold (``score >= threshold``); NaN
-scores are never anomalous.
+scores are never anomalous. The comparison is :func:`flowclas_ros.runtime.decision.at_or_above`,
+the one every decision uses.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from flowclas_ros.runtime.decision import at_or_above
 
 _BOX_COLOUR = (255, 255, 255)
 _SHADOW_COLOUR = (0, 0, 0)
@@ -59,7 +62,7 @@ def anomaly_mask(score_map: np.ndarray, threshold: float) -> np.ndarray:
     Returns:
         (H, W) uint8 with 255 for anomalous pixels and 0 elsewhere (NaN -> 0).
     """
-    mask = _check_map(score_map) >= threshold
+    mask = at_or_above(_check_map(score_map), threshold)
     return mask.view(np.uint8) * np.uint8(255)
 
 
@@ -68,7 +71,7 @@ def anomalous_fraction(score_map: np.ndarray, threshold: float) -> float:
     score_map = _check_map(score_map)
     if score_map.size == 0:
         return 0.0
-    return float(np.count_nonzero(score_map >= threshold)) / score_map.size
+    return float(np.count_nonzero(at_or_above(score_map, threshold))) / score_map.size
 
 
 def find_regions(
@@ -210,7 +213,7 @@ def render_overlay(
         if image_score is None:
             finite = score_map[np.isfinite(score_map)]
             image_score = float(finite.max()) if finite.size else float("nan")
-        anomalous = image_score >= threshold
+        anomalous = at_or_above(float(image_score), threshold)
         text = f"{'ANOMALY' if anomalous else 'normal'} {image_score:.3f} (thr {threshold:.3f})"
         _put_label(out, text, (4, 4), scale, _ANOMALY_TEXT if anomalous else _NORMAL_TEXT)
     return out

@@ -115,24 +115,15 @@ def load_sam2_weights(model: Any, checkpoint: str | Path, config: str) -> None:
         Sam2Error: Missing or unreadable file, not a SAM2 checkpoint, or keys/shapes that do
             not match ``config`` (the message counts them and names the first few).
     """
-    import pickle
-
-    import torch
+    from flowclas_ros.model.weights import WeightsFileError, read_state_dict
 
     path = Path(checkpoint)
     if not path.is_file():
         raise Sam2Error(f"--sam2-checkpoint {path} does not exist")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError) as err:
-        raise Sam2Error(
-            f"--sam2-checkpoint {path}: not a loadable SAM2 checkpoint ({' '.join(str(err).split())[:200]})"
-        ) from err
-    state = data.get("model") if isinstance(data, dict) else None
-    if not isinstance(state, dict):
-        raise Sam2Error(
-            f"--sam2-checkpoint {path}: expected a dict with a 'model' state dict (SAM2's format)"
-        )
+        state = read_state_dict(path, ("model",), require_wrapper=True, what="SAM2 checkpoint")
+    except WeightsFileError as err:
+        raise Sam2Error(f"--sam2-checkpoint {path}: not a loadable SAM2 checkpoint ({err.reason})") from err
     from flowclas_ros.model.state_keys import describe_mismatch
 
     problem = describe_mismatch(model.state_dict(), state, limit=3)

@@ -19,6 +19,7 @@ import torch
 
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 from flowclas_ros.model.vl4ad.fusion import calibrate_fusion, fuse
+from flowclas_ros.runtime.decision import place_threshold, threshold_margin
 from flowclas_ros.training.distributed import DistContext, all_gather_rows
 
 FUSION_SAMPLES_PER_PROCESS = 200_000
@@ -31,19 +32,26 @@ def fusion_enabled(model: FlowCLAS) -> bool:
 
 
 def image_threshold_at_fpr(normal_scores: np.ndarray, target_fpr: float) -> float | None:
-    """The lowest threshold that flags at most ``target_fpr`` of the normal images.
+    """The image threshold that flags at most ``target_fpr`` of the normal images, with a margin.
 
     With ``n`` normal images at most ``floor(target_fpr * n)`` of them score at or above
-    the result; with fewer than ``1 / target_fpr`` images that is none, so the threshold
-    lies just above the highest normal score. Exact (no binning). None without images.
+    the result (:func:`~flowclas_ros.runtime.decision.at_or_above`); with fewer than
+    ``1 / target_fpr`` images that is none. The threshold lies between the highest score
+    that must stay below it and the next distinct higher score, a margin away from both
+    where the gap allows, midway otherwise, and is a float32 value
+    (:func:`~flowclas_ros.runtime.decision.place_threshold`), so a normal image is not
+    flagged by one backend and passed by another over the last bit of a float. Exact (no
+    binning). None without images.
     """
     scores = np.sort(np.asarray(normal_scores, np.float64).ravel())[::-1]
     scores = scores[np.isfinite(scores)]
     if scores.size == 0:
         return None
     allowed = int(math.floor(target_fpr * scores.size + 1e-9))
-    # Just above the (allowed+1)-th highest score: it and every lower score stay below.
-    return float(np.nextafter(np.float32(scores[allowed]), np.float32(np.inf)))
+    boundary = scores[allowed]  # it and every lower score stay below the threshold
+    higher = scores[:allowed][scores[:allowed] > boundary]  # ties with the boundary stay below too
+    above = float(higher.min()) if higher.size else None
+    return place_threshold(float(boundary), above, threshold_margin(scores))
 
 
 def calibrate_and_fuse(

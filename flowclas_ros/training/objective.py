@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from flowclas_ros.model.flow import DiagonalGaussian
-from flowclas_ros.model.flowclas.loss import nll_from_log_prob, nll_loss, seg_loss, supcon_loss
+from flowclas_ros.model.flowclas.loss import nll_from_log_prob, seg_loss, supcon_loss
 from flowclas_ros.model.flowclas.seg_head import SegHead
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 from flowclas_ros.training.batches import IGNORE, FeatureBatch, autocast_context
@@ -48,8 +47,8 @@ def balanced_count(mixed_mask: torch.Tensor, outlier_mask: torch.Tensor, max_vie
 class FlowCLASObjective(nn.Module):
     """Computes the loss of one :class:`FeatureBatch`.
 
-    * NLL (``model/flowclas/loss.py:nll_loss``) over the inlier cells (mask 0) of the
-      mixed images only.
+    * NLL (``model/flowclas/loss.py:cell_nll``, reduced by ``nll_from_log_prob``) over the
+      inlier cells (mask 0) of the mixed images only.
     * SupCon (``supcon_loss``) on ``model.project(z)``: anchors are up to
       ``anchors_outlier`` pasted-outlier cells and ``anchors_inlier`` inlier
       cells of the mixed images (over the whole batch); the contrast set is the
@@ -100,18 +99,9 @@ class FlowCLASObjective(nn.Module):
             z, log_jac_det = model.flow_forward(torch.cat([batch.mixed, batch.outlier]))
             emb = model.project(z)
         z, log_jac_det, emb = z.float(), log_jac_det.float(), emb.float()
-        if isinstance(model.base, DiagonalGaussian):
-            nll = nll_loss(
-                z[:n],
-                log_jac_det[:n],
-                batch.mixed_mask == 0,
-                model.base.mean,
-                model.base.log_sigma,
-                cfg.nll_reduction,
-            )
-        else:  # another base (flow.variant official): through its element-wise log-density
-            log_prob = model.base.log_prob(z[:n])
-            nll = nll_from_log_prob(log_prob, log_jac_det[:n], batch.mixed_mask == 0, cfg.nll_reduction)
+        # Every base distribution (ours, the authors' mu / log_scale) gives its element-wise log-density.
+        log_prob = model.base.log_prob(z[:n])
+        nll = nll_from_log_prob(log_prob, log_jac_det[:n], batch.mixed_mask == 0, cfg.nll_reduction)
         flat = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1])
         cells = z.shape[-2] * z.shape[-1]
         mixed_emb, outlier_emb = flat[: n * cells], flat[n * cells :]

@@ -36,6 +36,7 @@ from flowclas_ros.evaluation.metrics import ImageMetrics, PixelMetrics
 from flowclas_ros.model.flowclas.anomaly_map import image_score, likelihood_score, nll_score, upsample_crop
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 from flowclas_ros.model.vl4ad.fusion import fuse
+from flowclas_ros.runtime.decision import at_or_above, float32_at_or_above
 from flowclas_ros.training.batches import images_to_features
 from flowclas_ros.training.calibration import calibrate_and_fuse, fusion_enabled, image_threshold_at_fpr
 from flowclas_ros.training.distributed import DistContext, all_gather_rows, all_reduce_minmax, all_reduce_sum_
@@ -236,13 +237,19 @@ def validate(
     metrics.update(_image_auroc(image, ctx))
     metrics["n_images"] = valset.n_total
     metrics["mode"] = valset.mode
-    threshold = pixel.threshold_at_fpr(target_fpr) if metrics["n_neg"] > 0 else None
-    if threshold is not None:
+    threshold = None
+    if metrics["n_neg"] > 0:  # a bin edge, stored as the float32 value that keeps every pixel's decision
+        threshold = float32_at_or_above(pixel.threshold_at_fpr(target_fpr))
         metrics["at_threshold"] = pixel.at_threshold(threshold)
     normal = _normal_image_scores(model, valset, image, ctx, batch_size, amp_dtype)
     image_threshold = image_threshold_at_fpr(normal, image_target_fpr)
     if image_threshold is not None:
-        metrics["image_threshold"] = {"n_normal": int(normal.size), "target_fpr": image_target_fpr}
+        flagged = int(np.count_nonzero(at_or_above(normal, image_threshold)))
+        metrics["image_threshold"] = {
+            "n_normal": int(normal.size),
+            "target_fpr": image_target_fpr,
+            "n_flagged": flagged,
+        }
     model.train(was_training)
     return ValResult(metrics=metrics, threshold=threshold, image_threshold=image_threshold)
 

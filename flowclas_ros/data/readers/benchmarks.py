@@ -253,7 +253,24 @@ BENCHMARKS = {
         ),
     )
 }
-"""``--dataset`` name -> reader."""
+"""``--dataset`` name -> reader (the registry; add one with :func:`register_benchmark`)."""
+
+
+def register_benchmark(benchmark: Benchmark) -> Benchmark:
+    """Adds a reader under ``benchmark.name``; ``flowclas-eval --dataset`` offers it from then on.
+
+    Raises:
+        ValueError: The name is taken.
+    """
+    if benchmark.name in BENCHMARKS:
+        raise ValueError(f"--dataset {benchmark.name!r} is registered already")
+    BENCHMARKS[benchmark.name] = benchmark
+    return benchmark
+
+
+def unregister_benchmark(name: str) -> None:
+    """Removes a reader (tests that register a dummy one clean up with this)."""
+    BENCHMARKS.pop(name, None)
 
 
 def open_benchmark(name: str, root: str | Path) -> tuple[FileListDataset, Benchmark]:

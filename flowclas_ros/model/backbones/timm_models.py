@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import types
-from pathlib import Path
 
 import timm
 import torch
@@ -27,6 +26,7 @@ from flowclas_ros.model.backbones.registry import (
 )
 from flowclas_ros.model.config import BackboneConfig
 from flowclas_ros.model.state_keys import describe_mismatch
+from flowclas_ros.model.weights import WeightsFileError, read_state_dict
 
 _HEAD_PREFIXES = ("head.", "fc.", "classifier.", "fc_norm.", "head_drop.")
 
@@ -174,24 +174,6 @@ def _load_or_warn(net: nn.Module, cfg: BackboneConfig, warn_random_weights: bool
         warn_random(cfg.name)
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Reads a state_dict from .safetensors or (without unpickling code) .pth/.pt."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise BackboneError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from exc
-    for key in ("model", "state_dict"):  # common wrappers
-        if isinstance(data, dict) and isinstance(data.get(key), dict):
-            data = data[key]
-    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise BackboneError(f"{path}: expected a state_dict of tensors")
-    return data
-
-
 def _unchunk_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Maps DINOv2 ``BlockChunk`` keys ``blocks.<chunk>.<block>.x`` to ``blocks.<block>.x``."""
     return {re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", k): v for k, v in state.items()}
@@ -212,7 +194,10 @@ def load_weights_file(net: nn.Module, weights_file: str, sha256: str = "") -> No
         BackboneError: Missing file, hash mismatch, unreadable file or key mismatch.
     """
     path = check_weights_file("weights_file", weights_file, sha256)
-    state = _unchunk_keys(read_state_dict(path))
+    try:
+        state = _unchunk_keys(read_state_dict(path))
+    except WeightsFileError as exc:
+        raise BackboneError(str(exc)) from exc
     if hasattr(net, "patch_embed"):  # ViT: timm's filter converts official DINOv2 keys
         state = checkpoint_filter_fn(state, net)
     state = {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIXES)}

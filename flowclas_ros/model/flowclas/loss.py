@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from flowclas_ros.model.flow import HALF_LOG_2PI
+from flowclas_ros.model.flow import gaussian_log_prob
 
 
 def nll_loss(
@@ -43,17 +43,7 @@ def nll_loss(
     Returns:
         Scalar loss.
     """
-    mask = inlier_mask.to(z.dtype)
-    cells = z.shape[-2] * z.shape[-1]
-    scaled = (z - mean.view(1, -1, 1, 1)) * torch.exp(-log_sigma.view(1, -1, 1, 1))
-    per_cell = (0.5 * scaled**2 + log_sigma.view(1, -1, 1, 1) + HALF_LOG_2PI).sum(dim=1)
-    per_cell = per_cell - (log_jac_det / cells).view(-1, 1, 1)
-    total = (per_cell * mask).sum()
-    if reduction == "sum":
-        return total / z.shape[0]
-    if reduction == "mean":
-        return total / (mask.sum() * z.shape[1]).clamp(min=1.0)
-    raise ValueError(f"nll_loss: unknown reduction {reduction!r}")
+    return nll_from_log_prob(gaussian_log_prob(z, mean, log_sigma), log_jac_det, inlier_mask, reduction)
 
 
 def supcon_loss(
@@ -200,11 +190,24 @@ def nll_from_log_prob(
         reduction: ``sum`` or ``mean``, as in :func:`nll_loss`.
     """
     mask = inlier_mask.to(log_prob.dtype)
-    cells = log_prob.shape[-2] * log_prob.shape[-1]
-    per_cell = -log_prob.sum(dim=1) - (log_jac_det / cells).view(-1, 1, 1)
-    total = (per_cell * mask).sum()
+    total = (cell_nll(log_prob, log_jac_det) * mask).sum()
     if reduction == "sum":
         return total / log_prob.shape[0]
     if reduction == "mean":
         return total / (mask.sum() * log_prob.shape[1]).clamp(min=1.0)
-    raise ValueError(f"nll_from_log_prob: unknown reduction {reduction!r}")
+    raise ValueError(f"nll: unknown reduction {reduction!r}")
+
+
+def cell_nll(log_prob: torch.Tensor, log_jac_det: torch.Tensor) -> torch.Tensor:
+    """Per-cell negative log-likelihood (B, h, w) in nats: the one definition of the package.
+
+    ``nll[b, i] = -sum_c log_prob[b, c, i] - log_jac_det[b] / (h * w)``: the flow's per-image
+    log-det is shared evenly by its cells (as in the official FlowCLAS code), so summing over
+    the cells of an image gives its exact NLL.
+
+    Args:
+        log_prob: (B, C, h, w) element-wise base log-density, constant included.
+        log_jac_det: Per-image log|det J| of the flow (B,).
+    """
+    cells = log_prob.shape[-2] * log_prob.shape[-1]
+    return -log_prob.sum(dim=1) - (log_jac_det / cells).view(-1, 1, 1)

@@ -17,6 +17,7 @@ from flowclas_ros.model.flowclas.anomaly_map import (
     nll_score,
     upsample_crop,
 )
+from flowclas_ros.model.flowclas.loss import cell_nll
 from flowclas_ros.model.vl4ad.fusion import fuse
 from flowclas_ros.model.vl4ad.text_scorer import create_text_scorer
 
@@ -144,8 +145,7 @@ class FlowCLAS(nn.Module):
         the flow's per-sample log-det is shared evenly by all cells (as in the
         official code), so summing over cells gives the exact image NLL.
         """
-        cells = z.shape[-2] * z.shape[-1]
-        return -self.base.log_prob(z).sum(dim=1) - (log_jac_det / cells).view(-1, 1, 1)
+        return cell_nll(self.base.log_prob(z), log_jac_det)
 
     def project(self, z: torch.Tensor) -> torch.Tensor:
         """Contrastive embedding: 1x1 conv then L2-normalised over channels, (B, proj_dim, h, w)."""

@@ -35,6 +35,7 @@ from flowclas_ros.model.vl4ad.anomaly_map import class_logits, outlier_score, st
 from flowclas_ros.model.vl4ad.clip_dense import DenseClipEncoder
 from flowclas_ros.model.vl4ad.config import TextScorerConfig
 from flowclas_ros.model.vl4ad.prompts import PromptSet, load_prompt_set, resolve_classes, text_cache_key
+from flowclas_ros.model.weights import WeightsFileError, read_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -83,22 +84,12 @@ def load_clip_weights(model: nn.Module, path: str | Path, sha256: str = "") -> N
     if sha256 and sha256_file(path) != sha256.lower():
         raise TextScorerError(f"{path}: sha256 does not match text.weights_sha256 {sha256}")
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any reader error becomes one clear message
+        state = read_state_dict(path, ("state_dict",), what="CLIP weights")
+    except WeightsFileError as exc:
         raise TextScorerError(
-            f"{path}: cannot read CLIP weights ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-            "expected .safetensors or a torch.save'd state_dict (TorchScript archives such as OpenAI's "
-            "original .pt files are not supported: use open_clip's open_clip_model.safetensors)"
+            f"{exc}; expected .safetensors or a torch.save'd state_dict (TorchScript archives such as "
+            "OpenAI's original .pt files are not supported: use open_clip's open_clip_model.safetensors)"
         ) from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise TextScorerError(f"{path}: expected a mapping of parameter names to tensors")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     resize_pos_embed(state, model)
     resize_text_pos_embed(state, model)
