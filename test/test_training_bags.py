@@ -265,3 +265,14 @@ def test_a_bag_as_masked_validation_and_a_missing_path_are_one_line_errors(tiny,
     cfg.train = ["train", str(tmp_path / "nothing")]
     with pytest.raises(ConfigError, match=r"data.train\[1\]: folder .*nothing' not found; .*or a rosbag2"):
         prepare_data(cfg, ctx, progress=False)
+
+
+def test_the_site_recipe_loads_strictly_and_fine_tunes_in_fewer_steps_than_the_demo():
+    from pathlib import Path
+
+    from flowclas_ros.config_io import load
+
+    configs = Path(__file__).resolve().parents[1] / "config" / "train"
+    site, demo = load(TrainConfig, configs / "site.yaml"), load(TrainConfig, configs / "demo.yaml")
+    assert site.steps * 4 == demo.steps and site.model == demo.model  # fine-tunes the demo's checkpoints
+    assert site.data.bag == BagConfig("", 2.0, True, 2.0) and site.data.val == "" and site.data.train == ""
