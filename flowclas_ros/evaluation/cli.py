@@ -20,16 +20,14 @@ from flowclas_ros.data.bags.frames import BagReadWarning
 from flowclas_ros.data.readers.benchmarks import BENCHMARKS
 from flowclas_ros.evaluation import live_args, review_cli
 from flowclas_ros.evaluation.accumulator import EvalAccumulator
+from flowclas_ros.evaluation.backend_args import add_backend_arguments
 from flowclas_ros.evaluation.frames import BagFrames, BenchmarkFrames, EvalInputError, FolderFrames
 from flowclas_ros.evaluation.metrics import DEFAULT_NUM_BINS
 from flowclas_ros.evaluation.report import build_metrics, fmt, write_metrics, write_report
-from flowclas_ros.runtime.base import BACKENDS as REGISTRY
 from flowclas_ros.runtime.registry import backend_options
 from flowclas_ros.runtime.sam2_refine import add_refine_arguments, check_refine_args, refiner_from_args
-from flowclas_ros.runtime.threads import thread_arg
 
 PROG = "flowclas-eval"
-BACKENDS = tuple(REGISTRY)  # torch, onnxruntime, openvino, tensorrt
 
 EXAMPLES = """examples:
   flowclas-eval --checkpoint runs/a/checkpoint --data data/val --out eval/val
@@ -93,28 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
 
     run = p.add_argument_group("model")
-    run.add_argument(
-        "--backend", default="torch", choices=BACKENDS, help="inference backend (default: %(default)s)"
-    )
-    run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
-    run.add_argument(
-        "--threshold",
-        type=float,
-        metavar="T",
-        help="pixel threshold for the precision/recall/IoU summary "
-        "(default: the checkpoint's calibrated one)",
+    add_backend_arguments(
+        run,
+        "pixel threshold for the precision/recall/IoU summary (default: the checkpoint's calibrated one)",
+        " (1 on a busy shared machine)",
     )
     run.add_argument("--batch-size", type=int, default=1, metavar="N", help="frames per forward (default: 1)")
-    run.add_argument(
-        "--threads",
-        "--num-threads",
-        dest="threads",
-        type=thread_arg,
-        default="auto",
-        metavar="N",
-        help="CPU threads of the backend: auto (default: the CPUs this process may use) or N "
-        "(1 on a busy shared machine); pools never spin while idle",
-    )
 
     add_refine_arguments(p)
 

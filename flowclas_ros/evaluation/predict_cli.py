@@ -27,14 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from flowclas_ros.cli_errors import OneLineParser, one_line
-from flowclas_ros.runtime.base import BACKENDS as REGISTRY
+from flowclas_ros.evaluation.backend_args import add_backend_arguments
 from flowclas_ros.runtime.registry import backend_options
 from flowclas_ros.runtime.sam2_refine import add_refine_arguments, check_refine_args, refiner_from_args
-from flowclas_ros.runtime.threads import thread_arg
 
 PROG = "flowclas-predict"
-BACKENDS = tuple(REGISTRY)  # torch, onnxruntime, openvino, tensorrt
-"""``--backend`` choices: the backend table (:mod:`flowclas_ros.runtime.registry`)."""
 
 EXAMPLES = """examples:
   flowclas-predict --checkpoint runs/a/checkpoint --input photos/ --out pred/
@@ -70,25 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--input", required=True, metavar="FILE_OR_DIR", help="an image file or a folder of images"
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
-    p.add_argument(
-        "--backend", default="torch", choices=BACKENDS, help="inference backend (default: %(default)s)"
-    )
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
-    p.add_argument(
-        "--threshold",
-        type=float,
-        metavar="T",
-        help="pixel threshold for the overlay's boxes and label (default: the checkpoint's; none: no boxes)",
-    )
-    p.add_argument(
-        "--threads",
-        "--num-threads",
-        dest="threads",
-        type=thread_arg,
-        default="auto",
-        metavar="N",
-        help="CPU threads of the backend: auto (default: the CPUs this process may use) or N; "
-        "pools never spin while idle (docs/DEPLOY.md)",
+    add_backend_arguments(
+        p, "pixel threshold for the overlay's boxes and label (default: the checkpoint's; none: no boxes)"
     )
     ov = p.add_argument_group("overlay")
     ov.add_argument(
