@@ -99,7 +99,8 @@ def test_every_ros_import_of_the_adapter_is_declared() -> None:
     ros_imports = {
         m
         for m in imported
-        if m in {"rclpy", "launch", "launch_ros", "cv_bridge"} or m.endswith(("_msgs", "_interfaces"))
+        if m in {"rclpy", "launch", "launch_ros", "cv_bridge"}
+        or m.endswith(("_msgs", "_srvs", "_interfaces"))
     }
     assert "rclpy" in ros_imports
     assert not ros_imports - declared, f"imported but not in package.xml: {sorted(ros_imports - declared)}"

@@ -50,7 +50,11 @@ def _third_party_imports() -> set[str]:
                 found.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 found.add(node.module.split(".")[0])
-    ros = {m for m in found if m in {"rclpy", "launch", "launch_ros"} or m.endswith(("_msgs", "_interfaces"))}
+    ros = {
+        m
+        for m in found
+        if m in {"rclpy", "launch", "launch_ros"} or m.endswith(("_msgs", "_srvs", "_interfaces"))
+    }
     return found - set(sys.stdlib_module_names) - ros - {"flowclas_ros", "sensor_msgs_py"}
 
 

@@ -31,6 +31,7 @@ from flowclas_ros.ros.declare import declare_parameters
 from flowclas_ros.ros.depth_stage import DepthStage
 from flowclas_ros.ros.frame_buffer import Frame, FrameSlots
 from flowclas_ros.ros.health import NodeHealthMixin
+from flowclas_ros.ros.learn_action import LearnActionMixin
 from flowclas_ros.ros.naming import resolve_camera_names
 from flowclas_ros.ros.node_parameters import ParameterMixin, check_prompt_set
 from flowclas_ros.ros.oneline import one_line
@@ -57,7 +58,7 @@ from flowclas_ros.runtime.base import InferenceBackend, create_backend
 NODE_NAME = "anomaly_node"
 
 
-class AnomalyNode(ParameterMixin, NodeHealthMixin, LifecycleNode):
+class AnomalyNode(LearnActionMixin, ParameterMixin, NodeHealthMixin, LifecycleNode):
     """The anomaly detection node; parameters are listed in :mod:`flowclas_ros.ros.params`."""
 
     def __init__(self, **kwargs: Any):
@@ -94,6 +95,7 @@ class AnomalyNode(ParameterMixin, NodeHealthMixin, LifecycleNode):
         self._diagnostics_timer = self.create_timer(
             float(self._values["diagnostics_period_s"]), self._publish_diagnostics
         )
+        self._create_learning_interfaces()  # ~/load_model, ~/rollback_model, ~/learn_nominal
 
     @property
     def autostart(self) -> bool:
@@ -155,6 +157,7 @@ class AnomalyNode(ParameterMixin, NodeHealthMixin, LifecycleNode):
         self._depth = DepthStage(self, cameras, depth) if any(depth) else None
         self._configure_error = None
         self._state = "inactive"
+        self._start_history()  # serving identity, learn_dir
         size = backend.config.preprocess.input_size
         size_text = f"{size[0]}x{size[1]}" if backend.config.preprocess.resize else "native resolution"
         self.get_logger().info(
@@ -264,6 +267,7 @@ class AnomalyNode(ParameterMixin, NodeHealthMixin, LifecycleNode):
         self._release_model()
 
     def _stop_processing(self) -> None:
+        self._stop_learning("the node stopped serving (deactivated or shutting down)")
         for subscription in self._subscriptions_in:
             self.destroy_subscription(subscription)
         self._subscriptions_in = []
@@ -277,19 +281,20 @@ class AnomalyNode(ParameterMixin, NodeHealthMixin, LifecycleNode):
             self._no_frame_timer = None
 
     def _release_model(self) -> None:
-        for outputs in self._outputs:
-            outputs.destroy(self)
-        self._outputs = []
-        if self._depth is not None:
-            self._depth.destroy(self)
-            self._depth = None
-        if self._backend is not None:
-            self._backend.close()
-            self._backend = None
-            gc.collect()  # drop the last references so GPU memory really goes back
-        self._settings = None
-        # Thresholds filled in from this checkpoint go back to "the checkpoint's" (unless changed).
-        restore = [name for name, value in self._filled_in.items() if self._values[name] == value]
-        self._filled_in = {}
-        if restore and self.context.ok():
-            self.set_parameters([Parameter(name, Parameter.Type.DOUBLE, math.nan) for name in restore])
+        with self._install_lock:  # not while a swapped-in model is being installed
+            for outputs in self._outputs:
+                outputs.destroy(self)
+            self._outputs = []
+            if self._depth is not None:
+                self._depth.destroy(self)
+                self._depth = None
+            if self._backend is not None:
+                self._backend.close()
+                self._backend = None
+                gc.collect()  # drop the last references so GPU memory really goes back
+            self._settings = None
+            # Thresholds filled in from this checkpoint go back to "the checkpoint's" (unless changed).
+            restore = [name for name, value in self._filled_in.items() if self._values[name] == value]
+            self._filled_in = {}
+            if restore and self.context.ok():
+                self.set_parameters([Parameter(name, Parameter.Type.DOUBLE, math.nan) for name in restore])

@@ -43,6 +43,9 @@ FORCE_EXIT_SIGNALS = 3
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+EXECUTOR_THREADS = 4
+"""Executor threads: the node's own callbacks, a model swap, a learning run, and one spare."""
+
 
 class StopRequest:
     """Records SIGINT / SIGTERM for the main loop; installed before anything heavy is imported.
@@ -179,10 +182,15 @@ def _run(argv: list[str], stop: StopRequest, dds_note: str | None) -> int:
 
 
 def _make_executor() -> Any:
-    """The executor ``main`` spins (in short steps, see :func:`_spin_until_stopped`)."""
-    from rclpy.executors import SingleThreadedExecutor
+    """The executor ``main`` spins (in short steps, see :func:`_spin_until_stopped`).
 
-    return SingleThreadedExecutor()
+    Several threads: ``~/load_model``, ``~/rollback_model`` and ``~/learn_nominal`` block for
+    seconds to minutes in callback groups of their own; the node's other callbacks share one
+    mutually exclusive group, so they still run one at a time, as under a single-threaded executor.
+    """
+    from rclpy.executors import MultiThreadedExecutor
+
+    return MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
 
 
 def _spin_until_stopped(executor: Any, node: Any, stop: StopRequest) -> None:

@@ -313,6 +313,41 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         low=0.0,
         high=10.0,
     ),
+    # --- field learning (~/learn_nominal, ~/load_model, ~/rollback_model) ---
+    ParamSpec(
+        "learn_dir",
+        "string",
+        "",
+        "Field-learning directory (collected frames, runs, checkpoints, swap history); "
+        "empty = '<checkpoint>.learn' beside the checkpoint. A run never writes outside it.",
+    ),
+    ParamSpec(
+        "learn_threads",
+        "integer",
+        1,
+        "CPU threads of a learning run's child processes (training, validation, export).",
+        runtime=True,
+        low=1,
+        high=256,
+    ),
+    ParamSpec(
+        "learn_nice",
+        "integer",
+        10,
+        "nice increment of a learning run's child processes (0 = same priority as serving).",
+        runtime=True,
+        low=0,
+        high=19,
+    ),
+    ParamSpec(
+        "learn_ap_margin",
+        "double",
+        0.02,
+        "Gate: the new model's AP on synthetic anomalies may fall by at most this much.",
+        runtime=True,
+        low=0.0,
+        high=1.0,
+    ),
     # --- start-up ---
     ParamSpec("autostart", "bool", True, "Configure and activate at start (plain ros2 run works)."),
 )

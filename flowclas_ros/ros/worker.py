@@ -138,6 +138,9 @@ class InferenceWorker(threading.Thread):
         self._last_forward_s: float | None = None
         self.images = ImageOutputThread(len(ctx.cameras), ctx.logger)
         self._frozen = False
+        # Held for a whole batch: a model swap (:meth:`between_batches`) waits for it, so no
+        # batch sees a half-swapped backend or thresholds of another model.
+        self._batch_lock = threading.Lock()
 
     def start(self) -> None:
         """Freezes the model's objects out of the garbage collector, then starts both threads."""
@@ -164,7 +167,8 @@ class InferenceWorker(threading.Thread):
             frames = self.ctx.slots.take(settings.max_batch, _IDLE_WAIT_S, self._gather_s(settings))
             if frames and not self._stop_event.is_set():
                 try:
-                    self.process(frames)
+                    with self._batch_lock:
+                        self.process(frames)
                 except Exception as err:  # noqa: BLE001 - keep serving; one line, not a traceback
                     if self._stop_event.is_set():
                         break  # publishers/context torn down under us during shutdown
@@ -172,6 +176,11 @@ class InferenceWorker(threading.Thread):
                         f"processing a batch failed: {one_line(err)}",
                         throttle_duration_sec=THROTTLE_S,
                     )
+
+    def between_batches(self, apply: Callable[[], None]) -> None:
+        """Runs ``apply`` while no batch is in flight (waits for the current one, at most one forward)."""
+        with self._batch_lock:
+            apply()
 
     def _gather_s(self, settings: RuntimeSettings) -> float:
         """How long to wait for the other cameras: ``batch_wait_ms``, at most one forward.
