@@ -9,7 +9,8 @@ import time
 import pytest
 
 from flowclas_ros.ros.frame_buffer import Frame, FrameSlots
-from flowclas_ros.ros.params import PARAMETERS, SPECS, parameter_names, validate
+from flowclas_ros.ros.param_validation import parameter_names, validate
+from flowclas_ros.ros.params import PARAMETERS, SPECS
 from flowclas_ros.ros.settings import CheckpointThresholds, camera_inputs, runtime_settings
 from flowclas_ros.ros.stats import ERROR, OK, WARN, CameraStats, WindowReport, assess
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from flowclas_ros.model.config import ModelConfig
-from flowclas_ros.ros.params import validate
+from flowclas_ros.ros.param_validation import validate
 from flowclas_ros.ros.settings import backend_options, check_backend_choice
 from flowclas_ros.runtime import BACKENDS, InferenceBackend, create_backend, registry
 

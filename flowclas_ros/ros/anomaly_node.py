@@ -36,7 +36,7 @@ from flowclas_ros.ros.naming import resolve_camera_names
 from flowclas_ros.ros.node_parameters import ParameterMixin, check_prompt_set
 from flowclas_ros.ros.oneline import one_line
 from flowclas_ros.ros.outputs import CameraOutputs
-from flowclas_ros.ros.params import validate
+from flowclas_ros.ros.param_validation import validate
 from flowclas_ros.ros.qos import input_qos
 from flowclas_ros.ros.settings import (
     CameraInput,

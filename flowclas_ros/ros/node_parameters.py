@@ -14,7 +14,8 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.parameter import Parameter
 
 from flowclas_ros.ros.oneline import one_line
-from flowclas_ros.ros.params import NAN_MEANS_CHECKPOINT, SPECS, validate
+from flowclas_ros.ros.param_validation import validate
+from flowclas_ros.ros.params import NAN_MEANS_CHECKPOINT, SPECS
 from flowclas_ros.ros.settings import (
     CheckpointThresholds,
     RuntimeSettings,
