@@ -9,11 +9,13 @@ Site B's test frames, with foreign objects and masks, give the pixel AP.
 
 Per seed: site A trained fresh (``--steps``) gives the parent checkpoint; site B is trained
 fresh (``--steps``) and fine-tuned from A (``--init-from``, ``--ft-steps``, default a quarter);
-both from ``config/train/site.yaml`` plus the scale overrides printed with the table.
+both from ``config/train/site.yaml`` plus the scale overrides printed with the table. A fresh
+run with as few steps as the fine-tuning shows what the parent's weights are worth.
 
-Example (small scale, a few minutes on 2 cores)::
+Example (small scale, a few minutes on 2 cores), then a fine-tuning variant against the same runs::
 
     .venv/bin/python benchmarks/finetune_site.py --size 112 --n-train 48 --steps 200 --seeds 0 1 2
+    .venv/bin/python benchmarks/finetune_site.py ... --reuse --ft-set optim.warmup_steps=5
 """
 
 from __future__ import annotations
@@ -84,6 +86,17 @@ def train(run: Path, overrides: list[str], parent: Path | None = None) -> float:
     return time.perf_counter() - start
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -99,6 +112,15 @@ def main() -> None:
         "--set", dest="extra", action="append", default=[], help="extra override for all runs"
     )
     parser.add_argument("--work", default="/tmp/flowclas_finetune_site", help="scratch folder")
+    parser.add_argument(
+        "--ft-set", action="append", default=[], help="extra override for the fine-tuning runs only"
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep the site-A and fresh site-B checkpoints already in --work (same scale and --set); "
+        "only the fine-tuning runs are trained again (to compare --ft-set variants)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("FLOWCLAS_ALLOW_RANDOM_BACKBONE", "1")
     torch.set_num_threads(args.threads)
@@ -119,42 +141,52 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         a_run = work / f"A_seed{seed}"
-        t_a = train(a_run, [*runs(args.steps), f"data.train={sites['A'] / 'train'}", f"seed={seed}"])
         on_b = [f"data.train={sites['bag']}", f"seed={seed}"]
-        t_fresh = train(work / f"B_fresh_seed{seed}", [*runs(args.steps), *on_b])
-        t_ft = train(work / f"B_ft_seed{seed}", [*runs(ft_steps), *on_b], parent=a_run / "checkpoint")
+        fresh_runs = {
+            a_run: [*runs(args.steps), f"data.train={sites['A'] / 'train'}", f"seed={seed}"],
+            work / f"B_fresh_seed{seed}": [*runs(args.steps), *on_b],
+            work / f"B_short_seed{seed}": [*runs(ft_steps), *on_b],  # fresh, as few steps as fine-tuning
+        }
+        times = {}
+        for run, overrides in fresh_runs.items():
+            if not (args.reuse and (run / "checkpoint").is_dir()):
+                times[run.name] = train(run, overrides)
+        ft_overrides = [*runs(ft_steps), *on_b, *args.ft_set]
+        t_ft = train(work / f"B_ft_seed{seed}", ft_overrides, parent=a_run / "checkpoint")
+        t_fresh = times.get(f"B_fresh_seed{seed}", float("nan"))
         row = {
             "seed": seed,
             "A_on_B": test_ap(a_run / "checkpoint", sites["B"] / "test"),
             "fresh": test_ap(work / f"B_fresh_seed{seed}" / "checkpoint", sites["B"] / "test"),
             "ft": test_ap(work / f"B_ft_seed{seed}" / "checkpoint", sites["B"] / "test"),
-            "t_a": t_a,
+            "short": test_ap(work / f"B_short_seed{seed}" / "checkpoint", sites["B"] / "test"),
             "t_fresh": t_fresh,
             "t_ft": t_ft,
         }
         rows.append(row)
         print(
             f"seed {seed}: site-A ckpt on B {row['A_on_B']:.3f}, fresh {row['fresh']:.3f}, "
-            f"fine-tuned {row['ft']:.3f}",
+            f"fine-tuned {row['ft']:.3f}, fresh short {row['short']:.3f}",
             flush=True,
         )
 
+    if args.ft_set:
+        print(f"\nfine-tuning runs also: {' '.join(args.ft_set)}")
     print(
         f"\nrecipe {RECIPE.name} + {' '.join(scale)}; {args.n_train} frames per site, "
         f"site B test {args.n_test}"
     )
-    print(
-        f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; load {os.getloadavg()}"
-    )
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; load average {os.getloadavg()}")
     print(
         f"| seed | site-A ckpt on B (0 steps) | fresh on B ({args.steps} steps) | "
-        f"fine-tuned from A ({ft_steps} steps) | fine-tuned - fresh | wall fresh / fine-tune (s) |"
+        f"fine-tuned from A ({ft_steps} steps) | fine-tuned - fresh | fresh on B ({ft_steps} steps) "
+        "| wall fresh / fine-tune (s) |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['seed']} | {r['A_on_B']:.3f} | {r['fresh']:.3f} | {r['ft']:.3f} | "
-            f"{r['ft'] - r['fresh']:+.3f} | {r['t_fresh']:.0f} / {r['t_ft']:.0f} |"
+            f"{r['ft'] - r['fresh']:+.3f} | {r['short']:.3f} | {r['t_fresh']:.0f} / {r['t_ft']:.0f} |"
         )
 
     def mean_sd(key: str) -> str:
@@ -165,7 +197,7 @@ def main() -> None:
     diffs = [r["ft"] - r["fresh"] for r in rows]
     print(
         f"| mean ± sd | {mean_sd('A_on_B')} | {mean_sd('fresh')} | {mean_sd('ft')} | "
-        f"{statistics.mean(diffs):+.3f} | |"
+        f"{statistics.mean(diffs):+.3f} | {mean_sd('short')} | |"
     )
     ok = statistics.mean(diffs) >= -0.02
     print(f"\nfine-tuning within 0.02 AP of fresh in {ft_steps}/{args.steps} steps: {'yes' if ok else 'NO'}")

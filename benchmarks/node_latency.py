@@ -17,6 +17,12 @@ and drives it over real rclpy from this process. Prints, in one run:
     10 %) and p99 latency against the 2-camera forward (target <= 2x).
 The machine's load average is printed too: on a shared machine every number moves with it.
 
+``--contention spin|torch`` measures instead the one-camera end-to-end latency (camera in ->
+result out) idle and beside a competing process (a one-thread busy loop, or a torch process
+doing matmuls with its default thread pool; benchmarks/contention.py), interleaved in one run,
+and prints p50 / p99 idle and busy side by side with the CPU model and flags. ``--backend``,
+``--precision`` and ``--num-threads`` set the node's parameters (default: what a new user gets).
+
 The node always runs with its own Fast DDS profile (flowclas_ros/ros/dds_profile.py). This
 process plays the camera driver: ``--camera-dds default`` leaves it on Fast DDS's defaults
 (a 921 KB frame then travels fragmented through the 512 KB shared-memory segment: ~13 ms
@@ -42,6 +48,7 @@ import psutil
 import yaml
 
 os.environ.setdefault("FLOWCLAS_ALLOW_RANDOM_BACKBONE", "1")  # timing only: weights do not matter
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/contention.py
 
 WIDTH, HEIGHT = 640, 480
 NS = "/node_latency_bench"
@@ -152,21 +159,12 @@ class Client:
         self.context.try_shutdown()
 
 
-def start_node(tmp: Path, checkpoint: Path, input_qos: str = "reliable") -> subprocess.Popen:
+def start_node(
+    tmp: Path, checkpoint: Path, input_qos: str = "reliable", extra: dict | None = None
+) -> subprocess.Popen:
     params = tmp / "params.yaml"
-    params.write_text(
-        yaml.safe_dump(
-            {
-                "/**/anomaly_node": {
-                    "ros__parameters": {
-                        "checkpoint": str(checkpoint),
-                        "image_topics": TOPICS,
-                        "qos_reliability": input_qos,
-                    }
-                }
-            }
-        )
-    )
+    values = {"checkpoint": str(checkpoint), "image_topics": TOPICS, "qos_reliability": input_qos}
+    params.write_text(yaml.safe_dump({"/**/anomaly_node": {"ros__parameters": {**values, **(extra or {})}}}))
     exe = Path(sys.executable).parent / "flowclas-node"
     log = open(tmp / "node.log", "w")  # noqa: SIM115 - lives as long as the process
     return subprocess.Popen(
@@ -344,6 +342,31 @@ def run_client(client: Client, proc: subprocess.Popen, rgb: np.ndarray, args, su
     )
 
 
+def contention(client: Client, rgb: np.ndarray, args) -> None:
+    """One camera, end to end, idle and beside a competitor, interleaved blocks (see the module doc)."""
+    from contention import Competitor, cpu_header, interleaved, stats
+
+    competitor = Competitor(args.contention)
+    try:
+        sequential(client, rgb, 1, 2, "warm")
+        measure = lambda tag: [r[0] for r in sequential(client, rgb, 1, args.frames, tag)]  # noqa: E731
+        times = interleaved(measure, competitor, args.rounds)
+    finally:
+        competitor.close()
+    idle, busy = stats(times["idle"]), stats(times["busy"])
+    target = {"spin": 2, "torch": 3}[args.contention]
+    print(
+        f"\n{cpu_header()}\nnode: {args.backend}, precision {args.precision}, num_threads {args.num_threads}"
+    )
+    print(
+        f"| 1 camera 640x480, camera in -> result out | idle | beside {args.contention} "
+        f"| busy/idle (<= {target}) |"
+    )
+    print("|---|---|---|---|")
+    for q in ("p50", "p99"):
+        print(f"| {q} ms | {idle[q]:.1f} | {busy[q]:.1f} | {busy[q] / idle[q]:.2f}× |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=16, help="flow steps of the random checkpoint")
@@ -364,6 +387,11 @@ def main() -> None:
         default="reliable",
         help="the node's input reliability (reliable: no frame lost on loopback, so no drop is counted)",
     )
+    parser.add_argument("--contention", choices=("spin", "torch"), help="idle vs beside a competitor only")
+    parser.add_argument("--rounds", type=int, default=4, help="--contention: interleaved idle/busy rounds")
+    parser.add_argument("--backend", default="torch", help="the node's backend parameter")
+    parser.add_argument("--precision", default="auto", help="the node's precision parameter")
+    parser.add_argument("--num-threads", default="auto", help="the node's num_threads parameter")
     args = parser.parse_args()
     from flowclas_ros.ros.dds_profile import FASTDDS_ENVS, apply_dds_profile
 
@@ -377,7 +405,7 @@ def main() -> None:
     import torch
 
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (1 min) at start")
-    print(f"torch threads: {torch.get_num_threads()} here; the node uses torch's default too")
+    print(f"torch threads: {torch.get_num_threads()} here; the node: num_threads {args.num_threads}")
     print(f"camera side (this process): {camera_dds}; node input QoS {args.input_qos}, depth 1")
     rgb = np.random.default_rng(0).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
     with tempfile.TemporaryDirectory(prefix="node_latency_") as tmp_dir:
@@ -393,9 +421,11 @@ def main() -> None:
         )
         size = f"{args.input_size}x{args.input_size}"
         print(f"model: ViT-S/14 (random init) + {args.steps} flow steps, input {size}, CPU fp32")
-        proc = start_node(tmp, checkpoint, args.input_qos)
+        node_params = {"backend": args.backend, "precision": args.precision}
+        node_params["num_threads"] = args.num_threads if args.num_threads == "auto" else int(args.num_threads)
+        proc = start_node(tmp, checkpoint, args.input_qos, node_params)
         try:
-            for subscribe_images in (False, True):
+            for subscribe_images in (False,) if args.contention else (False, True):
                 client = Client(subscribe_images)
                 try:
                     deadline = time.time() + 300
@@ -403,7 +433,10 @@ def main() -> None:
                         if proc.poll() is not None or time.time() > deadline:
                             raise SystemExit(f"node did not start:\n{(tmp / 'node.log').read_text()}")
                         time.sleep(0.1)
-                    run_client(client, proc, rgb, args, subscribe_images)
+                    if args.contention:
+                        contention(client, rgb, args)
+                    else:
+                        run_client(client, proc, rgb, args, subscribe_images)
                 finally:
                     client.close()
         finally:
@@ -412,7 +445,8 @@ def main() -> None:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        print("\n" + model_only(checkpoint, rgb, args.frames))
+        if not args.contention:
+            print("\n" + model_only(checkpoint, rgb, args.frames))
     print(f"load average {os.getloadavg()[0]:.1f} (1 min) at end")
 
 

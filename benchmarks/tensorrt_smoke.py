@@ -132,7 +132,7 @@ def _gated_export(checkpoint: Path, root: Path, size: int) -> bool:
     import json
 
     from flowclas_ros.export import main as export_main
-    from flowclas_ros.model.checkpoint_meta import KEY_QUALITY
+    from flowclas_ros.model.export_meta import KEY_QUALITY
     from flowclas_ros.runtime.engine_cache import read_record
     from flowclas_ros.synthetic.synthetic_scenes import SceneConfig, generate_dataset
 

@@ -45,3 +45,16 @@ def ros_context() -> Iterator[object]:
         yield context
     finally:
         context.try_shutdown()
+
+
+@pytest.fixture
+def cpu_without_bf16(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Stands in for an AVX2-only CPU (OpenVINO capabilities ``BIN, EXPORT_IMPORT, FP32, INT8``).
+
+    Sets :data:`flowclas_ros.runtime.cpu.CPU_CAPS_ENV` in this process and the processes a
+    test starts, so the "no bf16 here" path is tested on CPUs that have bf16 too.
+    """
+    from flowclas_ros.runtime.cpu import CPU_CAPS_ENV
+
+    monkeypatch.setenv(CPU_CAPS_ENV, "BIN,EXPORT_IMPORT,FP32,INT8")
+    yield

@@ -87,5 +87,9 @@ def test_the_readme_recordings_walkthrough_runs(tmp_path):
         12,
     )
     assert (first["train"], first["val"]) == (9, 3)  # the last 20 % of 5.5 s: frames at 4.5, 5.0, 5.5 s
-    assert (tmp_path / "runs/review/metrics.json").is_file()
+    review = tmp_path / "runs/review"
+    assert all(
+        (review / name).is_file() for name in ("metrics.json", "frames.csv", "events.csv", "timeline.png")
+    )
+    assert len((review / "frames.csv").read_text().splitlines()) == 1 + 8  # header + drive2's frames
     assert (tmp_path / "runs/site2/model.onnx").is_file()

@@ -34,7 +34,9 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("live")
     ckpt = make_checkpoint(root / "ckpt")
     make_dataset(root / "data", N)
-    assert main(["--checkpoint", str(ckpt), "--data", str(root / "data"), "--out", str(root / "folder")]) == 0
+    # --examples 0: no worst/best frame figures (half a tiny evaluation's time; no test here looks at them).
+    folder_eval = ["--checkpoint", str(ckpt), "--data", str(root / "data"), "--out", str(root / "folder")]
+    assert main([*folder_eval, "--examples", "0"]) == 0
     folder = json.loads((root / "folder" / "metrics.json").read_text())
     return root, ckpt, folder
 
@@ -57,6 +59,7 @@ def test_live_replay_starts_the_node_and_matches_offline_metrics(setup, node_env
         [
             *("--live", "--checkpoint", str(ckpt), "--bag", str(bag), "--image-topic", IMAGE_TOPIC),
             *("--mask-topic", MASK_TOPIC, "--out", str(out), "--no-progress", "--startup-timeout", "240"),
+            *("--examples", "0"),
         ]
     )
     captured = capsys.readouterr()
@@ -99,6 +102,7 @@ def test_live_replay_attached_counts_frames_dropped_by_newest_frame_policy(setup
                 *("--live", "--attach", "--node-name", "/eval_attach/anomaly_node", "--bag", str(bag)),
                 *("--image-topic", IMAGE_TOPIC, "--mask-topic", MASK_TOPIC, "--rate-factor", "40"),
                 *("--out", str(out), "--no-progress", "--startup-timeout", "90", "--drain-timeout", "5"),
+                *("--examples", "0"),
             ]
         )
         captured = capsys.readouterr()

@@ -25,9 +25,14 @@ N = 8
 SAME = ("auroc", "ap", "fpr95", "image_auroc", "n_images", "pixel", "threshold", "frames")
 
 
-def run_eval(capsys, *args: str):
-    """Run flowclas-eval in-process; returns (exit code, metrics.json or None, captured stdout/stderr)."""
-    rc = main([*args, "--no-progress", "--threads", "1"])
+def run_eval(capsys, *args: str, example_figures: bool = False):
+    """Run flowclas-eval in-process; returns (exit code, metrics.json or None, captured stdout/stderr).
+
+    Without ``example_figures`` the report skips its worst/best frame figures (``--examples 0``):
+    they take half of a tiny evaluation's time and only the first test looks at them.
+    """
+    examples = [] if example_figures else ["--examples", "0"]
+    rc = main([*args, "--no-progress", "--threads", "1", *examples])
     captured = capsys.readouterr()
     out = Path(args[args.index("--out") + 1]) / "metrics.json"
     return rc, (json.loads(out.read_text()) if rc == 0 else None), captured
@@ -58,6 +63,7 @@ def _folder_eval(root: Path, ckpt: Path) -> dict:
         assert (
             main(
                 ["--checkpoint", str(ckpt), "--data", str(root / "data"), "--out", str(out), "--no-progress"]
+                + ["--examples", "0"]
             )
             == 0
         )
@@ -67,7 +73,9 @@ def _folder_eval(root: Path, ckpt: Path) -> dict:
 def test_folder_eval_matches_sklearn_and_writes_the_report(ckpt, colour, capsys):
     root, images, masks = colour
     rc, m, cap = run_eval(
-        capsys, "--checkpoint", str(ckpt), "--data", str(root / "data"), "--out", str(root / "e1")
+        capsys,
+        *("--checkpoint", str(ckpt), "--data", str(root / "data"), "--out", str(root / "e1")),
+        example_figures=True,
     )
     assert rc == 0, cap.err
     ref = sklearn_reference(ckpt, images, masks)

@@ -24,7 +24,7 @@ from ros_harness import make_tiny_checkpoint
 from flowclas_ros.export import main as export_main
 from flowclas_ros.export import reduced
 from flowclas_ros.export.engine import StagedEngine, gate_then_publish
-from flowclas_ros.model.checkpoint_meta import KEY_QUALITY, parse_metadata, read_onnx_props
+from flowclas_ros.model.export_meta import KEY_QUALITY, parse_metadata, read_onnx_props
 from flowclas_ros.runtime.engine_cache import EngineRecord, make_engine_key, read_record, sidecar_path
 from flowclas_ros.runtime.onnx_backend import OnnxRuntimeBackend
 from flowclas_ros.runtime.tensorrt_backend import _warn_if_ungated

@@ -9,7 +9,7 @@ import pytest
 
 from flowclas_ros.export.cli import main as export_main
 from flowclas_ros.export.fp16 import BACKBONE_PREFIX, KEY_PRECISION, backbone_nodes, float16_node_count
-from flowclas_ros.model.checkpoint_meta import INPUT_NAME, read_onnx_props
+from flowclas_ros.model.export_meta import INPUT_NAME, read_onnx_props
 from flowclas_ros.model.random_checkpoint import random_checkpoint
 from flowclas_ros.runtime.onnx_backend import OnnxRuntimeBackend
 from flowclas_ros.runtime.tensorrt_builder import EngineBuildError, onnx_precision, require_precision

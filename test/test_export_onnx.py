@@ -19,12 +19,12 @@ from flowclas_ros.model import (
     load_checkpoint,
     save_checkpoint,
 )
-from flowclas_ros.model.checkpoint_meta import (
+from flowclas_ros.model.checkpoint_meta import read_checkpoint_identity
+from flowclas_ros.model.export_meta import (
     KEY_CONFIG,
     KEY_INPUT_SIZE,
     KEY_SHA256,
     ModelMismatchError,
-    read_checkpoint_identity,
     read_onnx_metadata,
 )
 from flowclas_ros.runtime.onnx_backend import OnnxRuntimeBackend

@@ -159,3 +159,109 @@ def test_checker_ignores_deferred_and_type_checking_imports(tmp_path):
     assert edges == {"a": {"b": ["a.py:1"]}} and find_cycles(edges) == []
     (pkg / "b" / "__init__.py").write_text("class K:\n    from pkg.a import x\n")  # a class body runs
     assert find_cycles(import_graph(pkg)) == [["a", "b"]]
+
+
+# --- issue 26: the module graph (every import, deferred ones too), the ROS boundary, module size ---
+
+MAX_MODULE_LINES = 400
+GENERATED = ("msg", "srv", "action")
+"""Interfaces generated into the colcon install (not in the source tree); part of the ROS adapter."""
+ROS_ADAPTER = ("flowclas_ros.ros", *(f"flowclas_ros.{kind}" for kind in GENERATED))
+ROS_IMPORTERS_ALLOWED = {
+    ("flowclas_ros.evaluation.cli", "flowclas_ros.ros"),
+    ("flowclas_ros.evaluation.cli", "flowclas_ros.ros.live_cli"),
+}
+"""The one arrow up into ros/: ``flowclas-eval --live`` hands over to the live replay, inside a function."""
+
+
+def _modules(package: Path) -> dict[str, tuple[Path, bool]]:
+    """Dotted module name -> (file, is a package ``__init__``)."""
+    found = {}
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package.parent).with_suffix("").parts
+        is_pkg = rel[-1] == "__init__"
+        found[".".join(rel[:-1] if is_pkg else rel)] = (path, is_pkg)
+    return found
+
+
+def _all_imports(tree: ast.Module) -> Iterator[tuple[ast.Import | ast.ImportFrom, bool]]:
+    """Every import statement but those under ``if TYPE_CHECKING:``, with whether it is deferred."""
+    stack: list[tuple[ast.AST, bool]] = [(node, False) for node in tree.body]
+    while stack:
+        node, deferred = stack.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node, deferred
+        elif isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            stack.extend((child, deferred) for child in node.orelse)
+        else:
+            inner = deferred or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            stack.extend((child, inner) for child in ast.iter_child_nodes(node))
+
+
+def module_graph(package: Path) -> tuple[Edges, dict[tuple[str, str], bool]]:
+    """Edges between modules (an import of ``a.b.c`` points at the longest module prefix that exists).
+
+    Returns the edges with their evidence, and for each edge whether every import behind it is deferred.
+    """
+    modules = _modules(package)
+    edges: Edges = {}
+    deferred: dict[tuple[str, str], bool] = {}
+    for name, (path, is_pkg) in modules.items():
+        for node, lazy in _all_imports(ast.parse(path.read_text(), str(path))):
+            for parts in _targets(node, name.split("."), is_pkg):
+                if len(parts) > 1 and parts[1] in GENERATED and ".".join(parts[:2]) not in modules:
+                    target = ".".join(parts[:2])  # a generated interface package
+                else:
+                    prefixes = (".".join(parts[:k]) for k in range(len(parts), 0, -1))
+                    target = next((p for p in prefixes if p in modules), None)
+                if target is None or target == name or name.startswith(target + "."):
+                    continue  # outside the package, itself, or its own parent package
+                edges.setdefault(name, {}).setdefault(target, []).append(f"{path.name}:{node.lineno}")
+                deferred[(name, target)] = deferred.get((name, target), True) and lazy
+    return edges, deferred
+
+
+def test_no_import_cycle_between_modules_counting_deferred_imports():
+    edges, _ = module_graph(PACKAGE)
+    cycles = find_cycles(edges)
+    assert not cycles, "import cycles between modules: " + " | ".join(describe(c, edges) for c in cycles)
+
+
+def test_only_ros_and_demo_import_the_ros_adapter():
+    edges, deferred = module_graph(PACKAGE)
+    inside = ("flowclas_ros.ros", "flowclas_ros.demo")
+    crossing = {
+        (a, b): where
+        for a, targets in edges.items()
+        if not a.startswith(inside)
+        for b, where in targets.items()
+        if b.startswith(ROS_ADAPTER)
+    }
+    assert set(crossing) <= ROS_IMPORTERS_ALLOWED, f"imports of ros/ from the core: {crossing}"
+    for edge in crossing:
+        assert deferred[edge], f"{edge} must stay inside a function (--live only): {crossing[edge]}"
+
+
+def test_no_module_is_longer_than_the_limit():
+    long = {
+        str(path.relative_to(PACKAGE)): n
+        for path, _ in _modules(PACKAGE).values()
+        if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by what they do): {long}"
+
+
+def test_module_checker_counts_deferred_imports_and_the_generated_messages(tmp_path):
+    pkg = _write(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "ros/__init__.py": "",
+            "ros/node.py": "from pkg.core import run\n",
+            "core.py": "def run():\n    from pkg.ros import node\n    from pkg.msg import Result\n",
+        },
+    )
+    edges, deferred = module_graph(pkg)
+    assert find_cycles(edges) == [["pkg.core", "pkg.ros.node"]]
+    assert deferred[("pkg.core", "pkg.ros.node")] and not deferred[("pkg.ros.node", "pkg.core")]
+    assert set(edges["pkg.core"]["pkg.msg"]) == {"core.py:3"} and deferred[("pkg.core", "pkg.msg")]

@@ -25,7 +25,7 @@ from flowclas_ros.ros.launch_support import (
     rviz_topics,
     topic_list,
 )
-from flowclas_ros.ros.params import parameter_names, validate
+from flowclas_ros.ros.param_validation import parameter_names, validate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = REPO_ROOT / "launch" / "anomaly.launch.py"

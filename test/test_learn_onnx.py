@@ -23,7 +23,7 @@ def test_onnxruntime_node_gets_the_new_checkpoint_exported_before_the_swap(tmp_p
 
     from sensor_msgs.msg import Image
 
-    from flowclas_ros.model.checkpoint_meta import read_onnx_metadata
+    from flowclas_ros.model.export_meta import read_onnx_metadata
 
     (tmp_path / "data").mkdir()
     recipe = tmp_path / "site.yaml"

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from flowclas_ros.ros.frame_buffer import Frame, FrameSlots
-from flowclas_ros.ros.params import PARAMETERS, SPECS, parameter_names, validate
+from flowclas_ros.ros.param_validation import parameter_names, validate
+from flowclas_ros.ros.params import PARAMETERS, SPECS
 from flowclas_ros.ros.settings import CheckpointThresholds, camera_inputs, runtime_settings
 from flowclas_ros.ros.stats import ERROR, OK, WARN, CameraStats, WindowReport, assess
 
@@ -176,12 +177,15 @@ def test_camera_stats_window_rates_and_percentiles():
 def test_backend_options_follow_backend_kind():
     from flowclas_ros.ros.settings import backend_options
 
-    assert backend_options("torch", [448, 448], 4, 2) == {}
-    assert backend_options("onnxruntime", [0, 0], 4, 1) == {}
-    expected = {"input_size": (448, 448), "dynamic_batch": True}
-    assert backend_options("onnxruntime", [448, 448], 4, 2) == expected
-    assert backend_options("tensorrt", [0, 0], 4, 3) == {"max_batch": 3}
-    assert backend_options("tensorrt", [0, 0], 2, 3) == {"max_batch": 2}
+    assert backend_options("torch", [448, 448], 4, 2) == {"precision": "auto", "threads": "auto"}
+    assert backend_options("onnxruntime", [0, 0], 4, 1) == {"intra_op_threads": "auto"}
+    expected = {"input_size": (448, 448), "dynamic_batch": True, "intra_op_threads": 3}
+    assert backend_options("onnxruntime", [448, 448], 4, 2, num_threads=3) == expected
+    assert backend_options("tensorrt", [0, 0], 4, 3) == {"max_batch": 3, "precision": "auto"}
+    assert backend_options("tensorrt", [0, 0], 2, 3, "f16") == {"max_batch": 2, "precision": "f16"}
+    assert backend_options("openvino", [0, 0], 1, 1, "bf16", 2) == {"precision": "bf16", "threads": 2}
+    with pytest.raises(ValueError, match="the onnxruntime backend runs auto, f32"):
+        backend_options("onnxruntime", [0, 0], 1, 1, "int8")
 
 
 def test_slots_gather_frames_of_cameras_triggered_together():

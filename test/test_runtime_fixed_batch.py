@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from flowclas_ros.export.onnx_export import export_onnx
-from flowclas_ros.model.checkpoint_meta import INPUT_NAME, KEY_DYNAMIC_BATCH
+from flowclas_ros.model.export_meta import INPUT_NAME, KEY_DYNAMIC_BATCH
 from flowclas_ros.model.random_checkpoint import random_checkpoint
 from flowclas_ros.runtime.onnx_backend import OnnxRuntimeBackend
 

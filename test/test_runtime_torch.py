@@ -58,7 +58,10 @@ def test_bad_inputs_and_unknown_backend(checkpoint):
     with pytest.raises(ValueError, match="unknown backend 'nope'"):
         create_backend("nope", path)
     with pytest.raises(ValueError, match="needs a CUDA device"):
-        TorchBackend(path, precision="fp16")
+        TorchBackend(path, precision="f16")
+    with pytest.warns(DeprecationWarning, match="'fp16' is deprecated; use 'f16'"):  # old spelling works
+        with pytest.raises(ValueError, match="needs a CUDA device"):
+            TorchBackend(path, precision="fp16")
     backend = TorchBackend(path)
     with pytest.raises(ValueError, match=r"image 1: expected an HxWx3 uint8 RGB array"):
         backend.predict([_images()[0], np.zeros((10, 10), dtype=np.uint8)])

@@ -247,3 +247,32 @@ def test_the_old_string_form_and_bag_keys_are_typed(tiny):
     with pytest.raises(ConfigError, match="max_rate_hz and static_threshold must be >= 0"):
         from_dict(TrainConfig, {"data": {"bag": {"max_rate_hz": -1}}})
     assert from_dict(TrainConfig, {}).data.bag == BagConfig("", 2.0, True, 2.0)
+
+
+def test_a_bag_as_masked_validation_and_a_missing_path_are_one_line_errors(tiny, tmp_path):
+    from flowclas_ros.training.datasets import prepare_data
+    from flowclas_ros.training.distributed import DistContext
+
+    two_topic_bag(tmp_path / "bag")
+    ctx = DistContext()
+    cfg = config(tiny, "train").data
+    cfg.val, cfg.val_anomalies = str(tmp_path / "bag"), "masks"
+    with pytest.raises(ConfigError, match=r"data.val: bag .*bag carries no masks for validation"):
+        prepare_data(cfg, ctx, progress=False)
+    cfg.val, cfg.train = "", ["train", str(tmp_path / "nothing.mcap")]
+    with pytest.raises(ConfigError, match=r"data.train\[1\]: bag .*nothing.mcap does not exist"):
+        prepare_data(cfg, ctx, progress=False)
+    cfg.train = ["train", str(tmp_path / "nothing")]
+    with pytest.raises(ConfigError, match=r"data.train\[1\]: folder .*nothing' not found; .*or a rosbag2"):
+        prepare_data(cfg, ctx, progress=False)
+
+
+def test_the_site_recipe_loads_strictly_and_fine_tunes_in_fewer_steps_than_the_demo():
+    from pathlib import Path
+
+    from flowclas_ros.config_io import load
+
+    configs = Path(__file__).resolve().parents[1] / "config" / "train"
+    site, demo = load(TrainConfig, configs / "site.yaml"), load(TrainConfig, configs / "demo.yaml")
+    assert site.steps * 4 == demo.steps and site.model == demo.model  # fine-tunes the demo's checkpoints
+    assert site.data.bag == BagConfig("", 2.0, True, 2.0) and site.data.val == "" and site.data.train == ""

@@ -20,15 +20,14 @@ from flowclas_ros.data.bags.frames import BagReadWarning
 from flowclas_ros.data.readers.benchmarks import BENCHMARKS
 from flowclas_ros.evaluation import live_args, review_cli
 from flowclas_ros.evaluation.accumulator import EvalAccumulator
+from flowclas_ros.evaluation.backend_args import add_backend_arguments
 from flowclas_ros.evaluation.frames import BagFrames, BenchmarkFrames, EvalInputError, FolderFrames
 from flowclas_ros.evaluation.metrics import DEFAULT_NUM_BINS
 from flowclas_ros.evaluation.report import build_metrics, fmt, write_metrics, write_report
-from flowclas_ros.runtime.base import BACKENDS as REGISTRY
-from flowclas_ros.runtime.base import THREAD_OPTION
+from flowclas_ros.runtime.registry import backend_options
 from flowclas_ros.runtime.sam2_refine import add_refine_arguments, check_refine_args, refiner_from_args
 
 PROG = "flowclas-eval"
-BACKENDS = tuple(REGISTRY)  # torch, onnxruntime, openvino, tensorrt
 
 EXAMPLES = """examples:
   flowclas-eval --checkpoint runs/a/checkpoint --data data/val --out eval/val
@@ -92,24 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
 
     run = p.add_argument_group("model")
-    run.add_argument(
-        "--backend", default="torch", choices=BACKENDS, help="inference backend (default: %(default)s)"
-    )
-    run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
-    run.add_argument(
-        "--threshold",
-        type=float,
-        metavar="T",
-        help="pixel threshold for the precision/recall/IoU summary "
-        "(default: the checkpoint's calibrated one)",
+    add_backend_arguments(
+        run,
+        "pixel threshold for the precision/recall/IoU summary (default: the checkpoint's calibrated one)",
+        " (1 on a busy shared machine)",
     )
     run.add_argument("--batch-size", type=int, default=1, metavar="N", help="frames per forward (default: 1)")
-    run.add_argument(
-        "--threads",
-        type=int,
-        metavar="N",
-        help="CPU threads of the backend (default: its own choice; use 1 on a busy shared machine)",
-    )
 
     add_refine_arguments(p)
 
@@ -164,20 +151,14 @@ def _check_args(args: argparse.Namespace) -> None:
         raise EvalInputError(f"--stamp-tolerance must be >= 0, got {args.stamp_tolerance}")
     if args.score_range is not None and not args.score_range[0] < args.score_range[1]:
         raise EvalInputError(f"--score-range needs LO < HI, got {args.score_range}")
-    if args.threads is not None and args.threads < 1:
-        raise EvalInputError(f"--threads must be >= 1, got {args.threads}")
     if args.num_bins < 2:
         raise EvalInputError(f"--num-bins must be >= 2, got {args.num_bins}")
 
 
 def _checkpoint_score_kind(checkpoint: str | None) -> str | None:
     """``score.kind`` of a checkpoint directory or exported model (no model is built); None if unknown."""
-    from flowclas_ros.model.checkpoint_meta import (
-        CheckpointError,
-        ModelMismatchError,
-        read_checkpoint_identity,
-        read_onnx_metadata,
-    )
+    from flowclas_ros.model.checkpoint_meta import CheckpointError, read_checkpoint_identity
+    from flowclas_ros.model.export_meta import ModelMismatchError, read_onnx_metadata
 
     if not checkpoint:
         return None
@@ -232,13 +213,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         from flowclas_ros.evaluation.runner import evaluate_frames
         from flowclas_ros.runtime import create_backend
 
-        options = {}
-        if args.threads and args.backend == "torch":
-            import torch
-
-            torch.set_num_threads(args.threads)
-        elif args.threads and args.backend in THREAD_OPTION:
-            options[THREAD_OPTION[args.backend]] = args.threads
+        options = backend_options(args.backend, threads=args.threads)  # the table names each option
         refiner = refiner_from_args(args, PROG)  # package and files checked before the model loads
         backend = create_backend(args.backend, args.checkpoint, device=args.device, **options)
         if refiner is not None:

@@ -27,13 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from flowclas_ros.cli_errors import OneLineParser, one_line
-from flowclas_ros.runtime.base import BACKENDS as REGISTRY
-from flowclas_ros.runtime.base import THREAD_OPTION
+from flowclas_ros.evaluation.backend_args import add_backend_arguments
+from flowclas_ros.runtime.registry import backend_options
 from flowclas_ros.runtime.sam2_refine import add_refine_arguments, check_refine_args, refiner_from_args
 
 PROG = "flowclas-predict"
-BACKENDS = tuple(REGISTRY)  # torch, onnxruntime, openvino, tensorrt
-"""``--threads`` as each non-torch backend's constructor option (flowclas-eval maps it the same way)."""
 
 EXAMPLES = """examples:
   flowclas-predict --checkpoint runs/a/checkpoint --input photos/ --out pred/
@@ -69,21 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--input", required=True, metavar="FILE_OR_DIR", help="an image file or a folder of images"
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
-    p.add_argument(
-        "--backend", default="torch", choices=BACKENDS, help="inference backend (default: %(default)s)"
-    )
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
-    p.add_argument(
-        "--threshold",
-        type=float,
-        metavar="T",
-        help="pixel threshold for the overlay's boxes and label (default: the checkpoint's; none: no boxes)",
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        metavar="N",
-        help="CPU threads of the backend (default: the backend's own choice)",
+    add_backend_arguments(
+        p, "pixel threshold for the overlay's boxes and label (default: the checkpoint's; none: no boxes)"
     )
     ov = p.add_argument_group("overlay")
     ov.add_argument(
@@ -136,8 +121,6 @@ def _check_args(args: argparse.Namespace, inputs: list[Path], out_dir: Path) -> 
         raise PredictInputError(f"--checkpoint {args.checkpoint} does not exist")
     if args.threshold is not None and not math.isfinite(args.threshold):
         raise PredictInputError(f"--threshold must be finite, got {args.threshold}")
-    if args.threads is not None and args.threads < 1:
-        raise PredictInputError(f"--threads must be >= 1, got {args.threads}")
     if not 0.0 <= args.overlay_alpha <= 1.0:
         raise PredictInputError(f"--overlay-alpha must be in [0, 1], got {args.overlay_alpha}")
     if args.score_range is not None and not args.score_range[0] < args.score_range[1]:
@@ -212,13 +195,7 @@ def _run(args: argparse.Namespace) -> PredictSummary:
     out_dir = Path(args.out)
     _check_args(args, inputs, out_dir)
     refiner = refiner_from_args(args, PROG)  # package and files checked before the model loads
-    options = {}
-    if args.threads and args.backend == "torch":
-        import torch
-
-        torch.set_num_threads(args.threads)
-    elif args.threads and args.backend in THREAD_OPTION:
-        options[THREAD_OPTION[args.backend]] = args.threads
+    options = backend_options(args.backend, threads=args.threads)  # the table names each option
     from flowclas_ros.runtime import create_backend
 
     summary = PredictSummary()

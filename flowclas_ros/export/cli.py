@@ -12,11 +12,9 @@ from pathlib import Path
 
 from flowclas_ros.export.onnx_export import ExportError, ExportReport, export_onnx
 from flowclas_ros.export.verify import ExportVerificationError
-from flowclas_ros.model.checkpoint_meta import (
-    CheckpointError,
-    ModelMismatchError,
-    format_size,
-)
+from flowclas_ros.model.checkpoint_meta import CheckpointError, format_size
+from flowclas_ros.model.export_meta import ModelMismatchError
+from flowclas_ros.runtime import registry
 
 _EPILOG = """examples:
   flowclas-export --checkpoint runs/a/checkpoint --format onnx --out model.onnx
@@ -25,6 +23,8 @@ _EPILOG = """examples:
       --gate-data runs/a/data/test --out model.engine
   flowclas-export --checkpoint runs/a/checkpoint --format openvino --precision int8 \
       --calib-data runs/a/data/train --calib-n 32 --gate-data runs/a/data/test --out model-int8.onnx
+  flowclas-export --checkpoint runs/a/checkpoint --format openvino --precision auto \
+      --calib-data runs/a/data/train --gate-data runs/a/data/test --out model.onnx
 The engine build writes model.onnx beside model.engine and the engine key to model.engine.json.
 Reduced precisions (OpenVINO bf16 / int8 need --gate-data; a TensorRT --fp16 engine without it
 is written ungated, with a warning) are written only when their pixel AP on --gate-data is within
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint directory")
-    parser.add_argument("--format", required=True, choices=("onnx", "openvino", "engine"), help="output kind")
+    parser.add_argument("--format", required=True, choices=export_formats(), help="output kind")
     parser.add_argument("--out", required=True, type=Path, help="output file (.onnx or .engine)")
     parser.add_argument(
         "--input-size",
@@ -60,7 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fp16-flow", action="store_true", help="with --fp16, cast the flow to float16 too")
     ov = parser.add_argument_group("OpenVINO (--format openvino; writes an ONNX file)")
     ov.add_argument(
-        "--precision", choices=("f32", "bf16", "int8"), default="f32", help="OpenVINO precision (default f32)"
+        "--precision",
+        choices=openvino_precisions(),
+        default=None,
+        help="OpenVINO precision (default auto: bf16 where this CPU has it natively and it passes the AP "
+        "gate, else int8 where it passes (needs --calib-data), else f32; fp32 = f32, deprecated)",
     )
     ov.add_argument("--calib-data", type=Path, help="int8: folder dataset of training images to calibrate on")
     ov.add_argument("--calib-n", type=int, default=32, help="int8: calibration images (default 32)")
@@ -85,8 +89,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def export_formats() -> tuple[str, ...]:
+    """``--format`` choices: the export formats the backend table names (onnx, openvino, engine)."""
+    return tuple(dict.fromkeys(row.export_format for row in registry.TABLE.values() if row.export_format))
+
+
+def openvino_precisions() -> tuple[str, ...]:
+    """``--precision`` choices: the openvino row's precisions and the old spellings of them."""
+    precisions = registry.spec("openvino").precisions
+    return precisions + tuple(old for old, new in registry.OLD_SPELLINGS.items() if new in precisions)
+
+
 def _check_gate_args(args: argparse.Namespace) -> None:
-    if args.format != "openvino" and (args.precision != "f32" or args.calib_data is not None):
+    if args.precision is not None:
+        args.precision = registry.canonical_precision(args.precision)
+    if args.format == "openvino" and args.precision is None:
+        args.precision = "auto"
+    if args.format != "openvino" and (args.precision is not None or args.calib_data is not None):
         flag = "--calib-data" if args.calib_data is not None else "--precision"
         raise ValueError(f"{flag} only applies to --format openvino")
     if args.format == "onnx" and (args.gate_data is not None or args.gate_n is not None):
@@ -94,7 +113,7 @@ def _check_gate_args(args: argparse.Namespace) -> None:
     if args.precision == "int8" and args.calib_data is None:
         raise ValueError("--precision int8 needs --calib-data ROOT (training images to calibrate on)")
     if args.gate_data is None:
-        if args.format == "openvino" and args.precision != "f32":
+        if args.format == "openvino" and args.precision not in ("f32", "auto"):
             raise ValueError(f"--precision {args.precision} needs --gate-data ROOT (labelled AP-gate images)")
         if args.format == "engine" and args.fp16:  # DESIGN.md's `--format engine --fp16` stays valid
             print(

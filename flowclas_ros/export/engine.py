@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from flowclas_ros.export.reduced import backend_warnings_off, gate, passed_line
-from flowclas_ros.model.checkpoint_meta import KEY_QUALITY, read_onnx_props
+from flowclas_ros.model.export_meta import KEY_QUALITY, read_onnx_props
 from flowclas_ros.runtime.base import InferenceBackend
 from flowclas_ros.runtime.engine_cache import EngineRecord, sidecar_path, write_engine
 

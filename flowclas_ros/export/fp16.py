@@ -22,7 +22,7 @@ from collections import defaultdict, deque
 
 import onnx
 
-from flowclas_ros.model.checkpoint_meta import KEY_PRECISION  # noqa: F401 - re-exported for callers
+from flowclas_ros.model.export_meta import KEY_PRECISION  # noqa: F401 - re-exported for callers
 
 BACKBONE_PREFIX = "/backbone/"
 # KEY_PRECISION values written here: ``fp16`` (backbone float16, the rest float32) or ``fp16-all``.
@@ -139,7 +139,7 @@ def verify_fp16(onnx_path: str, model, preprocess, *, dynamic_batch: bool):
         torch_reference,
         verification_inputs,
     )
-    from flowclas_ros.model.checkpoint_meta import INPUT_NAME
+    from flowclas_ros.model.export_meta import INPUT_NAME
 
     inputs = verification_inputs(preprocess)
     reference = torch_reference(model, inputs)

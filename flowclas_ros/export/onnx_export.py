@@ -27,15 +27,8 @@ from tqdm import tqdm
 
 from flowclas_ros.export.verify import VerificationResult, verify_onnx
 from flowclas_ros.model.checkpoint import LoadedCheckpoint, load_checkpoint
-from flowclas_ros.model.checkpoint_meta import (
-    INPUT_NAME,
-    KEY_VERIFY,
-    OUTPUT_NAME,
-    CheckpointIdentity,
-    build_metadata,
-    read_checkpoint_identity,
-    with_input_size,
-)
+from flowclas_ros.model.checkpoint_meta import CheckpointIdentity, read_checkpoint_identity, with_input_size
+from flowclas_ros.model.export_meta import INPUT_NAME, KEY_VERIFY, OUTPUT_NAME, build_metadata
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 
 logger = logging.getLogger(__name__)

@@ -10,6 +10,9 @@
   OpenVINO runs them as int8 VNNI / AMX kernels), calibrated on N training
   images. Only the backbone is quantised: the flow's log-likelihood and the
   scoring stay in float, as with TensorRT fp16.
+- ``auto`` (the default): bf16 if this CPU runs it natively and it passes the gate, else int8
+  if it passes (with ``--calib-data``), else f32; the choice and why are printed and written to
+  the metadata (``flowclas.precision_choice``), and the OpenVINO backend's ``auto`` reads them back.
 
 The gate: pixel AP on an evaluation folder (``--gate-data``), ONNX Runtime fp32
 against the candidate backend; ``|AP - AP_fp32| <= AP_TOLERANCE`` or the export
@@ -20,6 +23,7 @@ the two APs are computed on the same bins.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -33,17 +37,20 @@ from flowclas_ros.data.images.folder import FolderDataset
 from flowclas_ros.data.images.transforms import to_model_input
 from flowclas_ros.evaluation.accumulator import EvalAccumulator
 from flowclas_ros.evaluation.frames import FolderFrames
-from flowclas_ros.model.checkpoint_meta import (
-    INPUT_NAME,
-    KEY_PRECISION,
-    KEY_QUALITY,
-    KEY_VERIFY,
-    read_onnx_props,
-)
 from flowclas_ros.model.config import PreprocessConfig
+from flowclas_ros.model.export_meta import INPUT_NAME, KEY_PRECISION, KEY_QUALITY, KEY_VERIFY, read_onnx_props
 from flowclas_ros.runtime.base import InferenceBackend
+from flowclas_ros.runtime.cpu import (
+    cpu_info,
+    native_precisions,
+    openvino_capabilities,
+    unsupported_precision_message,
+)
 
 logger = logging.getLogger(__name__)
+
+KEY_PRECISION_CHOICE = "flowclas.precision_choice"
+"""Metadata key of ``--precision auto``'s record: asked, chosen, reason, CPU, what was tried."""
 
 AP_TOLERANCE = 0.005
 """Largest allowed |pixel AP - pixel AP at fp32| for a reduced precision (issue 17)."""
@@ -200,8 +207,6 @@ def metadata_updates(
     onnx_path: Path, precision: str, quality: dict[str, Any], ov_parity: dict[str, Any]
 ) -> dict[str, str]:
     """The metadata entries a reduced-precision export adds to those of its fp32 export."""
-    import json
-
     props = read_onnx_props(onnx_path)
     verification = json.loads(props.get(KEY_VERIFY, "{}"))
     verification["openvino_f32"] = ov_parity
@@ -234,9 +239,9 @@ def export_openvino(args: Any, print_onnx: Callable[[Any], None]) -> dict[str, A
     from flowclas_ros.export.verify import torch_reference, verification_inputs
     from flowclas_ros.model.checkpoint import load_checkpoint
     from flowclas_ros.model.checkpoint_meta import with_input_size
-    from flowclas_ros.runtime.onnx_backend import OnnxRuntimeBackend
-    from flowclas_ros.runtime.openvino_backend import OpenVINOBackend
 
+    if args.precision == "bf16" and "BF16" not in (openvino_capabilities() or ()):
+        raise ValueError(unsupported_precision_message("bf16"))  # before minutes of export and gate
     loaded = load_checkpoint(args.checkpoint, "cpu")
     out = Path(args.out)
     with tempfile.TemporaryDirectory(prefix="flowclas_ov_") as tmp:
@@ -252,29 +257,17 @@ def export_openvino(args: Any, print_onnx: Callable[[Any], None]) -> dict[str, A
             f"OpenVINO f32 vs torch: max abs diff {parity['max_abs_diff']:.3g}, "
             f"relative {parity['relative_diff']:.2g} (limit 1e-3)"
         )
-        proto = onnx.load(str(fp32))
-        candidate, quality = fp32, {}
-        if args.precision == "int8":
-            start = time.perf_counter()
-            proto = quantize_int8(proto, calibration_batches(args.calib_data, preprocess, args.calib_n))
-            set_props(proto, {KEY_PRECISION: "int8"})
-            candidate = Path(tmp) / "int8.onnx"
-            onnx.save(proto, str(candidate))
-            print(
-                f"int8: NNCF calibration on {args.calib_n} images of {args.calib_data}, "
-                f"{time.perf_counter() - start:.0f} s"
-            )
-        if args.precision != "f32":
-            with (
-                backend_warnings_off("flowclas_ros.runtime.openvino_backend"),  # this is the gate
-                OnnxRuntimeBackend(fp32) as ref,
-                OpenVINOBackend(candidate, precision=args.precision) as cand,
-            ):
-                label = f"OpenVINO {args.precision}"
-                quality[args.precision] = gate(ref, cand, label, args.gate_data, args.gate_n)
-            print(passed_line(args.precision, quality[args.precision]))
-        graph_precision = "int8" if args.precision == "int8" else "fp32"
+        reduce = ReducedExport(args, fp32, Path(tmp), preprocess)
+        if args.precision == "auto":
+            precision, proto, quality, choice = auto_export(reduce, args)
+            print(f"precision auto -> {precision}: {choice['reason']}")
+        else:
+            precision, choice = args.precision, {}
+            proto, quality = reduce.run(precision)
+        graph_precision = "int8" if precision == "int8" else "fp32"
         set_props(proto, metadata_updates(fp32, graph_precision, quality, parity))
+        if choice:
+            set_props(proto, {KEY_PRECISION_CHOICE: json.dumps(choice, sort_keys=True)})
         out.parent.mkdir(parents=True, exist_ok=True)
         staged = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         try:
@@ -282,5 +275,85 @@ def export_openvino(args: Any, print_onnx: Callable[[Any], None]) -> dict[str, A
             os.replace(staged, out)
         finally:
             staged.unlink(missing_ok=True)
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) for OpenVINO {args.precision}")
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) for OpenVINO {precision}")
     return quality
+
+
+class ReducedExport:
+    """One candidate precision of an OpenVINO export: quantise (int8), then the AP gate."""
+
+    def __init__(self, args: Any, fp32: Path, tmp: Path, preprocess: PreprocessConfig):
+        self.args, self.fp32, self.tmp, self.preprocess = args, fp32, tmp, preprocess
+
+    def run(self, precision: str) -> tuple[onnx.ModelProto, dict[str, Any]]:
+        """The graph to write for ``precision`` and its passed gate (``{}`` for f32).
+
+        Raises:
+            QualityGateError: The gate failed.
+        """
+        from flowclas_ros.runtime.onnx_backend import OnnxRuntimeBackend
+        from flowclas_ros.runtime.openvino_backend import OpenVINOBackend
+
+        args = self.args
+        proto = onnx.load(str(self.fp32))
+        if precision == "f32":
+            return proto, {}
+        candidate = self.fp32
+        if precision == "int8":
+            start = time.perf_counter()
+            proto = quantize_int8(proto, calibration_batches(args.calib_data, self.preprocess, args.calib_n))
+            set_props(proto, {KEY_PRECISION: "int8"})
+            candidate = self.tmp / "int8.onnx"
+            onnx.save(proto, str(candidate))
+            print(
+                f"int8: NNCF calibration on {args.calib_n} images of {args.calib_data}, "
+                f"{time.perf_counter() - start:.0f} s"
+            )
+        with (
+            backend_warnings_off("flowclas_ros.runtime.openvino_backend"),  # this is the gate
+            OnnxRuntimeBackend(self.fp32) as ref,
+            OpenVINOBackend(candidate, precision=precision) as cand,
+        ):
+            result = gate(ref, cand, f"OpenVINO {precision}", args.gate_data, args.gate_n)
+        print(passed_line(precision, result))
+        return proto, {precision: result}
+
+
+def auto_export(reduce: ReducedExport, args: Any) -> tuple[str, onnx.ModelProto, dict[str, Any], dict]:
+    """``--precision auto``: the first of bf16, int8, f32 this CPU runs natively that passes the AP gate.
+
+    int8 needs ``--calib-data``; every reduced precision needs ``--gate-data``.
+
+    Returns:
+        (chosen precision, graph, passed gates, the choice record written to the metadata:
+        ``{"asked", "chosen", "reason", "cpu", "tried"}``).
+    """
+    native = native_precisions()
+    tried: dict[str, str] = {}
+    order = [("bf16", None), ("int8", None if args.calib_data is not None else "no --calib-data")]
+    for precision, missing in order:
+        if precision not in native:
+            tried[precision] = f"not native on this CPU (runs {', '.join(native)})"
+        elif args.gate_data is None:
+            tried[precision] = "no --gate-data to gate it"
+        elif missing:
+            tried[precision] = missing
+        else:
+            try:
+                proto, quality = reduce.run(precision)
+            except QualityGateError as err:
+                tried[precision] = str(err).replace("; export not written", "")
+                print(f"auto: {tried[precision]}")
+                continue
+            gate_line = f"|ΔAP| {abs(quality[precision]['delta']):.4f} <= {AP_TOLERANCE}"
+            reason = f"{precision} runs natively and passed the AP gate ({gate_line})"
+            if tried:
+                reason += "; " + "; ".join(f"{p}: {why}" for p, why in tried.items())
+            return precision, proto, quality, _choice(precision, reason, tried)
+    proto, _ = reduce.run("f32")
+    reason = "f32: " + "; ".join(f"{p}: {why}" for p, why in tried.items())
+    return "f32", proto, {}, _choice("f32", reason, tried)
+
+
+def _choice(chosen: str, reason: str, tried: dict[str, str]) -> dict[str, Any]:
+    return {"asked": "auto", "chosen": chosen, "reason": reason, "cpu": cpu_info().summary(), "tried": tried}

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from flowclas_ros.data.images.transforms import to_model_input
-from flowclas_ros.model.checkpoint_meta import INPUT_NAME
 from flowclas_ros.model.config import PreprocessConfig
+from flowclas_ros.model.export_meta import INPUT_NAME
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 
 RELATIVE_TOLERANCE = 1e-3

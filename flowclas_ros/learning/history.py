@@ -37,7 +37,8 @@ def model_identity(path: str | Path) -> str:
     Raises:
         CheckpointError / ModelMismatchError: Missing or invalid model (one line).
     """
-    from flowclas_ros.model.checkpoint_meta import read_checkpoint_identity, read_onnx_metadata, sha256_file
+    from flowclas_ros.model.checkpoint_meta import read_checkpoint_identity, sha256_file
+    from flowclas_ros.model.export_meta import read_onnx_metadata
 
     path = Path(path)
     if path.is_dir():

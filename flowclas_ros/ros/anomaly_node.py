@@ -23,7 +23,6 @@ import time
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
@@ -34,9 +33,10 @@ from flowclas_ros.ros.frame_buffer import Frame, FrameSlots
 from flowclas_ros.ros.health import NodeHealthMixin
 from flowclas_ros.ros.learn_action import LearnActionMixin
 from flowclas_ros.ros.naming import resolve_camera_names
+from flowclas_ros.ros.node_parameters import ParameterMixin, check_prompt_set
 from flowclas_ros.ros.oneline import one_line
 from flowclas_ros.ros.outputs import CameraOutputs
-from flowclas_ros.ros.params import NAN_MEANS_CHECKPOINT, SPECS, validate
+from flowclas_ros.ros.param_validation import validate
 from flowclas_ros.ros.qos import input_qos
 from flowclas_ros.ros.settings import (
     CameraInput,
@@ -44,6 +44,7 @@ from flowclas_ros.ros.settings import (
     RuntimeSettings,
     backend_options,
     camera_inputs,
+    check_backend_choice,
     depth_inputs,
     depth_settings,
     effective_thresholds,
@@ -51,48 +52,13 @@ from flowclas_ros.ros.settings import (
 )
 from flowclas_ros.ros.stats import CameraStats
 from flowclas_ros.ros.worker import InferenceWorker, WorkerContext
+from flowclas_ros.runtime import registry
 from flowclas_ros.runtime.base import InferenceBackend, create_backend
 
 NODE_NAME = "anomaly_node"
-DEPTH_PARAMETERS = frozenset({"depth_scale", "min_range", "max_range", "voxel_size"})
 
 
-def _asks_checkpoint_threshold(params: list[Parameter]) -> bool:
-    """Whether ``params`` set ``threshold`` or ``image_threshold`` to NaN (= the checkpoint's)."""
-    return any(
-        p.name in NAN_MEANS_CHECKPOINT and isinstance(p.value, float) and math.isnan(p.value) for p in params
-    )
-
-
-def _check_prompt_set(backend: InferenceBackend, values: dict[str, Any]) -> str | None:
-    """Why ``prompt_set`` cannot be used at configure with ``backend`` (one line), or None.
-
-    The checkpoint's thresholds were calibrated on the fused score of its own prompt set, so
-    another set needs thresholds chosen for it: both threshold parameters must then be set.
-    """
-    prompt_set = values["prompt_set"]
-    if not backend.supports_prompts:
-        return (
-            f"prompt_set: the {backend.name} backend with this checkpoint cannot switch prompts "
-            "(needs a checkpoint with a VL4AD text scorer and the torch backend)"
-        )
-    from flowclas_ros.model.vl4ad.prompts import load_prompt_set  # light: no torch / open_clip
-
-    try:
-        load_prompt_set(prompt_set)
-    except Exception as err:  # noqa: BLE001 - reported as the rejection reason
-        return f"prompt_set: {one_line(err)}"
-    own = backend.config.text.prompt_set if backend.config.text is not None else ""
-    unset = [name for name in NAN_MEANS_CHECKPOINT if math.isnan(float(values[name]))]
-    if prompt_set != own and unset:
-        return (
-            f"prompt_set: {prompt_set!r} is not the checkpoint's set ({own!r}), whose thresholds were "
-            f"calibrated on its own fused score; also set {' and '.join(unset)} for {prompt_set!r}"
-        )
-    return None
-
-
-class AnomalyNode(LearnActionMixin, NodeHealthMixin, LifecycleNode):
+class AnomalyNode(LearnActionMixin, ParameterMixin, NodeHealthMixin, LifecycleNode):
     """The anomaly detection node; parameters are listed in :mod:`flowclas_ros.ros.params`."""
 
     def __init__(self, **kwargs: Any):
@@ -103,6 +69,9 @@ class AnomalyNode(LearnActionMixin, NodeHealthMixin, LifecycleNode):
             if reason:
                 raise ValueError(f"invalid parameter {reason}")
         depth_settings(self._values)  # cross-field checks (min_range < max_range); ValueError
+        reason = check_backend_choice(self._values)  # e.g. bf16 on a CPU without it
+        if reason:
+            raise ValueError(f"invalid parameter {reason}")
         if hasattr(self, "add_post_set_parameters_callback"):  # Iron and later (Jazzy)
             self.add_on_set_parameters_callback(self._check_parameters)
             self.add_post_set_parameters_callback(self._apply_parameters)
@@ -143,60 +112,6 @@ class AnomalyNode(LearnActionMixin, NodeHealthMixin, LifecycleNode):
         """The reason of the last failed configure, or None."""
         return self._configure_error
 
-    # ----------------------------------------------------------------- parameters
-    def _check_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        for param in params:
-            spec = SPECS.get(param.name)
-            if spec is None:  # rclpy's own (use_sim_time)
-                continue
-            reason = validate(param.name, param.value)
-            if reason is None and not spec.runtime and self._state != "unconfigured":
-                reason = (
-                    f"{param.name} is read at configure; deactivate and clean up the node first "
-                    f"(it is {self._state})"
-                )
-            if reason:
-                return SetParametersResult(successful=False, reason=reason)
-        if self._backend is not None and _asks_checkpoint_threshold(params):
-            candidate = dict(self._values) | {p.name: p.value for p in params if p.name in SPECS}
-            try:  # NaN while configured: the checkpoint's value (refused if it has none)
-                effective_thresholds(candidate, self._checkpoint_thresholds())
-            except ValueError as err:
-                return SetParametersResult(successful=False, reason=str(err))
-        if any(param.name in DEPTH_PARAMETERS for param in params):
-            candidate = dict(self._values) | {p.name: p.value for p in params if p.name in SPECS}
-            try:
-                depth_settings(candidate)
-            except ValueError as err:
-                return SetParametersResult(successful=False, reason=str(err))
-        return SetParametersResult(successful=True)
-
-    def _check_and_apply(self, params: list[Parameter]) -> SetParametersResult:
-        result = self._check_parameters(params)
-        if result.successful:
-            self._apply_parameters(params)
-        return result
-
-    def _apply_parameters(self, params: list[Parameter]) -> None:
-        for param in params:
-            if param.name in SPECS:
-                self._values[param.name] = param.value
-        if self._backend is not None:
-            checkpoint = self._checkpoint_thresholds()
-            self._settings = runtime_settings(self._values, checkpoint)
-            if _asks_checkpoint_threshold(params):
-                # NaN at runtime: back to the checkpoint's, shown as the number in use (as at configure).
-                # (Humble applies before it stores the value: there the parameter keeps showing NaN.)
-                self._fill_in_thresholds(effective_thresholds(self._values, checkpoint), checkpoint)
-
-    def _checkpoint_thresholds(self) -> CheckpointThresholds:
-        assert self._backend is not None
-        return CheckpointThresholds(self._backend.threshold, self._backend.image_threshold)
-
-    def _current_settings(self) -> RuntimeSettings:
-        assert self._settings is not None
-        return self._settings
-
     # ----------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Loads the model and creates the publishers; a bad checkpoint fails with one line."""
@@ -215,18 +130,19 @@ class AnomalyNode(LearnActionMixin, NodeHealthMixin, LifecycleNode):
                 values["max_batch"],
                 len(cameras),
                 values["precision"],
+                values["num_threads"],
             )
             backend = create_backend(values["backend"], values["checkpoint"], values["device"], **options)
         except Exception as err:  # noqa: BLE001 - any load failure becomes one clear line
             return self._fail_configure(err)
         try:
-            if values["backend"] == "torch" and list(values["input_size"]) != [0, 0]:
+            if not registry.spec(values["backend"]).sized and list(values["input_size"]) != [0, 0]:
                 backend.config.preprocess.input_size = tuple(int(v) for v in values["input_size"])
                 backend.config.preprocess.resize = True  # also for native-resolution (imported) checkpoints
             checkpoint = CheckpointThresholds(backend.threshold, backend.image_threshold)
             thresholds = effective_thresholds(values, checkpoint)
             if values["prompt_set"]:
-                reason = _check_prompt_set(backend, values)
+                reason = check_prompt_set(backend, values)
                 if reason:
                     raise ValueError(reason)
                 backend.set_prompts(values["prompt_set"])
@@ -259,22 +175,6 @@ class AnomalyNode(LearnActionMixin, NodeHealthMixin, LifecycleNode):
             )
         )
         return TransitionCallbackReturn.SUCCESS
-
-    def _fill_in_thresholds(self, thresholds: tuple[float, float], checkpoint: CheckpointThresholds) -> None:
-        """Sets NaN threshold parameters to the values in use (``ros2 param get`` shows numbers)."""
-        filled = {
-            name: value
-            for name, value in zip(NAN_MEANS_CHECKPOINT, thresholds)
-            if math.isnan(float(self._values[name]))
-        }
-        if "image_threshold" in filled and checkpoint.image_threshold is None:
-            self.get_logger().warning(
-                "the checkpoint has no image_threshold (calibrated by flowclas-train since issue 16); "
-                f"is_anomalous uses the pixel threshold {thresholds[0]:.4g}: set image_threshold or retrain"
-            )
-        if filled:
-            self.set_parameters([Parameter(name, Parameter.Type.DOUBLE, v) for name, v in filled.items()])
-        self._filled_in.update(filled)  # emptied when the model is released
 
     def _fail_configure(self, err: BaseException) -> TransitionCallbackReturn:
         self._configure_error = one_line(err)

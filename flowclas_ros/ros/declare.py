@@ -26,8 +26,8 @@ def descriptor(spec: ParamSpec) -> ParameterDescriptor:
     """The ROS descriptor of one parameter: type, description, range and constraints."""
     ros_type, _ = _TYPES[spec.type]
     constraints = []
-    if spec.choices:
-        constraints.append(f"one of: {', '.join(spec.choices)}")
+    if spec.allowed():
+        constraints.append(f"one of: {', '.join(spec.allowed())}")
     constraints.append(
         "changeable at runtime" if spec.runtime else "read at configure (set while unconfigured)"
     )
@@ -36,6 +36,7 @@ def descriptor(spec: ParamSpec) -> ParameterDescriptor:
         type=ros_type,
         description=spec.description,
         additional_constraints="; ".join(constraints),
+        dynamic_typing=spec.dynamic,
     )
     # Scalar ranges only: ROS applies them to arrays element-wise in some versions, not others.
     if spec.low is not None and spec.high is not None:

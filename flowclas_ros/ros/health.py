@@ -56,7 +56,9 @@ class NodeHealthMixin:
         backend = self._backend
         extra = {"state": self._state, "backend": self._values["backend"], "device": self._values["device"]}
         if backend is not None:
-            extra["model"] = backend.describe()  # e.g. "openvino-bf16 on CPU (inference precision bf16)"
+            extra["model"] = backend.describe()  # e.g. "openvino-bf16 on CPU (inference precision bf16; ...)"
+            if backend.precision_reason:  # e.g. "auto: native bf16 and the export passed the bf16 AP gate"
+                extra["precision"] = f"{getattr(backend, 'precision', '?')} ({backend.precision_reason})"
             extra["model_identity"] = self.serving_identity  # sha256 of the serving checkpoint
             extra["model_path"] = self._serving.path if self._serving is not None else ""
         extra["learning"] = self.learning_phase  # idle, or the phase of the running ~/learn_nominal goal

@@ -231,7 +231,9 @@ class LearnActionMixin(ModelSwapMixin):
                 while queue and not budget.done(recorder.total, time.monotonic() - start):
                     index, data, log_ns = queue.popleft()
                     if limiter.accept(index, log_ns):
-                        recorder.write(log_ns, self._frame_cdr(data, self._cameras[index].compressed, compressed))
+                        recorder.write(
+                            log_ns, self._frame_cdr(data, self._cameras[index].compressed, compressed)
+                        )
                 state.frames_collected = recorder.total
                 state.eta_s = budget.eta_s(recorder.total, time.monotonic() - start)
         finally:

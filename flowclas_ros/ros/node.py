@@ -92,6 +92,19 @@ def _parse_cli(argv: list[str]) -> None:
     parser.parse_args(remove_ros_args(args=argv)[1:])
 
 
+def prepare_process() -> None:
+    """Process-wide settings that must precede torch: OpenMP threads sleep when idle.
+
+    libgomp (torch's intra-op pool) reads ``OMP_WAIT_POLICY`` once, when torch is imported
+    (at configure, for the torch backend), and by default its threads spin after each
+    parallel region, which starves a process sharing the cores
+    (:mod:`flowclas_ros.runtime.threads`). A policy the user exported is kept.
+    """
+    from flowclas_ros.runtime.threads import passive_openmp  # light: no torch, numpy or rclpy
+
+    passive_openmp()
+
+
 def main(args: list[str] | None = None) -> int:
     """Runs the node until a stop signal or the lifecycle ``shutdown`` transition.
 
@@ -109,6 +122,7 @@ def main(args: list[str] | None = None) -> int:
     stop.install()
     argv = list(sys.argv if args is None else args)
     _parse_cli(argv)
+    prepare_process()
     from flowclas_ros.ros.dds_profile import apply_dds_profile
 
     try:
@@ -125,7 +139,7 @@ def _run(argv: list[str], stop: StopRequest, dds_note: str | None) -> int:
     """Initialises rclpy without its signal handlers, runs the node, and tears down in order."""
     import rclpy
     from rclpy.exceptions import ParameterException
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.signals import SignalHandlerOptions
 
@@ -149,10 +163,7 @@ def _run(argv: list[str], stop: StopRequest, dds_note: str | None) -> int:
                 return 1
             if not stop.requested and node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
                 return 1
-        # Several threads: ~/load_model, ~/rollback_model and ~/learn_nominal block for seconds to
-        # minutes in callback groups of their own; the node's other callbacks share one mutually
-        # exclusive group, so they still run one at a time, as under a single-threaded executor.
-        executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
+        executor = _make_executor()
         executor.add_node(node)
         _spin_until_stopped(executor, node, stop)
     except ExternalShutdownException:
@@ -168,6 +179,18 @@ def _run(argv: list[str], stop: StopRequest, dds_note: str | None) -> int:
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def _make_executor() -> Any:
+    """The executor ``main`` spins (in short steps, see :func:`_spin_until_stopped`).
+
+    Several threads: ``~/load_model``, ``~/rollback_model`` and ``~/learn_nominal`` block for
+    seconds to minutes in callback groups of their own; the node's other callbacks share one
+    mutually exclusive group, so they still run one at a time, as under a single-threaded executor.
+    """
+    from rclpy.executors import MultiThreadedExecutor
+
+    return MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
 
 
 def _spin_until_stopped(executor: Any, node: Any, stop: StopRequest) -> None:

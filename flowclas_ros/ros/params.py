@@ -18,10 +18,20 @@ Two kinds of parameters:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-BACKEND_KINDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+from flowclas_ros.runtime import registry
+
+
+def backend_kinds() -> tuple[str, ...]:
+    """The ``backend`` parameter's choices: every row of the backend table, read when asked."""
+    return registry.backend_names()
+
+
+BACKEND_KINDS = backend_kinds()
+"""The built-in backends (the table at import); :func:`backend_kinds` also sees later registrations."""
 RELIABILITY = ("best_effort", "reliable")
 COMPRESSED_SUFFIX = "/compressed"
 
@@ -39,7 +49,9 @@ class ParamSpec:
         runtime: Changeable while the node is configured or active.
         low: Inclusive lower bound (numbers and number arrays).
         high: Inclusive upper bound.
-        choices: Allowed string values.
+        choices: Allowed string values, or a function returning them (read at every check:
+            the backend table can grow after import).
+        dynamic: Accepts a string or an integer (``num_threads``: ``auto`` or N).
     """
 
     name: str
@@ -49,7 +61,12 @@ class ParamSpec:
     runtime: bool = False
     low: float | None = None
     high: float | None = None
-    choices: tuple[str, ...] = ()
+    choices: tuple[str, ...] | Callable[[], tuple[str, ...]] = ()
+    dynamic: bool = False
+
+    def allowed(self) -> tuple[str, ...]:
+        """The allowed string values now (empty: any)."""
+        return self.choices() if callable(self.choices) else self.choices
 
 
 PARAMETERS: tuple[ParamSpec, ...] = (
@@ -60,16 +77,33 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "",
         "Checkpoint directory (or exported model file for onnxruntime/openvino/tensorrt).",
     ),
-    ParamSpec("backend", "string", "torch", "Inference backend.", choices=BACKEND_KINDS),
+    ParamSpec(
+        "backend",
+        "string",
+        "torch",
+        "Inference backend (a row of the backend table, flowclas_ros/runtime/registry.py).",
+        choices=backend_kinds,
+    ),
     ParamSpec(
         "device", "string", "cpu", "Inference device: cpu, cuda or cuda:N (openvino: CPU, GPU or NPU)."
     ),
     ParamSpec(
         "precision",
         "string",
-        "f32",
-        "openvino inference precision: f32, bf16 or int8 (int8 needs the quantised export).",
-        choices=("f32", "bf16", "int8"),
+        "auto",
+        "Inference precision: auto, f32, bf16, f16 or int8, as the backend runs them (openvino: auto "
+        "picks bf16 where the CPU has it natively and the export passed its AP gate, int8 for the "
+        "quantised export, else f32; torch: auto = f16 on CUDA, f32 on the CPU). fp32/fp16 are "
+        "deprecated spellings.",
+        choices=registry.all_precision_spellings,
+    ),
+    ParamSpec(
+        "num_threads",
+        "string",
+        "auto",
+        "CPU inference threads: auto (the CPUs this process may use, os.sched_getaffinity) or N. "
+        "Pools never spin while idle (docs/DEPLOY.md).",
+        dynamic=True,
     ),
     ParamSpec(
         "input_size",
@@ -323,47 +357,3 @@ SPECS: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}
 NAN_MEANS_CHECKPOINT = ("threshold", "image_threshold")
 """NaN = the checkpoint's value; the node then sets the parameter to the value it uses."""
 BUILTIN_PARAMETERS = ("use_sim_time",)
-
-
-def parameter_names() -> set[str]:
-    """Names the node accepts: :data:`PARAMETERS` plus rclpy's built-ins."""
-    return set(SPECS) | set(BUILTIN_PARAMETERS)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def validate(name: str, value: Any) -> str | None:
-    """Checks one value against its spec and the cross-field rules.
-
-    Returns:
-        None when valid, else the reason (one line, names the parameter).
-    """
-    spec = SPECS.get(name)
-    if spec is None:
-        return f"unknown parameter {name!r}"
-    if value is None:
-        return f"{name}: a value is required"
-    items = list(value) if spec.type.endswith("_array") else [value]
-    for item in items:
-        if spec.choices and item not in spec.choices:
-            return f"{name}: {item!r} is not one of {', '.join(spec.choices)}"
-        if _is_number(item):
-            if spec.type.startswith("double") and math.isinf(item):
-                return f"{name}: must be finite, got {item}"
-            if math.isnan(item) and name not in NAN_MEANS_CHECKPOINT:
-                return f"{name}: must not be NaN"
-            if spec.low is not None and item < spec.low:
-                return f"{name}: {item} is below the minimum {spec.low:g}"
-            if spec.high is not None and item > spec.high:
-                return f"{name}: {item} is above the maximum {spec.high:g}"
-    if name == "input_size" and (len(items) != 2 or (0 in items and items != [0, 0])):
-        return f"input_size: expected [height, width] > 0, or [0, 0] for the checkpoint's, got {items}"
-    if name == "overlay_score_range" and (len(items) != 2 or (items[0] >= items[1] and items != [0.0, 0.0])):
-        return (
-            f"overlay_score_range: expected [low, high] with low < high, or [0, 0] for automatic, got {items}"
-        )
-    if name == "image_topics" and (not items or any(not str(t).strip("/") for t in items)):
-        return f"image_topics: expected at least one non-empty topic name, got {items}"
-    return None

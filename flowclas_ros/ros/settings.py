@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flowclas_ros.ros.params import COMPRESSED_SUFFIX
+from flowclas_ros.runtime import registry
 from flowclas_ros.runtime.decision import image_threshold_in_use
 
 if TYPE_CHECKING:  # imported in depth_settings: keeps launch files free of numpy/OpenCV
@@ -202,24 +203,42 @@ def camera_inputs(topics: list[str], compressed: list[bool] | None, names: list[
 
 
 def backend_options(
-    kind: str, input_size: list[int], max_batch: int, num_cameras: int, precision: str = "f32"
+    kind: str,
+    input_size: list[int],
+    max_batch: int,
+    num_cameras: int,
+    precision: str = "auto",
+    num_threads: int | str = "auto",
 ) -> dict[str, Any]:
     """Keyword options for :func:`flowclas_ros.runtime.create_backend`, from the node parameters.
 
-    ONNX Runtime / TensorRT build their model for an input size and batch, so an
-    ``input_size`` override and a batch > 1 (several cameras) are passed to them; the torch
-    backend takes any size (the node sets its ``preprocess.input_size`` after loading).
+    What each backend takes is its row of the backend table (:mod:`flowclas_ros.runtime.registry`):
+    a backend that builds its model for one size (ONNX Runtime, OpenVINO, TensorRT) gets the
+    ``input_size`` override and a batch > 1 (several cameras); the torch backend takes any size
+    (the node sets its ``preprocess.input_size`` after loading).
+
+    Raises:
+        ValueError: Unknown backend, or a precision it does not run.
     """
-    options: dict[str, Any] = {}
-    if kind == "torch":
-        return options
-    if list(input_size) != [0, 0]:
-        options["input_size"] = (int(input_size[0]), int(input_size[1]))
-    if kind == "openvino":
-        options["precision"] = precision
+    size = None if list(input_size) == [0, 0] else (int(input_size[0]), int(input_size[1]))
     batch = min(int(max_batch), num_cameras)
-    if batch > 1 and kind in ("onnxruntime", "openvino"):
-        options["dynamic_batch"] = True
-    elif batch > 1:
-        options["max_batch"] = batch
-    return options
+    return registry.backend_options(kind, precision, num_threads, size, batch)
+
+
+def check_backend_choice(values: dict[str, Any]) -> str | None:
+    """Cross-field check of ``backend`` / ``device`` / ``precision`` (one line), or None.
+
+    The precision must be one the backend's table row lists; ``bf16`` for OpenVINO on the CPU
+    needs a CPU that runs it (the error names the CPU's capabilities and suggests ``auto``).
+    """
+    kind, precision = values["backend"], values["precision"]
+    reason = registry.check_precision(kind, precision)
+    if reason:
+        return f"{reason} (backend {kind})"
+    device = str(values["device"]).upper()
+    if kind == "openvino" and precision == "bf16" and device == "CPU":
+        from flowclas_ros.runtime import cpu
+
+        if "BF16" not in (cpu.openvino_capabilities() or ()):
+            return cpu.unsupported_precision_message("bf16")
+    return None

@@ -15,6 +15,9 @@ import numpy as np
 from flowclas_ros.data.images.transforms import resize_score_map, to_model_input
 from flowclas_ros.model.config import ModelConfig
 from flowclas_ros.model.flowclas.image_score import image_score_np
+from flowclas_ros.runtime.registry import FactoryView, register_backend, spec
+
+__all__ = ["BACKENDS", "InferenceBackend", "Prediction", "create_backend", "register_backend"]
 
 
 @dataclass
@@ -45,6 +48,8 @@ class InferenceBackend(abc.ABC):
     """
 
     name: str = "base"
+    precision_reason: str | None = None
+    """Why this precision runs (``auto``'s choice, e.g. OpenVINO's), for logs and /diagnostics."""
 
     def __init__(
         self, config: ModelConfig, threshold: float | None, device: str, image_threshold: float | None = None
@@ -111,31 +116,21 @@ class InferenceBackend(abc.ABC):
 
 BackendFactory = Callable[..., InferenceBackend]
 
-THREAD_OPTION = {"onnxruntime": "intra_op_threads", "openvino": "threads"}
-"""Backend kind -> its CPU-thread option, for the CLIs' ``--threads`` (torch: ``torch.set_num_threads``)."""
-
-BACKENDS: dict[str, str | BackendFactory] = {
-    "torch": "flowclas_ros.runtime.torch_backend:TorchBackend",
-    "onnxruntime": "flowclas_ros.runtime.onnx_backend:OnnxRuntimeBackend",
-    "openvino": "flowclas_ros.runtime.openvino_backend:OpenVINOBackend",
-    "tensorrt": "flowclas_ros.runtime.tensorrt_backend:TensorRTBackend",
-}
+BACKENDS = FactoryView()
 """Backend kind -> factory, or ``"module:attribute"`` imported on first use (keeps imports lazy).
 
-A factory is called as ``factory(checkpoint, device=device, **opts)``.
+A view of the backend table :data:`flowclas_ros.runtime.registry.TABLE`, which also holds each
+backend's precisions, requirements and options. A factory is called as
+``factory(checkpoint, device=device, **opts)``.
 """
-
-
-def register_backend(kind: str, factory: str | BackendFactory) -> None:
-    """Registers (or replaces) a backend kind, e.g. ``register_backend("onnxruntime", "pkg.mod:Cls")``."""
-    BACKENDS[kind] = factory
 
 
 def create_backend(kind: str, checkpoint: str | Path, device: str = "cpu", **opts: Any) -> InferenceBackend:
     """Creates a registered backend for a checkpoint.
 
     Args:
-        kind: A key of :data:`BACKENDS`: ``torch``, ``onnxruntime``, ``openvino``, ``tensorrt``.
+        kind: A row of the backend table (:mod:`flowclas_ros.runtime.registry`): ``torch``,
+            ``onnxruntime``, ``openvino``, ``tensorrt``, or one added with :func:`register_backend`.
         checkpoint: Checkpoint directory (or the file the backend kind expects).
         device: ``cpu``, ``cuda``, ``cuda:N``.
         **opts: Backend-specific options.
@@ -144,9 +139,7 @@ def create_backend(kind: str, checkpoint: str | Path, device: str = "cpu", **opt
         ValueError: Unknown kind.
         ImportError: The backend's module (or its runtime library) cannot be imported.
     """
-    if kind not in BACKENDS:
-        raise ValueError(f"unknown backend {kind!r}; available: {', '.join(sorted(BACKENDS))}")
-    factory = BACKENDS[kind]
+    factory = spec(kind).factory  # ValueError: unknown kind, lists the registered ones
     if isinstance(factory, str):
         module_name, _, attribute = factory.partition(":")
         try:

@@ -19,17 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from flowclas_ros.model.checkpoint_meta import (
-    INPUT_NAME,
-    CheckpointIdentity,
-    ModelMismatchError,
-    check_matches,
-    format_size,
-    parse_metadata,
-    read_checkpoint_identity,
-)
+from flowclas_ros.model.checkpoint_meta import CheckpointIdentity, format_size, read_checkpoint_identity
+from flowclas_ros.model.export_meta import INPUT_NAME, ModelMismatchError, check_matches, parse_metadata
 from flowclas_ros.runtime.base import InferenceBackend
 from flowclas_ros.runtime.engine_cache import onnx_cache_path
+from flowclas_ros.runtime.threads import resolve_threads
 
 logger = logging.getLogger(__name__)
 
@@ -37,17 +31,20 @@ GRAPH_OPTIMIZATION = ("all", "extended", "basic", "disable")
 
 
 def session_options(
-    intra_op_threads: int | None = None,
-    inter_op_threads: int | None = None,
+    intra_op_threads: int | str | None = None,
+    inter_op_threads: int | None = 1,
     graph_optimization: str = "all",
     allow_spinning: bool = False,
 ):
     """ONNX Runtime session options used by the backend (and the benchmark).
 
     Args:
-        intra_op_threads: Threads inside one operator (None: ORT default, one per physical core).
-        inter_op_threads: Threads across operators; only used by the parallel executor, so > 1
-            switches to it (the sequential executor is faster for this chain-like graph).
+        intra_op_threads: Threads inside one operator: ``auto`` / None -> the CPUs this process may
+            use (``os.sched_getaffinity``; ORT's own default counts the machine's physical cores,
+            ignoring a container's limit). See :mod:`flowclas_ros.runtime.threads`.
+        inter_op_threads: Threads across operators (default 1); only used by the parallel
+            executor, so > 1 switches to it (the sequential executor is faster for this
+            chain-like graph). None leaves ORT's default.
         graph_optimization: ``all`` (incl. layout / fusions), ``extended``, ``basic`` or ``disable``.
         allow_spinning: Let idle pool threads busy-wait for the next op. Off by default: a robot
             shares its CPU with other nodes, and on a loaded 2-core machine spinning made the
@@ -69,8 +66,7 @@ def session_options(
     options.graph_optimization_level = levels[graph_optimization]
     parallel = inter_op_threads is not None and inter_op_threads > 1
     options.execution_mode = ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
-    if intra_op_threads is not None:
-        options.intra_op_num_threads = int(intra_op_threads)
+    options.intra_op_num_threads = resolve_threads(intra_op_threads)
     if inter_op_threads is not None:
         options.inter_op_num_threads = int(inter_op_threads)
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
@@ -179,8 +175,8 @@ class OnnxRuntimeBackend(InferenceBackend):
         device: ``cpu`` (default), ``cuda`` or ``cuda:N`` (CUDA execution provider if available).
         onnx_path: Exported model to run; None exports the checkpoint into the cache on first use.
         input_size: (H, W) expected; default the checkpoint config's ``preprocess.input_size``.
-        intra_op_threads: ORT intra-op threads (None: ORT default).
-        inter_op_threads: ORT inter-op threads (None: ORT default; > 1 enables the parallel executor).
+        intra_op_threads: ORT intra-op threads (``auto`` / None: the usable CPUs).
+        inter_op_threads: ORT inter-op threads (default 1; > 1 enables the parallel executor).
         graph_optimization: ``all``, ``extended``, ``basic`` or ``disable``.
         allow_spinning: Busy-wait between ops (see :func:`session_options`); off by default.
         providers: Explicit ORT providers list (overrides ``device``).
@@ -200,8 +196,8 @@ class OnnxRuntimeBackend(InferenceBackend):
         *,
         onnx_path: str | Path | None = None,
         input_size: tuple[int, int] | None = None,
-        intra_op_threads: int | None = None,
-        inter_op_threads: int | None = None,
+        intra_op_threads: int | str | None = None,
+        inter_op_threads: int | None = 1,
         graph_optimization: str = "all",
         allow_spinning: bool = False,
         providers: list[Any] | None = None,

@@ -15,20 +15,24 @@ from typing import Any
 
 import numpy as np
 
-from flowclas_ros.model.checkpoint_meta import (
+from flowclas_ros.model.checkpoint_meta import format_size
+from flowclas_ros.model.export_meta import (
     INPUT_NAME,
     ModelMismatchError,
     check_matches,
-    format_size,
     parse_metadata,
     read_onnx_props,
 )
 from flowclas_ros.runtime.base import InferenceBackend
+from flowclas_ros.runtime.cpu import native_precisions, openvino_capabilities, unsupported_precision_message
 from flowclas_ros.runtime.onnx_backend import resolve_onnx_source
+from flowclas_ros.runtime.registry import canonical_precision
+from flowclas_ros.runtime.threads import openvino_options
 
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("f32", "bf16", "int8")
+"""What runs; ``auto`` (:func:`choose_precision`) picks one of them per CPU and export."""
 
 
 class OpenVINODeviceError(ValueError):
@@ -59,24 +63,90 @@ def ov_device(core: Any, device: str) -> str:
     )
 
 
+def device_capabilities(core: Any, device: str) -> tuple[str, ...]:
+    """``OPTIMIZATION_CAPABILITIES`` of an OpenVINO device.
+
+    The CPU's come through :mod:`flowclas_ros.runtime.cpu`, so tests can stand in for a CPU without bf16.
+    """
+    base = device.split(".")[0]
+    if base == "CPU":
+        return openvino_capabilities(core) or ()
+    return tuple(sorted(str(c) for c in core.get_property(base, "OPTIMIZATION_CAPABILITIES")))
+
+
 def compile_options(core: Any, device: str, precision: str, threads: int | None) -> dict[str, Any]:
-    """``compile_model`` properties: explicit inference precision, latency hint, optional thread count."""
+    """``compile_model`` properties: explicit inference precision, latency hint, thread settings.
+
+    On the CPU the threads are explicit (:func:`flowclas_ros.runtime.threads.openvino_options`):
+    ``INFERENCE_NUM_THREADS`` (default: the CPUs this process may use), one stream, and
+    ``ENABLE_CPU_PINNING`` off, so a second process on the same cores shares them instead of
+    being halved by pinned threads.
+
+    Raises:
+        ValueError: Unknown precision, or bf16 on a device without it (names the CPU's
+            capabilities and suggests ``auto``).
+    """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    capabilities = set(core.get_property(device.split(".")[0], "OPTIMIZATION_CAPABILITIES"))
+        raise ValueError(f"precision must be one of auto, {', '.join(PRECISIONS)}, got {precision!r}")
+    capabilities = set(device_capabilities(core, device))
     if precision == "bf16" and "BF16" not in capabilities:
+        if device.split(".")[0] == "CPU":
+            raise ValueError(unsupported_precision_message("bf16"))
         raise ValueError(
-            f"OpenVINO {device} has no bf16 support on this machine "
-            f"(capabilities: {', '.join(sorted(capabilities))}); use precision f32"
+            f"OpenVINO {device} has no bf16 support (capabilities: {', '.join(sorted(capabilities))}); "
+            "use precision auto or f32"
         )
     if precision == "int8":  # quantised ops run int8; the rest in the best gated float type
         hint = "bf16" if "BF16" in capabilities else "f32"
     else:
         hint = precision
     options: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
-    if threads is not None:
+    if device.split(".")[0] == "CPU":
+        options |= openvino_options(threads)
+    elif threads is not None:
         options["INFERENCE_NUM_THREADS"] = int(threads)
     return options
+
+
+def native_on(core: Any, device: str) -> tuple[str, ...]:
+    """Precisions ``device`` runs natively (the CPU's: :func:`flowclas_ros.runtime.cpu.native_precisions`)."""
+    caps = device_capabilities(core, device)
+    if device.split(".")[0] == "CPU":
+        return native_precisions(caps)
+    return ("f32", *(p for p, cap in (("bf16", "BF16"), ("int8", "INT8")) if cap in caps))
+
+
+def choose_precision(
+    graph_precision: str, quality: dict[str, Any], native: tuple[str, ...]
+) -> tuple[str, str]:
+    """``precision: auto``: what to run an export at, and why (one line, for the log and /diagnostics).
+
+    bf16 where the device runs it natively and the export passed the bf16 AP gate; int8 for a
+    quantised export (``flowclas-export`` writes one only after its int8 AP gate passed; int8
+    runs only that graph); else f32.
+
+    Args:
+        graph_precision: The export's ``flowclas.precision`` (``fp32`` or ``int8``).
+        quality: The export's AP-gate record (``flowclas.quality_gate``).
+        native: :func:`native_on` of the device.
+    """
+    if graph_precision == "int8":
+        gate = quality.get("int8") or {}
+        passed = (
+            f"passed the int8 AP gate (|ΔAP| {abs(gate['delta']):.4f})" if gate.get("passed") else "ungated"
+        )
+        return "int8", f"the export is quantised ({passed})"
+    bf16 = quality.get("bf16") or {}
+    if "bf16" not in native:
+        return "f32", f"no native bf16 on this device (runs {', '.join(native)}); the export is not int8"
+    if bf16.get("passed"):
+        return "bf16", f"native bf16 and the export passed the bf16 AP gate (|ΔAP| {abs(bf16['delta']):.4f})"
+    if bf16:
+        return "f32", "native bf16, but the export failed the bf16 AP gate"
+    return "f32", (
+        "native bf16, but the export has no bf16 AP gate (flowclas-export --format openvino "
+        "--precision auto --gate-data ROOT gates it)"
+    )
 
 
 class OpenVINOBackend(InferenceBackend):
@@ -86,10 +156,13 @@ class OpenVINOBackend(InferenceBackend):
         checkpoint: Checkpoint directory (its cached export is used, made on first use) or an
             exported ``.onnx`` (config and thresholds from its metadata).
         device: ``cpu`` / ``CPU`` (default), ``GPU``, ``GPU.1``, ``NPU`` or ``AUTO``.
-        precision: ``f32``, ``bf16`` or ``int8`` (the last needs the quantised export).
+        precision: ``auto`` (:func:`choose_precision`: bf16 where native and gated, int8 for a
+            quantised export, else f32; the reason is ``precision_reason``), ``f32``, ``bf16``
+            or ``int8`` (the last needs the quantised export).
         onnx_path: Exported model to run with a checkpoint directory.
         input_size: (H, W) expected; default the checkpoint config's ``preprocess.input_size``.
-        threads: CPU inference threads (None: OpenVINO's choice).
+        threads: CPU inference threads: ``auto`` / None = the CPUs this process may use
+            (:mod:`flowclas_ros.runtime.threads`).
         dynamic_batch: When exporting into the cache, make the batch axis dynamic.
         cache_dir: Cache root (default ``$FLOWCLAS_CACHE_DIR`` or ``~/.cache/flowclas_ros``).
 
@@ -106,23 +179,33 @@ class OpenVINOBackend(InferenceBackend):
         checkpoint: str | Path | Any,
         device: str = "cpu",
         *,
-        precision: str = "f32",
+        precision: str = "auto",
         onnx_path: str | Path | None = None,
         input_size: tuple[int, int] | None = None,
-        threads: int | None = None,
+        threads: int | str | None = None,
         dynamic_batch: bool = False,
         cache_dir: str | Path | None = None,
     ):
         ov = import_openvino()
         core = ov.Core()
         device_name = ov_device(core, "CPU" if device.lower() == "cpu" else device)
-        options = compile_options(core, device_name, precision, threads)
+        precision = canonical_precision(precision)
+        if precision != "auto":  # a precision the device lacks fails before any export
+            compile_options(core, device_name, precision, threads)
         onnx_file, identity = resolve_onnx_source(
             checkpoint, onnx_path, input_size=input_size, dynamic_batch=dynamic_batch, cache_dir=cache_dir
         )
         self.onnx_path = Path(onnx_file)
         meta = parse_metadata(read_onnx_props(self.onnx_path), self.onnx_path)
         check_matches(meta, identity, input_size)
+        self.precision_reason = "asked for"
+        if precision == "auto":
+            precision, self.precision_reason = choose_precision(
+                meta.precision, meta.quality, native_on(core, device_name)
+            )
+            self.precision_reason = f"auto: {self.precision_reason}"
+            logger.info("%s: precision auto -> %s (%s)", self.onnx_path, precision, self.precision_reason)
+        options = compile_options(core, device_name, precision, threads)
         if (precision == "int8") != (meta.precision == "int8"):
             raise ModelMismatchError(
                 f"{self.onnx_path} is a {meta.precision} export but precision {precision} was asked; int8 "
@@ -165,8 +248,11 @@ class OpenVINOBackend(InferenceBackend):
         self._fixed_batch = dims[0]
 
     def describe(self) -> str:
-        """``openvino-bf16 on CPU (inference precision bf16)``: what runs, for logs and diagnostics."""
-        return f"{self.name} on {self.device} (inference precision {self.inference_precision})"
+        """``openvino-bf16 on CPU (inference precision bf16; auto: ...)``: for logs and diagnostics."""
+        return (
+            f"{self.name} on {self.device} (inference precision {self.inference_precision}; "
+            f"{self.precision_reason})"
+        )
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         if self.request is None:

@@ -23,12 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from flowclas_ros.model.checkpoint_meta import (
-    ExportMetadata,
-    check_matches,
-    parse_metadata,
-    read_onnx_props,
-)
+from flowclas_ros.model.export_meta import ExportMetadata, check_matches, parse_metadata, read_onnx_props
 from flowclas_ros.runtime.base import InferenceBackend
 from flowclas_ros.runtime.cuda_io import CudaDevice, CudaStream, DeviceBuffer
 from flowclas_ros.runtime.engine_cache import (
@@ -72,9 +67,11 @@ class TensorRTBackend(InferenceBackend):
         engine_path: Engine file to use / create (default: the cache, named by the engine key).
         onnx_path: Exported ONNX to build from (default: exported into the cache on first use).
         input_size: (H, W) expected; default the checkpoint config's ``preprocess.input_size``.
-        precision: ``fp16`` (float16 backbone, flow and scoring float32, written into the ONNX),
-            ``fp16-all`` or ``fp32``. Default: a given ``.onnx`` (source or ``onnx_path``) builds
-            at the precision it was exported with; a checkpoint is exported at ``fp16``.
+        precision: ``f16`` (float16 backbone, flow and scoring float32, written into the ONNX),
+            ``fp16-all`` (the flow in float16 too) or ``f32`` (the engine cache's older spellings
+            ``fp16`` / ``fp32`` work too). Default (None or ``auto``): a given ``.onnx`` (source
+            or ``onnx_path``) builds at the precision it was exported with; a checkpoint is
+            exported at ``fp16``.
         workspace_mb: Builder workspace limit (MiB) when an engine is built.
         version_compatible: Build with ``BuilderFlag.VERSION_COMPATIBLE``.
         max_batch: Largest batch per engine call (> 1 exports / needs a dynamic-batch ONNX).
@@ -106,6 +103,7 @@ class TensorRTBackend(InferenceBackend):
         self._trt = trt
         cuda = cuda_device(device)
         source = Path(getattr(checkpoint, "path", checkpoint))
+        precision = {"auto": None, "f32": "fp32", "f16": "fp16"}.get(precision, precision)  # registry words
         if precision is None:  # a given ONNX keeps the types it was exported with
             given = source if source.suffix == ".onnx" else onnx_path
             precision = onnx_precision(given) if given is not None else "fp16"

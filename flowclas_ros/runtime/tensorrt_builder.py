@@ -83,7 +83,7 @@ def import_tensorrt() -> ModuleType:
 
 def onnx_precision(onnx_path: str | Path) -> str:
     """The precision an exported ONNX computes in (its ``flowclas.precision`` metadata; none = fp32)."""
-    from flowclas_ros.model.checkpoint_meta import KEY_PRECISION, read_onnx_props
+    from flowclas_ros.model.export_meta import KEY_PRECISION, read_onnx_props
 
     return read_onnx_props(onnx_path).get(KEY_PRECISION, "fp32")
 

@@ -13,9 +13,12 @@ import torch
 from flowclas_ros.model.checkpoint import LoadedCheckpoint, load_checkpoint
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 from flowclas_ros.runtime.base import InferenceBackend
+from flowclas_ros.runtime.registry import canonical_precision
+from flowclas_ros.runtime.threads import torch_threads
 
-Precision = Literal["auto", "fp32", "fp16", "bf16"]
+Precision = Literal["auto", "f32", "f16", "bf16", "fp32", "fp16"]
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+_INTERNAL = {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "auto": "auto"}  # registry vocabulary -> ours
 
 
 class TorchBackend(InferenceBackend):
@@ -27,9 +30,13 @@ class TorchBackend(InferenceBackend):
     Args:
         checkpoint: Checkpoint directory, a ``LoadedCheckpoint`` or a ``FlowCLAS`` model.
         device: ``cpu``, ``cuda`` or ``cuda:N``.
-        precision: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32``, ``fp16`` or ``bf16`` (CUDA only).
+        precision: ``auto`` (f16 on CUDA, f32 on CPU), ``f32``, ``f16`` or ``bf16`` (CUDA only);
+            the old ``fp32`` / ``fp16`` still work, with a deprecation warning.
         compile: Wrap feature extraction and scoring in ``torch.compile``.
         threshold: Threshold to report when ``checkpoint`` is a bare model.
+        threads: On the CPU, torch's intra-op threads for the whole process (``auto``: the usable
+            CPUs, :func:`flowclas_ros.runtime.threads.torch_threads`); None leaves torch's setting
+            (a library caller's, e.g. a training run's).
     """
 
     name = "torch"
@@ -42,6 +49,7 @@ class TorchBackend(InferenceBackend):
         precision: Precision = "auto",
         compile: bool = False,
         threshold: float | None = None,
+        threads: int | str | None = None,
     ):
         image_threshold = None
         if isinstance(checkpoint, FlowCLAS):
@@ -50,13 +58,16 @@ class TorchBackend(InferenceBackend):
             loaded = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load_checkpoint(checkpoint)
             model, threshold, image_threshold = loaded.model, loaded.threshold, loaded.image_threshold
         super().__init__(model.cfg, threshold, device, image_threshold)
+        if precision not in _INTERNAL and precision not in ("fp32", "fp16"):
+            raise ValueError(f"unknown precision {precision!r} (expected auto, f32, f16 or bf16)")
+        precision = _INTERNAL[canonical_precision(precision)]
         torch_device = torch.device(device)
+        if threads is not None and torch_device.type == "cpu":
+            torch_threads(threads)
         if precision == "auto":
             precision = "fp16" if torch_device.type == "cuda" else "fp32"
         if precision != "fp32" and torch_device.type != "cuda":
             raise ValueError(f"precision {precision!r} needs a CUDA device, got {device!r}")
-        if precision not in ("fp32", *_DTYPES):
-            raise ValueError(f"unknown precision {precision!r} (expected auto, fp32, fp16 or bf16)")
         self.precision = precision
         self.model: FlowCLAS | None = model.to(torch_device).eval()
         self._torch_device = torch_device

@@ -2,7 +2,7 @@
 
 A recording is read once, when training starts, with the evaluation's bag reader
 (:class:`~flowclas_ros.data.bags.reader.BagFrameReader`: the node's decoding in
-``data/image_codec.py``, the salvage fallback for damaged bags):
+``data/images/codec.py``, the salvage fallback for damaged bags):
 
 1. the header stamps of every image message are scanned without decoding, and only the
    frames that pass the ``data.bag.max_rate_hz`` gate are decoded;
@@ -33,6 +33,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import yaml
 
 from flowclas_ros.config_io import ConfigError
 from flowclas_ros.data.bags.reader import NO_STAMP, BagFrameReader
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 BAG_SUFFIXES = (".db3", ".mcap")
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
 THUMB_SIDE = 32
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def is_bag(path: Path) -> bool:
@@ -83,7 +85,7 @@ class FrameStore:
         """Stores ``image``; returns its index."""
         data = np.ascontiguousarray(image, dtype=np.uint8)
         self.entries.append((self._writer.tell(), data.shape))
-        self._writer.write(data.tobytes())
+        self._writer.write(memoryview(data).cast("B"))  # no intermediate bytes copy
         return len(self.entries) - 1
 
     def finish(self) -> None:
@@ -227,15 +229,28 @@ def rate_gate(stamps: Sequence[int], max_rate_hz: float) -> list[int]:
     return kept
 
 
-def choose_topic(path: Path, configured: str, key: str) -> tuple[str, str]:
-    """The image topic to read and its type; a clear error when it is missing, ambiguous or not an image."""
+def bag_topics(path: Path) -> dict[str, str]:
+    """Topic -> message type: from ``metadata.yaml`` when it lists them (cheap), else from the storage."""
+    try:
+        meta = yaml.load((path / "metadata.yaml").read_text(), Loader=_YAML_LOADER)  # noqa: S506 - safe loader
+        entries = meta["rosbag2_bagfile_information"]["topics_with_message_count"]
+        topics = {e["topic_metadata"]["name"]: e["topic_metadata"]["type"] for e in entries}
+        if topics:
+            return topics
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, KeyError, TypeError):
+        pass  # a bare storage file, or damaged metadata: ask the storage (salvage readers)
     level = source_log.level
     source_log.setLevel(logging.ERROR)  # damage is reported once, by the frame reader that follows
     try:
         with BagSource(path) as src:
-            topics = dict(src.topics)
+            return dict(src.topics)
     finally:
         source_log.setLevel(level)
+
+
+def choose_topic(path: Path, configured: str, key: str) -> tuple[str, str]:
+    """The image topic to read and its type; a clear error when it is missing, ambiguous or not an image."""
+    topics = bag_topics(path)
     listed = ", ".join(f"{t} ({m})" for t, m in sorted(topics.items())) or "none"
     if configured:
         msgtype = topics.get(configured)

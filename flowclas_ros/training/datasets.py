@@ -51,7 +51,8 @@ def open_folder(cfg: DataConfig, value: str, key: str, require_masks: bool = Fal
     """Opens a dataset folder (``folder`` or ``mvtec`` layout) or raises ConfigError naming ``key``."""
     path = resolve(cfg, value)
     if not value:
-        raise ConfigError(f"{key}: required; {MVTEC_LAYOUT if cfg.layout == 'mvtec' else LAYOUT_HINT}")
+        hint = MVTEC_LAYOUT if cfg.layout == "mvtec" else f"{LAYOUT_HINT}, or a rosbag2 (see data.bag)"
+        raise ConfigError(f"{key}: required; {hint}")
     if cfg.layout == "cityscapes" and key == "data.train":  # val / test sets stay in the folder layout
         try:
             return CityscapesDataset(path, cfg.train_split, key)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from flowclas_ros.config_io import ConfigError, apply_overrides, from_dict, read_mapping, to_dict
-from flowclas_ros.model.checkpoint_meta import CheckpointError, format_size, read_checkpoint_identity
+from flowclas_ros.model.checkpoint_meta import CheckpointError, read_checkpoint_identity
 from flowclas_ros.model.config import ModelConfig
 from flowclas_ros.training.config import TrainConfig
 
@@ -71,13 +71,6 @@ def _is_arch(key: str) -> bool:
     return (key.startswith("backbone.") and key not in _ARCH_SKIP) or key == "preprocess.input_size"
 
 
-def _describe(cfg: ModelConfig) -> str:
-    b = cfg.backbone
-    return (
-        f"{b.name} (weights {b.weights}, layers {list(b.layers)}) at {format_size(cfg.preprocess.input_size)}"
-    )
-
-
 def read_parent(path: str | Path) -> Parent:
     """Reads the ``--init-from`` checkpoint's identity and config (no model is built).
 
@@ -126,10 +119,11 @@ def load_config(
         where = (
             "--set" if any(o.strip().startswith(f"model.{clash[0]}=") for o in set_model) else "the config"
         )
+        diffs = "; ".join(f"model.{k}: checkpoint {ckpt_flat.get(k)}, {where} {asked_flat[k]}" for k in clash)
         raise ConfigError(
-            f"--init-from {init_from}: the checkpoint's backbone and input size, {_describe(parent.config)}, "
-            f"differ from {where}'s {_describe(asked)} (model.{clash[0]}); fine-tuning keeps the "
-            "checkpoint's: use a config whose model matches it, or train from scratch"
+            f"--init-from {init_from}: its backbone or input size differs from {where}'s ({diffs}); "
+            "fine-tuning keeps the checkpoint's: make the config's model section match it (or --set "
+            "model.KEY=VALUE), or train from scratch"
         )
     file_given = [k for k in _flat(file_model) if k in asked_flat]
     ignored = [k for k in file_given if not _is_arch(k) and asked_flat[k] != ckpt_flat.get(k)]

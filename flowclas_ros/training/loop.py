@@ -10,16 +10,13 @@ thread count and world size).
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from flowclas_ros.config_io import ConfigError, read_mapping, save, to_dict
@@ -40,7 +37,6 @@ from flowclas_ros.training.config import TrainConfig
 from flowclas_ros.training.datasets import prepare_data
 from flowclas_ros.training.distributed import (
     DistContext,
-    all_reduce_mean,
     barrier,
     init_distributed,
     shutdown,
@@ -50,56 +46,14 @@ from flowclas_ros.training.logs import RunLog
 from flowclas_ros.training.objective import FlowCLASObjective
 from flowclas_ros.training.optim import build_optimizer, build_scheduler
 from flowclas_ros.training.provenance import build_provenance
+from flowclas_ros.training.run_state import RunState, TrainSummary, log_row
 from flowclas_ros.training.selection import BEST_AP_DIR, BEST_FPR95_DIR, improved, is_better, val_columns
+from flowclas_ros.training.step import init_actnorm, resolve_amp, step_seed, train_step, wrap_ddp
 from flowclas_ros.training.validation import ValidationSet, choose_val_mode, validate
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
-
-
-@dataclass
-class TrainSummary:
-    """What a finished (or stopped) run reports.
-
-    Attributes:
-        step: Optimiser steps completed.
-        total_steps: Configured total.
-        best_metrics: Val metrics of the saved checkpoint (None if never validated).
-        best_step: Step of the saved checkpoint.
-        checkpoint: ``RUN_DIR/checkpoint`` (None if not written yet).
-        threshold: Calibrated pixel threshold stored in the checkpoint.
-        images_per_s: Training throughput in samples (mixed + outlier image pairs) per second,
-            over all processes, excluding validation and feature caching.
-        wall_s: Wall time of this invocation.
-        resumed_from: Step the run resumed from (0 = fresh).
-    """
-
-    step: int
-    total_steps: int
-    best_metrics: dict[str, Any] | None
-    best_step: int
-    checkpoint: Path | None
-    threshold: float | None
-    images_per_s: float
-    wall_s: float
-    resumed_from: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    image_threshold: float | None = None  # calibrated image threshold stored in the checkpoint
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``amp`` on ``device`` (None = fp32)."""
-    if device.type != "cuda" or amp == "off":
-        return None
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-
-
-def step_seed(seed: int, step: int, rank: int) -> int:
-    """Seed of the contrastive cell sampling at ``step`` on ``rank``."""
-    return (seed * 1_000_003 + step * 7_919 + rank) % (2**63)
 
 
 class Trainer:
@@ -189,15 +143,38 @@ class Trainer:
             )
         return LiveBatches(dataset, model, ctx, cfg.batch_size, cfg.seed, cfg.num_workers, amp_dtype)
 
-    # -- main loop -----------------------------------------------------------
+    # -- phases --------------------------------------------------------------
 
     def _run(self, ctx: DistContext, stop_after: int | None) -> TrainSummary:
-        cfg, main = self.cfg, ctx.is_main
         wall_start = time.perf_counter()
         resuming = self._check_run_dir()
         self._setup_process()
-        # Inputs first (data folders, OE source): a bad path fails before the model is built.
-        data = prepare_data(cfg.data, ctx, progress=self.progress and main)
+        run = self._build(ctx)
+        self._restore(run, resuming)
+        resumed_from = run.step
+        log = RunLog(self.run_dir, resume_step=run.step, enabled=ctx.is_main)
+        end = run.total if stop_after is None else min(run.total, stop_after)
+        train_time, train_samples = self._train(run, log, end, wall_start)
+        log.close()
+        checkpoint = self.run_dir / BEST_DIR
+        return TrainSummary(
+            step=run.step,
+            total_steps=run.total,
+            best_metrics=run.best["metrics"],
+            best_step=run.best["step"],
+            checkpoint=checkpoint if checkpoint.is_dir() else None,
+            threshold=run.best["threshold"],
+            images_per_s=train_samples / train_time if train_time > 0 else 0.0,
+            wall_s=time.perf_counter() - wall_start,
+            resumed_from=resumed_from,
+            history=run.history,
+            image_threshold=run.best.get("image_threshold"),
+        )
+
+    def _build(self, ctx: DistContext) -> RunState:
+        """Data, model, validation set, objective and optimiser (inputs first: a bad path fails early)."""
+        cfg = self.cfg
+        data = prepare_data(cfg.data, ctx, progress=self.progress and ctx.is_main)
         if cfg.seg.enabled and (cfg.cache.mode != "none" or cfg.data.layout != "cityscapes"):
             raise ConfigError(
                 "seg.enabled: needs data.layout cityscapes (semantic labels) and cache.mode none "
@@ -239,48 +216,63 @@ class Trainer:
         optimizer = build_optimizer(model, cfg.optim, extra_modules)
         scheduler = build_scheduler(optimizer, cfg.optim, total)
         scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-        step, best = 0, {"ap": None, "step": -1, "metrics": None, "threshold": None, "image_threshold": None}
-        per_metric: dict[str, Any] = {}
+        parent = self.parent.as_dict() if self.parent is not None else None
+        return RunState(
+            ctx, data, train_set, model, valset, objective, extra_modules, optimizer, scheduler, scaler,
+            amp_dtype, steps_per_epoch, total, parent,
+        )  # fmt: skip
+
+    def _restore(self, run: RunState, resuming: bool) -> None:
+        """Resumes from the run dir's latest state, or starts from ``--init-from``'s weights."""
         state_path = find_latest_state(self.run_dir) if resuming else None
         if state_path is not None:
             restored = load_training_state(
-                state_path, model, optimizer, scheduler, scaler, extra_modules=extra_modules
+                state_path,
+                run.model,
+                run.optimizer,
+                run.scheduler,
+                run.scaler,
+                extra_modules=run.extra_modules,
             )
-            step = restored.step
-            best.update(restored.extra.get("best", {}))
-            per_metric.update(restored.extra.get("per_metric", {}))
-            if main:
-                logger.info("resuming %s from step %d", self.run_dir, step)
+            run.step = restored.step
+            run.best.update(restored.extra.get("best", {}))
+            run.per_metric.update(restored.extra.get("per_metric", {}))
+            if run.ctx.is_main:
+                logger.info("resuming %s from step %d", self.run_dir, run.step)
         elif self.parent is not None:
             try:  # the flow's ActNorms count as initialised once loaded (FrEIA's load hook)
-                load_trainable(model, self.parent.path)
+                load_trainable(run.model, self.parent.path)
             except CheckpointError as exc:
                 raise ConfigError(f"--init-from: {exc} (a --set changed the flow?)") from exc
-        resumed_from = step
-        log = RunLog(self.run_dir, resume_step=step, enabled=main)
-        end = total if stop_after is None else min(total, stop_after)
-        needs_init = step == 0  # ActNorm's data-dependent init happens on the first training batch
-        train_module: torch.nn.Module = objective
+
+    def _train(self, run: RunState, log: RunLog, end: int, wall_start: float) -> tuple[float, int]:
+        """Steps until ``end``, validating, logging and saving on schedule.
+
+        Returns:
+            Seconds spent training and samples trained on (for the throughput).
+        """
+        cfg, ctx = self.cfg, run.ctx
+        needs_init = run.step == 0  # ActNorm's data-dependent init happens on the first training batch
+        train_module: torch.nn.Module = run.objective
         if ctx.enabled and not needs_init:
-            train_module = self._wrap_ddp(objective, ctx)
-        source = self._batches(train_set, model, ctx, amp_dtype) if step < end else None
-        parent = self.parent.as_dict() if self.parent is not None else None
-        history: list[dict[str, Any]] = []
+            train_module = wrap_ddp(run.objective, ctx)
+        source = self._batches(run.train_set, run.model, ctx, run.amp_dtype) if run.step < end else None
         train_time, train_samples = 0.0, 0
-        bar = tqdm(
-            total=total, initial=step, desc="training", unit="step", disable=not (self.progress and main)
-        )
-        while step < end and source is not None:
-            epoch, skip = divmod(step, steps_per_epoch)
+        show = self.progress and ctx.is_main
+        bar = tqdm(total=run.total, initial=run.step, desc="training", unit="step", disable=not show)
+        while run.step < end and source is not None:
+            epoch, skip = divmod(run.step, run.steps_per_epoch)
             tick = time.perf_counter()
             for batch in source.epoch(epoch, skip):
                 if needs_init:
-                    self._init_actnorm(model, batch)
+                    init_actnorm(run.model, batch)
                     needs_init = False
                     if ctx.enabled:
-                        train_module = self._wrap_ddp(objective, ctx)
-                loss, parts = self._train_step(train_module, optimizer, scheduler, scaler, batch, step, ctx)
-                step += 1
+                        train_module = wrap_ddp(run.objective, ctx)
+                loss, parts = self._train_step(
+                    train_module, run.optimizer, run.scheduler, run.scaler, batch, run.step, ctx
+                )
+                run.step += 1
                 now = time.perf_counter()
                 train_time += now - tick
                 train_samples += batch.size * ctx.world_size
@@ -288,106 +280,79 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.1f}")
                 row: dict[str, Any] = {}
-                if step % cfg.log_every == 0 or step == end:
-                    values = all_reduce_mean(
-                        [loss, parts["nll"], parts["con"], parts["anchors_outlier"]]
-                        + [parts.get("ce", 0.0), parts.get("lovasz", 0.0)],
-                        ctx,
-                    )
-                    row = {
-                        "step": step,
-                        "epoch": epoch,
-                        "time_s": time.perf_counter() - wall_start,
-                        "lr": scheduler.get_last_lr()[0],
-                        "loss": values[0],
-                        "nll": values[1],
-                        "con": values[2],
-                        "anchors_outlier": values[3],
-                        "images_per_s": rate,
-                        "beta1": optimizer.param_groups[0]["betas"][0],
-                    }
-                    if "ce" in parts:
-                        row.update(seg_ce=values[4], seg_lovasz=values[5])
-                val_due = step % cfg.val_every == 0 if cfg.val_every else step % steps_per_epoch == 0
-                if val_due or step == total:
-                    result = validate(
-                        model, valset, ctx, cfg.target_fpr, cfg.batch_size, amp_dtype, cfg.image_target_fpr
-                    )
-                    row = {**(row or {"step": step, "epoch": epoch}), **val_columns(result)}
-                    history.append({"step": step, **result.metrics, "threshold": result.threshold})
-                    if is_better(result, best):
-                        best = {"ap": result.metrics["ap"], "step": step, "metrics": result.metrics}
-                        best["threshold"] = result.threshold
-                        best["image_threshold"] = result.image_threshold
-                        if main:
-                            save_best(
-                                self.run_dir,
-                                model,
-                                result.threshold,
-                                build_provenance(cfg, data, result, step, parent),
-                                image_threshold=result.image_threshold,
-                            )
-                        barrier(ctx)
-                    if cfg.checkpoint_per_metric:
-                        for name in improved(result.metrics, per_metric, step):
-                            if main:
-                                prov = build_provenance(cfg, data, result, step, parent)
-                                save_best(
-                                    self.run_dir,
-                                    model,
-                                    result.threshold,
-                                    prov,
-                                    name=name,
-                                    image_threshold=result.image_threshold,
-                                )
-                        barrier(ctx)
+                if run.step % cfg.log_every == 0 or run.step == end:
+                    row = log_row(run, epoch, loss, parts, rate, wall_start)
+                val_due = (
+                    run.step % cfg.val_every == 0 if cfg.val_every else run.step % run.steps_per_epoch == 0
+                )
+                if val_due or run.step == run.total:
+                    row = {**(row or {"step": run.step, "epoch": epoch}), **self._validate(run)}
                 if row:
                     log.write(row)
-                if step % cfg.checkpoint_every == 0 or step == end:
-                    if main:
-                        save_training_state(
-                            self.run_dir,
-                            step,
-                            model,
-                            optimizer,
-                            scheduler,
-                            scaler,
-                            {"best": best, "epoch": epoch, "per_metric": per_metric},
-                            extra_modules,
-                        )
-                    barrier(ctx)
-                if step >= end:
+                if run.step % cfg.checkpoint_every == 0 or run.step == end:
+                    self._save_state(run, epoch)
+                if run.step >= end:
                     break
                 tick = time.perf_counter()
         bar.close()
-        log.close()
-        checkpoint = self.run_dir / BEST_DIR
-        return TrainSummary(
-            step=step,
-            total_steps=total,
-            best_metrics=best["metrics"],
-            best_step=best["step"],
-            checkpoint=checkpoint if checkpoint.is_dir() else None,
-            threshold=best["threshold"],
-            images_per_s=train_samples / train_time if train_time > 0 else 0.0,
-            wall_s=time.perf_counter() - wall_start,
-            resumed_from=resumed_from,
-            history=history,
-            image_threshold=best.get("image_threshold"),
+        return train_time, train_samples
+
+    def _validate(self, run: RunState) -> dict[str, Any]:
+        """Scores the val split, calibrates, saves the best checkpoint(s); returns the log columns."""
+        cfg, main = self.cfg, run.ctx.is_main
+        result = validate(
+            run.model,
+            run.valset,
+            run.ctx,
+            cfg.target_fpr,
+            cfg.batch_size,
+            run.amp_dtype,
+            cfg.image_target_fpr,
         )
+        run.history.append({"step": run.step, **result.metrics, "threshold": result.threshold})
+        if is_better(result, run.best):
+            run.best = {"ap": result.metrics["ap"], "step": run.step, "metrics": result.metrics}
+            run.best["threshold"] = result.threshold
+            run.best["image_threshold"] = result.image_threshold
+            if main:
+                save_best(
+                    self.run_dir,
+                    run.model,
+                    result.threshold,
+                    build_provenance(cfg, run.data, result, run.step, run.parent),
+                    image_threshold=result.image_threshold,
+                )
+            barrier(run.ctx)
+        if cfg.checkpoint_per_metric:
+            for name in improved(result.metrics, run.per_metric, run.step):
+                if main:
+                    prov = build_provenance(cfg, run.data, result, run.step, run.parent)
+                    save_best(
+                        self.run_dir,
+                        run.model,
+                        result.threshold,
+                        prov,
+                        name=name,
+                        image_threshold=result.image_threshold,
+                    )
+            barrier(run.ctx)
+        return val_columns(result)
 
-    @staticmethod
-    def _wrap_ddp(objective: FlowCLASObjective, ctx: DistContext) -> torch.nn.Module:
-        device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        # The wrapper broadcasts rank 0's parameters, so every rank starts identical.
-        return DistributedDataParallel(objective, device_ids=device_ids, broadcast_buffers=False)
-
-    @staticmethod
-    @torch.no_grad()
-    def _init_actnorm(model: FlowCLAS, batch: FeatureBatch) -> None:
-        """Runs the flow once in train mode so every ActNorm initialises from this batch's statistics."""
-        model.train()
-        model.flow_forward(torch.cat([batch.mixed, batch.outlier]))
+    def _save_state(self, run: RunState, epoch: int) -> None:
+        """The resumable state (rank 0 writes, everyone waits)."""
+        if run.ctx.is_main:
+            extra = {"best": run.best, "epoch": epoch, "per_metric": run.per_metric}
+            save_training_state(
+                self.run_dir,
+                run.step,
+                run.model,
+                run.optimizer,
+                run.scheduler,
+                run.scaler,
+                extra,
+                run.extra_modules,
+            )
+        barrier(run.ctx)
 
     def _train_step(
         self,
@@ -400,27 +365,6 @@ class Trainer:
         ctx: DistContext,
     ) -> tuple[float, dict[str, float]]:
         generator = torch.Generator().manual_seed(step_seed(self.cfg.seed, step, ctx.rank))
-        loss, parts = module(batch, generator)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise FloatingPointError(
-                f"loss is {value} at step {step + 1}; lower optim.lr or loss.alpha, "
-                "or keep optim.grad_clip > 0"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        clip = self.cfg.optim.grad_clip
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            if clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, clip)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            if clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, clip)
-            optimizer.step()
-        scheduler.step()
-        return value, {k: float(v) for k, v in parts.items()}
+        return train_step(
+            module, optimizer, scheduler, scaler, batch, generator, self.cfg.optim.grad_clip, step
+        )
