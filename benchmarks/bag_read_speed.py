@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ import cv2
 
 from flowclas_ros.data.bags.writer import write_bag_from_folder
 from flowclas_ros.data.images.folder import FolderDataset
+from flowclas_ros.runtime.cpu import cpu_model
 from flowclas_ros.synthetic.synthetic_scenes import SceneConfig, SceneGenerator
 from flowclas_ros.training.bag_frames import read_bag_frames
 from flowclas_ros.training.config import BagConfig
@@ -69,17 +69,6 @@ def time_source(path: Path, bag: bool, epochs: int) -> tuple[float, float, int]:
     return opened, sum(per_epoch) / len(per_epoch), len(data)
 
 
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (Linux), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -100,7 +89,7 @@ def main() -> None:
         f"{args.frames} frames {args.width}x{args.height}, {args.epochs} epochs of reads, "
         f"best of {args.repeat}"
     )
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; load average {os.getloadavg()}")
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()}")
     print(
         "| pair | source | open (s) | first epoch, open included (frames/s) | later epochs (frames/s) "
         f"| {args.epochs} epochs, open included (s) |"

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import time
@@ -35,6 +34,7 @@ from flowclas_ros.data.bags.writer import write_bag_from_folder
 from flowclas_ros.data.images.folder import FolderDataset
 from flowclas_ros.evaluation.metrics import PixelMetrics
 from flowclas_ros.model import load_checkpoint
+from flowclas_ros.runtime.cpu import cpu_model
 from flowclas_ros.runtime.torch_backend import TorchBackend
 from flowclas_ros.synthetic.synthetic_scenes import SceneConfig, generate_dataset
 from flowclas_ros.training.config import TrainConfig
@@ -84,17 +84,6 @@ def train(run: Path, overrides: list[str], parent: Path | None = None) -> float:
     start = time.perf_counter()
     Trainer(cfg, run, progress=False, parent=found).run()
     return time.perf_counter() - start
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (Linux), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -176,7 +165,7 @@ def main() -> None:
         f"\nrecipe {RECIPE.name} + {' '.join(scale)}; {args.n_train} frames per site, "
         f"site B test {args.n_test}"
     )
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; load average {os.getloadavg()}")
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; load average {os.getloadavg()}")
     print(
         f"| seed | site-A ckpt on B (0 steps) | fresh on B ({args.steps} steps) | "
         f"fine-tuned from A ({ft_steps} steps) | fine-tuned - fresh | fresh on B ({ft_steps} steps) "

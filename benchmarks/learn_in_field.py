@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -44,20 +43,11 @@ from finetune_site import make_sites, test_ap, train  # noqa: E402
 
 from flowclas_ros.data.images.folder import FolderDataset  # noqa: E402
 from flowclas_ros.learning.child import architecture_overrides  # noqa: E402
+from flowclas_ros.runtime.cpu import cpu_model
 
 NS = "/field_bench"
 NODE = f"{NS}/anomaly_node"
 TOPIC = "/field_bench_cam/image_raw"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def false_alarm_rate(checkpoint: Path, test_root: Path) -> float:
@@ -246,7 +236,7 @@ def main() -> int:
         node.wait(60)
         log.close()
     print(
-        f"\nCPU {cpu_name()}, {os.cpu_count()} cores; load average at start {load_start}, "
+        f"\nCPU {cpu_model()}, {os.cpu_count()} cores; load average at start {load_start}, "
         f"end {os.getloadavg()}"
     )
     print(f"result: success={result.success}: {result.message}")
