@@ -83,8 +83,7 @@ def build_backend(recipe: BackendRecipe, path: str | Path, cache_dir: Path | Non
     backend = create_backend(recipe.kind, path, recipe.device, **options)
     try:
         if recipe.kind == "torch" and recipe.input_size is not None:
-            backend.config.preprocess.input_size = recipe.input_size
-            backend.config.preprocess.resize = True
+            backend.config.preprocess.resize_to(recipe.input_size)
         if recipe.prompt_set:
             if not backend.supports_prompts:
                 raise ValueError(f"prompt_set {recipe.prompt_set!r}: this model cannot switch prompts")

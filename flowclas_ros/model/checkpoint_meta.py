@@ -226,8 +226,7 @@ def with_input_size(config: ModelConfig, input_size: tuple[int, int]) -> ModelCo
     a native-resolution checkpoint's images are resized to the export size.
     """
     copy = from_dict(ModelConfig, to_dict(config))
-    copy.preprocess.input_size = (int(input_size[0]), int(input_size[1]))
-    copy.preprocess.resize = True
+    copy.preprocess.resize_to(input_size)
     return copy
 
 

@@ -113,6 +113,16 @@ class PreprocessConfig:
     resize: bool = True
     padding: Literal["bottom_right", "symmetric"] = "bottom_right"
 
+    def resize_to(self, input_size: tuple[int, int] | list[int]) -> None:
+        """Every image is resized to ``input_size`` (height, width) from now on.
+
+        The one rule for overriding a checkpoint's size (an export's fixed size, the node's
+        ``input_size`` parameter, a swapped-in model): ``resize`` is set too, so a
+        native-resolution (imported) checkpoint's images are resized as well.
+        """
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.resize = True
+
 
 @dataclass
 class ModelConfig:

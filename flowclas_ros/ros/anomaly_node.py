@@ -137,8 +137,7 @@ class AnomalyNode(LearnActionMixin, ParameterMixin, NodeHealthMixin, LifecycleNo
             return self._fail_configure(err)
         try:
             if not registry.spec(values["backend"]).sized and list(values["input_size"]) != [0, 0]:
-                backend.config.preprocess.input_size = tuple(int(v) for v in values["input_size"])
-                backend.config.preprocess.resize = True  # also for native-resolution (imported) checkpoints
+                backend.config.preprocess.resize_to(values["input_size"])
             checkpoint = CheckpointThresholds(backend.threshold, backend.image_threshold)
             thresholds = effective_thresholds(values, checkpoint)
             if values["prompt_set"]:
