@@ -46,6 +46,7 @@ ROS_RUNTIME = [  # the node's ROS wheels, pinned as in requirements/ros.txt (no 
     "ros-jazzy-geometry-msgs",
     "ros-jazzy-lifecycle-msgs",
     "ros-jazzy-builtin-interfaces",
+    "ros-jazzy-std-srvs",  # ~/rollback_model (std_srvs/Trigger); action_msgs comes with rclpy
     "ros-jazzy-rosidl-default-runtime",
 ]
 HEAVY = ("torch", "timm", "FrEIA", "open_clip", "nncf", "skimage")
