@@ -114,3 +114,35 @@ def test_training_command_is_the_agreed_one_with_the_checkpoints_architecture(tm
         assert expected in pairs, (expected, pairs)
     assert command[command.index("--init-from") + 1] == str(ckpt)
     assert command[command.index("--out") + 1] == str(tmp_path / "run") and command[-1] == "--no-progress"
+
+
+def _autogroups_on() -> bool:
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+def test_child_runs_niced_in_its_own_session_and_autogroup(tmp_path):
+    """The child's nice, and with autogroup scheduling its session's weight, are lowered (real child)."""
+    import os
+    import sys
+    import threading
+
+    from flowclas_ros.learning.child import run_child
+
+    probe = (
+        "import os, pathlib, time; time.sleep(0.3); "  # the parent lowers the priority right after the start
+        "group = pathlib.Path('/proc/self/autogroup'); "
+        "print('nice', os.getpriority(os.PRIO_PROCESS, 0), 'sid', os.getsid(0) == os.getpid(), "
+        "'autogroup', group.read_text().split()[-1] if group.exists() else 'none')"
+    )
+    log = tmp_path / "child.log"
+    run_child([sys.executable, "-c", probe], log, threads=1, nice=7, stop=threading.Event(), why_stopped=str)
+    words = log.read_text().split()
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert words[:4] == ["nice", str(min(19, base + 7)), "sid", "True"], words
+    if _autogroups_on():
+        assert words[5] == str(min(19, base + 7)), words
+    else:
+        pytest.skip("autogroup scheduling is off here: only the process nice is checked")

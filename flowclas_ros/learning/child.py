@@ -218,10 +218,7 @@ def run_child(
     except OSError as err:
         raise ChildError(f"cannot start {Path(command[0]).name}: {err}") from err
     if nice:  # at once, before the child's imports start its thread pools (they inherit it)
-        try:
-            os.setpriority(os.PRIO_PROCESS, proc.pid, os.getpriority(os.PRIO_PROCESS, 0) + int(nice))
-        except OSError:
-            pass  # already exited; its exit code tells
+        lower_priority(proc.pid, nice)
     try:
         while proc.poll() is None:
             if stop.wait(0.5):
@@ -239,6 +236,28 @@ def run_child(
         if proc.returncode < 0:
             detail = f"killed by signal {-proc.returncode} ({detail})"
         raise ChildError(detail)
+
+
+def lower_priority(pid: int, nice: int) -> None:
+    """Raises the nice value of ``pid`` by ``nice``, and of its session's autogroup where there is one.
+
+    The child is a session of its own (``start_new_session``), and with the kernel's autogroup
+    scheduling (``/proc/sys/kernel/sched_autogroup_enabled``, on by default in Ubuntu) the CPU is
+    shared between sessions first: a process nice only counts inside its own session, so the child
+    would still weigh as much as the node's whole session (seen on a 2-core Xeon: the training child
+    at nice 10, its autogroup at nice 0). The autogroup's own nice value (``/proc/PID/autogroup``)
+    is what weighs it against the node. Best effort: a child that already exited, or a kernel
+    without autogroups, is left as it is.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, os.getpriority(os.PRIO_PROCESS, 0) + int(nice))
+    except OSError:
+        return  # already exited; its exit code tells
+    try:
+        with open(f"/proc/{pid}/autogroup", "w") as handle:
+            handle.write(str(min(19, max(-20, os.getpriority(os.PRIO_PROCESS, pid)))))
+    except OSError:
+        pass  # no autogroup scheduling (kernel option), or not Linux
 
 
 def _terminate(proc: subprocess.Popen) -> None:
