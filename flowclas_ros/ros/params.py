@@ -333,8 +333,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "learn_nice",
         "integer",
-        10,
-        "nice increment of a learning run's child processes (0 = same priority as serving).",
+        0,
+        "nice increment of a learning run's child processes and of their scheduling autogroup "
+        "(0 = the same weight as the node; its learn_threads are what keep it to its share).",
         runtime=True,
         low=0,
         high=19,
