@@ -173,7 +173,9 @@ def main() -> int:
     parser.add_argument("--camera-hz", type=float, default=10.0)
     parser.add_argument("--idle-s", type=float, default=20.0, help="idle measurement window")
     parser.add_argument("--learn-threads", type=int, default=1)
-    parser.add_argument("--learn-nice", type=int, default=10)
+    parser.add_argument(
+        "--learn-nice", type=int, default=0, help="the node parameter learn_nice (its default)"
+    )
     parser.add_argument("--skip-offline", action="store_true", help="no offline fine-tune for comparison")
     parser.add_argument("--work", default="/tmp/flowclas_learn_in_field")
     args = parser.parse_args()

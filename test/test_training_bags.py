@@ -274,5 +274,6 @@ def test_the_site_recipe_loads_strictly_and_fine_tunes_in_fewer_steps_than_the_d
 
     configs = Path(__file__).resolve().parents[1] / "config" / "train"
     site, demo = load(TrainConfig, configs / "site.yaml"), load(TrainConfig, configs / "demo.yaml")
-    assert site.steps * 4 == demo.steps and site.model == demo.model  # fine-tunes the demo's checkpoints
+    # Fine-tunes the demo's checkpoints in fewer steps (docs/SITE.md: 150 measured at 224x224).
+    assert site.steps == 150 < demo.steps and site.model == demo.model
     assert site.data.bag == BagConfig("", 2.0, True, 2.0) and site.data.val == "" and site.data.train == ""
