@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from eval_support import IMAGE_TOPIC, MASK_TOPIC, make_checkpoint, make_dataset
+from eval_support import IMAGE_TOPIC, MASK_TOPIC, assert_same_metrics, make_checkpoint, make_dataset
 
 from flowclas_ros.data.bags.frames import write_bag_from_folder
 from flowclas_ros.evaluation.cli import main
@@ -72,8 +72,7 @@ def test_live_replay_starts_the_node_and_matches_offline_metrics(setup, node_env
     assert live["node_exit_code"] == 0 and live["result_topic"] == "/anomaly_node/camera/result"
     assert live["node_threshold"] == 20.0 and m["threshold"]["source"] == "node"
     # The node's score maps are the offline ones: identical metrics.
-    for key in SAME:
-        assert m[key] == folder[key], key
+    assert_same_metrics(m, folder, SAME)
     assert m["latency_kind"] == "end_to_end" and set(m["latency_ms"]) == {"p50", "p90", "p99"}
     assert m["latency_ms"]["p50"] > 0 and m["model_ms"]["p50"] > 0  # node-reported inference time
     params = (out / "node_params.yaml").read_text()

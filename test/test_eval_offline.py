@@ -12,7 +12,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from eval_support import IMAGE_TOPIC, MASK_TOPIC, make_checkpoint, make_dataset, sklearn_reference
+from eval_support import (
+    IMAGE_TOPIC,
+    MASK_TOPIC,
+    assert_same_metrics,
+    make_checkpoint,
+    make_dataset,
+    sklearn_reference,
+)
 
 from flowclas_ros.data.bags.frames import BagReadWarning, iter_bag_frames, write_bag_from_folder
 from flowclas_ros.data.bags.writer import DEFAULT_START_NS
@@ -146,8 +153,7 @@ def test_bag_eval_is_identical_to_folder_eval(ckpt, encoding, storage, dataset, 
         *("--out", str(root / f"eval_{encoding}")),
     )
     assert rc == 0, cap.err
-    for key in SAME:
-        assert m[key] == folder[key], key
+    assert_same_metrics(m, folder, SAME)
     assert m["bag"]["n_paired_exact"] == N and m["bag"]["problems"] == [] and m["warnings"] == []
     assert m["source"]["kind"] == "bag" and m["source"]["image_topic"] == IMAGE_TOPIC
 
@@ -230,8 +236,7 @@ def test_mask_dir_with_nearest_stamp_pairing(ckpt, colour, tmp_path, capsys):
     )
     assert rc == 0, cap.err
     assert m["bag"]["n_paired_nearest"] == N
-    for key in SAME:
-        assert m[key] == folder[key], key
+    assert_same_metrics(m, folder, SAME)
     rc, exact, cap = run_eval(
         capsys,
         *(
