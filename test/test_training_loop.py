@@ -15,14 +15,13 @@ from flowclas_ros.config_io import from_dict, to_dict
 from flowclas_ros.data.images.folder import FolderDataset
 from flowclas_ros.model import FlowCLAS, load_checkpoint
 from flowclas_ros.model.flowclas.loss import nll_loss
+from flowclas_ros.model.flowclas.objective import FlowCLASObjective
 from flowclas_ros.runtime.torch_backend import TorchBackend
 from flowclas_ros.training.batches import FeatureBatch
 from flowclas_ros.training.checkpointing import find_latest_state
 from flowclas_ros.training.config import TrainConfig
 from flowclas_ros.training.loop import Trainer
-from flowclas_ros.training.objective import FlowCLASObjective
 from flowclas_ros.training.optim import build_optimizer
-from flowclas_ros.training.validation import cell_scores, cells_to_pixels
 
 torch.set_num_threads(1)
 
@@ -78,7 +77,7 @@ def test_validation_scoring_matches_model_forward():
     x = torch.randn(2, 3, 56, 56)
     with torch.no_grad():
         feats = model.extract_features(model.pad_input(x)[0])
-        torch.testing.assert_close(cells_to_pixels(model, cell_scores(model, feats), (56, 56)), model(x))
+        torch.testing.assert_close(model.cells_to_pixels(model.cell_scores(feats), (56, 56)), model(x))
 
 
 def read_log(run):

@@ -22,11 +22,11 @@ from flowclas_ros.data.readers.cityscapes import CityscapesDataset, label_ids_to
 from flowclas_ros.model.config import PreprocessConfig
 from flowclas_ros.model.flow import DiagonalGaussian
 from flowclas_ros.model.flowclas.loss import lovasz_softmax_loss, nll_from_log_prob, nll_loss, supcon_loss
+from flowclas_ros.model.flowclas.objective import FlowCLASObjective, balanced_count
 from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 from flowclas_ros.training.checkpointing import load_training_state, save_training_state
 from flowclas_ros.training.cli import main
 from flowclas_ros.training.config import OptimConfig, TrainConfig
-from flowclas_ros.training.objective import FlowCLASObjective, balanced_count
 from flowclas_ros.training.optim import build_optimizer, build_scheduler, decays
 
 

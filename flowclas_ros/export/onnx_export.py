@@ -1,6 +1,6 @@
 """Checkpoint -> verified ONNX file (opset 17, fixed input size, optional dynamic batch).
 
-The graph is ``FlowCLAS.forward``: a normalised (B, 3, H, W) batch at the
+The graph is the method's ``forward`` (``AnomalyMethod.export_graph``): a normalised (B, 3, H, W) batch at the
 export input size -> (B, H, W) score map at that size. Resizing and
 normalisation stay outside, in ``InferenceBackend.predict``, shared by all
 backends. DINOv2's per-call bicubic+antialias position-embedding resampling
@@ -29,7 +29,7 @@ from flowclas_ros.export.verify import VerificationResult, verify_onnx
 from flowclas_ros.model.checkpoint import LoadedCheckpoint, load_checkpoint
 from flowclas_ros.model.checkpoint_meta import CheckpointIdentity, read_checkpoint_identity, with_input_size
 from flowclas_ros.model.export_meta import INPUT_NAME, KEY_VERIFY, OUTPUT_NAME, build_metadata
-from flowclas_ros.model.flowclas.torch_model import FlowCLAS
+from flowclas_ros.model.method import AnomalyMethod
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class ExportReport:
     seconds: float
 
 
-def padded_size(model: FlowCLAS, input_size: tuple[int, int]) -> tuple[int, int]:
+def padded_size(model: AnomalyMethod, input_size: tuple[int, int]) -> tuple[int, int]:
     """``input_size`` rounded up to multiples of the backbone stride (what ``pad_input`` produces)."""
     step = model.pad_multiple
     return (-(-input_size[0] // step) * step, -(-input_size[1] // step) * step)
@@ -87,19 +87,14 @@ def _exporter_versions() -> dict[str, str]:
     }
 
 
-def _trace(model: FlowCLAS, input_size: tuple[int, int], path: Path, dynamic_batch: bool) -> None:
-    """``torch.onnx.export`` (TorchScript tracer) with the position embedding fixed for the padded size."""
-    fix_pos_embed = getattr(model.backbone, "fix_pos_embed", None)  # ViTs only; CNNs need nothing
-    if fix_pos_embed is not None:
-        fix_pos_embed(padded_size(model, input_size))
-    if getattr(model, "text_scorer", None) is not None:
-        model.text_scorer.prepare(input_size)  # VL4AD: fixed CLIP pos-embed; text embeddings become constants
+def _trace(model: AnomalyMethod, input_size: tuple[int, int], path: Path, dynamic_batch: bool) -> None:
+    """``torch.onnx.export`` (TorchScript tracer) of the method's export graph at ``input_size``."""
     axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
-    try:
+    with model.export_graph(input_size, padded_size(model, input_size)) as graph:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer / deprecation chatter; correctness is verified below
             torch.onnx.export(
-                model,
+                graph,
                 (torch.zeros(1, 3, *input_size),),
                 str(path),
                 opset_version=OPSET,
@@ -109,9 +104,6 @@ def _trace(model: FlowCLAS, input_size: tuple[int, int], path: Path, dynamic_bat
                 dynamic_axes=axes,
                 do_constant_folding=True,
             )
-    finally:
-        if fix_pos_embed is not None:
-            fix_pos_embed(None)
 
 
 def _fold_constants(raw: Path, folded: Path) -> onnx.ModelProto:

@@ -10,7 +10,7 @@ import torch
 from flowclas_ros.data.images.transforms import to_model_input
 from flowclas_ros.model.config import PreprocessConfig
 from flowclas_ros.model.export_meta import INPUT_NAME
-from flowclas_ros.model.flowclas.torch_model import FlowCLAS
+from flowclas_ros.model.method import AnomalyMethod
 
 RELATIVE_TOLERANCE = 1e-3
 """Allowed max abs difference, as a fraction of the torch score range over all verification inputs."""
@@ -74,7 +74,7 @@ def verification_inputs(preprocess: PreprocessConfig, seed: int = 0) -> np.ndarr
     return np.concatenate([images, gaussian], axis=0)
 
 
-def torch_reference(model: FlowCLAS, inputs: np.ndarray) -> np.ndarray:
+def torch_reference(model: AnomalyMethod, inputs: np.ndarray) -> np.ndarray:
     """Score maps of the torch model (fp32, CPU, dynamic position embedding), one input at a time."""
     outputs = []
     with torch.inference_mode():
@@ -98,7 +98,7 @@ def compare(reference: np.ndarray, got: np.ndarray) -> VerificationResult:
 
 
 def verify_onnx(
-    onnx_path: str, model: FlowCLAS, preprocess: PreprocessConfig, *, dynamic_batch: bool
+    onnx_path: str, model: AnomalyMethod, preprocess: PreprocessConfig, *, dynamic_batch: bool
 ) -> VerificationResult:
     """Runs the exported file in ONNX Runtime (CPU, full optimisation) against the torch model.
 

@@ -31,7 +31,7 @@ from flowclas_ros.model.backbones import BackboneError
 from flowclas_ros.model.checkpoint import CheckpointError, save_checkpoint, trainable_state
 from flowclas_ros.model.checkpoint_meta import sha256_file
 from flowclas_ros.model.config import BackboneConfig
-from flowclas_ros.model.flowclas.torch_model import FlowCLAS
+from flowclas_ros.model.method import create_method
 from flowclas_ros.model.safe_load import UnsafeFileError, safe_torch_load
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
@@ -79,7 +79,7 @@ def import_official(checkpoint: Path, dinov2: Path, rein: Path, preset: str, out
         rein_sha256=sources["rein"]["sha256"],
     )
     cfg = model_config(preset, mapped, backbone)
-    model = FlowCLAS(cfg, warn_random_backbone=False)  # loads and checks the DINOv2 and Rein files
+    model = create_method(cfg, warn_random_backbone=False)  # loads and checks the DINOv2 and Rein files
     check_against(mapped, trainable_state(model), str(checkpoint))
     model.load_state_dict(mapped.tensors, strict=False)  # backbone keys come from the two .pth files
     provenance = {

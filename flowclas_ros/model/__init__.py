@@ -1,4 +1,4 @@
-"""flowclas_ros.model: the FlowCLAS model core (no ROS imports).
+"""flowclas_ros.model: the model core, methods behind one seam (``method.py``; no ROS imports).
 
 Names are resolved lazily (PEP 562): ``flowclas_ros.model.config`` is read by
 the torch-free runtime, and importing this package must not pull in torch.
@@ -21,6 +21,9 @@ _EXPORTS = {
     "load_checkpoint": "flowclas_ros.model.checkpoint",
     "save_checkpoint": "flowclas_ros.model.checkpoint",
     "FlowCLAS": "flowclas_ros.model.flowclas.torch_model",
+    "AnomalyMethod": "flowclas_ros.model.method",
+    "create_method": "flowclas_ros.model.method",
+    "register_method": "flowclas_ros.model.method",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -24,11 +24,10 @@ from flowclas_ros.model.checkpoint_meta import (
     CheckpointMeta,
     checkpoint_sha256,
     config_json_text,
-    is_trainable_key,
     read_config_file,
 )
 from flowclas_ros.model.config import ModelConfig
-from flowclas_ros.model.flowclas.torch_model import FlowCLAS
+from flowclas_ros.model.method import AnomalyMethod, MethodError, create_method
 from flowclas_ros.model.vl4ad.text_scorer import TextScorerError
 
 __all__ = [
@@ -49,7 +48,7 @@ class LoadedCheckpoint:
     """A loaded checkpoint.
 
     Attributes:
-        model: The FlowCLAS model, in eval mode.
+        model: The model (the method ``config.method`` names), in eval mode.
         config: Its model config.
         threshold: Calibrated pixel-score threshold, if any.
         provenance: Free-form provenance (backbone, data, metrics, ...).
@@ -59,7 +58,7 @@ class LoadedCheckpoint:
             absent in older checkpoints.
     """
 
-    model: FlowCLAS
+    model: AnomalyMethod
     config: ModelConfig
     threshold: float | None
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -68,17 +67,17 @@ class LoadedCheckpoint:
     image_threshold: float | None = None
 
 
-def trainable_state(model: FlowCLAS) -> dict[str, torch.Tensor]:
+def trainable_state(model: AnomalyMethod) -> dict[str, torch.Tensor]:
     """The tensors a checkpoint or training state stores: all but the frozen parts, detached, on CPU.
 
-    The rule is :func:`flowclas_ros.model.checkpoint_meta.is_trainable_key` (frozen parts are referenced by
+    The method says which keys (:meth:`AnomalyMethod.stored_state`; frozen parts are referenced by
     the config, not copied).
     """
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if is_trainable_key(k)}
+    return model.stored_state()
 
 
 def save_checkpoint(
-    model: FlowCLAS,
+    model: AnomalyMethod,
     path: str | Path,
     *,
     threshold: float | None = None,
@@ -178,12 +177,14 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     try:
         if embedded:
             backbone_state = _read_tensors(path / embedded)
-            model = FlowCLAS(_with_random_backbone(cfg), warn_random_backbone=False)
+            model = create_method(_with_random_backbone(cfg), warn_random_backbone=False)
             _check_state(path / embedded, backbone_state, model.backbone.state_dict())
             model.backbone.load_state_dict(backbone_state)
             model.cfg = cfg
         else:
-            model = FlowCLAS(cfg)
+            model = create_method(cfg)
+    except MethodError as exc:
+        raise CheckpointError(f"{config_path}: {exc}") from exc
     except BackboneError as exc:
         raise CheckpointError(f"{config_path}: backbone: {exc}") from exc
     except (TextScorerError, ConfigError) as exc:
@@ -202,7 +203,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     )
 
 
-def load_trainable(model: FlowCLAS, path: str | Path) -> None:
+def load_trainable(model: AnomalyMethod, path: str | Path) -> None:
     """Loads a checkpoint's ``flow.safetensors`` into ``model`` (built from the same model config).
 
     The fine-tuning start (``flowclas-train --init-from``). The backbone stays as built.

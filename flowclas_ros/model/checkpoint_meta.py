@@ -3,7 +3,8 @@
 A checkpoint directory holds ``config.json`` (this module parses and checks
 it: version, model config, ``threshold``, the optional image-level
 ``image_threshold``, provenance, embedded backbone), ``flow.safetensors``
-(the trainable tensors: every key not under :data:`FROZEN_PREFIXES`) and
+(the trainable tensors: every key not under the method's frozen prefixes,
+:data:`FROZEN_PREFIXES` by default) and
 optionally ``backbone.safetensors``. Its identity is the sha256 of the
 ``config.json`` bytes followed by the ``flow.safetensors`` bytes.
 
@@ -22,23 +23,19 @@ from pathlib import Path
 from typing import Any
 
 from flowclas_ros.config_io import ConfigError, from_dict, to_dict
-from flowclas_ros.model.config import CONFIG_VERSION, ModelConfig
+from flowclas_ros.model.config import CONFIG_VERSION, DEFAULT_METHOD, ModelConfig
 
 CONFIG_FILE = "config.json"
 FLOW_FILE = "flow.safetensors"
 BACKBONE_FILE = "backbone.safetensors"
 TOP_KEYS = ("version", "model", "threshold", "image_threshold", "provenance", "embedded_backbone")
 FROZEN_PREFIXES = ("backbone.", "text_scorer.")
-"""State-dict prefixes of the frozen parts: referenced by config, never copied into a checkpoint or state."""
+"""State-dict prefixes of the frozen parts every method shares (``AnomalyMethod.frozen_prefixes``):
+referenced by config, never copied into a checkpoint or state."""
 
 
 class CheckpointError(Exception):
     """A checkpoint cannot be written or read; the message names the file and the problem."""
-
-
-def is_trainable_key(key: str) -> bool:
-    """Whether a state-dict key is stored in ``flow.safetensors`` / a training state (the one rule)."""
-    return not key.startswith(FROZEN_PREFIXES)
 
 
 def checkpoint_sha256(config_bytes: bytes, flow_bytes: bytes) -> str:
@@ -135,14 +132,19 @@ def parse_config_text(text: str, source: str) -> CheckpointMeta:
 def config_json_text(meta: CheckpointMeta, source: str = CONFIG_FILE) -> str:
     """The ``config.json`` text for ``meta`` (key order kept: the prompt class order matters).
 
-    ``image_threshold`` is written only when set, so older readers keep reading new files without it.
+    ``image_threshold`` is written only when set and ``model.method`` only when it is not the
+    default (``flowclas``), so older readers keep reading new files and a FlowCLAS checkpoint's
+    bytes (its hash) do not change with the key's arrival.
 
     Raises:
         CheckpointError: Provenance is not JSON-serialisable.
     """
+    model = to_dict(meta.config)
+    if model.get("method") == DEFAULT_METHOD:
+        del model["method"]
     data: dict[str, Any] = {
         "version": CONFIG_VERSION,
-        "model": to_dict(meta.config),
+        "model": model,
         "threshold": None if meta.threshold is None else float(meta.threshold),
         "provenance": meta.provenance or {},
         "embedded_backbone": meta.embedded_backbone,

@@ -10,6 +10,9 @@ from flowclas_ros.model.vl4ad.config import FusionConfig, TextScorerConfig
 CONFIG_VERSION = 1
 """Bump when a checkpoint written by an older version can no longer be read."""
 
+DEFAULT_METHOD = "flowclas"
+"""``model.method`` of configs and checkpoints that do not name one (all written before the key)."""
+
 
 @dataclass
 class BackboneConfig:
@@ -126,12 +129,14 @@ class PreprocessConfig:
 
 @dataclass
 class ModelConfig:
-    """Everything needed to rebuild a FlowCLAS model for inference.
+    """Everything needed to rebuild a model for inference.
 
+    ``method`` names the registered method (``model/method.py``; ``flowclas`` by default).
     ``text`` enables the optional VL4AD text-prompted scorer (CLIP); ``fusion``
-    says how its score is combined with the flow score (``off`` by default).
+    says how its score is combined with the method's score (``off`` by default).
     """
 
+    method: str = DEFAULT_METHOD
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)

@@ -1,4 +1,4 @@
-"""Random-weight FlowCLAS models and checkpoints for tests, benchmarks and smoke runs.
+"""Random-weight models and checkpoints for tests, benchmarks and smoke runs.
 
 No pretrained weights can be fetched on the development machines, so tests and
 benchmarks run a random-init ViT-S/14 (``weights: none``) with a short flow. It is a
@@ -16,7 +16,7 @@ import torch
 
 from flowclas_ros.model.checkpoint import save_checkpoint
 from flowclas_ros.model.config import BackboneConfig, FlowConfig, ModelConfig, PreprocessConfig, ScoreConfig
-from flowclas_ros.model.flowclas.torch_model import FlowCLAS
+from flowclas_ros.model.method import AnomalyMethod, create_method
 
 
 def random_config(
@@ -47,7 +47,7 @@ def random_config(
     )
 
 
-def perturb_trainable(model: FlowCLAS, seed: int = 0, scale: float = 0.05) -> None:
+def perturb_trainable(model: AnomalyMethod, seed: int = 0, scale: float = 0.05) -> None:
     """Adds ``scale`` x N(0, 1) noise (from its own generator) to every trainable parameter."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -57,13 +57,13 @@ def perturb_trainable(model: FlowCLAS, seed: int = 0, scale: float = 0.05) -> No
 
 def random_model(
     *, perturb: float = 0.0, perturb_seed: int = 0, nan_weights: bool = False, **config: Any
-) -> FlowCLAS:
-    """A random FlowCLAS in eval mode (``config``: :func:`random_config` arguments).
+) -> AnomalyMethod:
+    """A random FlowCLAS (``create_method``) in eval mode (``config``: :func:`random_config` arguments).
 
     ``perturb`` > 0 calls :func:`perturb_trainable`; ``nan_weights`` fills the trainable
     parameters with NaN, so every score is NaN.
     """
-    model = FlowCLAS(random_config(**config), warn_random_backbone=False).eval()
+    model = create_method(random_config(**config), warn_random_backbone=False).eval()
     if perturb:
         perturb_trainable(model, seed=perturb_seed, scale=perturb)
     if nan_weights:

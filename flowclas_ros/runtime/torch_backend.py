@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from flowclas_ros.model.checkpoint import LoadedCheckpoint, load_checkpoint
-from flowclas_ros.model.flowclas.torch_model import FlowCLAS
+from flowclas_ros.model.method import AnomalyMethod
 from flowclas_ros.runtime.base import InferenceBackend
 from flowclas_ros.runtime.registry import canonical_precision
 from flowclas_ros.runtime.threads import torch_threads
@@ -22,13 +22,13 @@ _INTERNAL = {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "auto": "auto"}  # re
 
 
 class TorchBackend(InferenceBackend):
-    """Runs a FlowCLAS checkpoint (or an in-memory model) with PyTorch.
+    """Runs a checkpoint (or an in-memory model) of any method with PyTorch.
 
-    Reduced precision applies to the backbone only, via autocast; the flow and
-    the scoring always run in fp32 because likelihoods are sensitive to it.
+    Reduced precision applies to the backbone only, via autocast; the method's
+    head and the scoring always run in fp32 because likelihoods are sensitive to it.
 
     Args:
-        checkpoint: Checkpoint directory, a ``LoadedCheckpoint`` or a ``FlowCLAS`` model.
+        checkpoint: Checkpoint directory, a ``LoadedCheckpoint`` or an ``AnomalyMethod`` model.
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         precision: ``auto`` (f16 on CUDA, f32 on CPU), ``f32``, ``f16`` or ``bf16`` (CUDA only);
             the old ``fp32`` / ``fp16`` still work, with a deprecation warning.
@@ -43,7 +43,7 @@ class TorchBackend(InferenceBackend):
 
     def __init__(
         self,
-        checkpoint: str | Path | LoadedCheckpoint | FlowCLAS,
+        checkpoint: str | Path | LoadedCheckpoint | AnomalyMethod,
         device: str = "cpu",
         *,
         precision: Precision = "auto",
@@ -52,7 +52,7 @@ class TorchBackend(InferenceBackend):
         threads: int | str | None = None,
     ):
         image_threshold = None
-        if isinstance(checkpoint, FlowCLAS):
+        if isinstance(checkpoint, AnomalyMethod):
             model = checkpoint
         else:
             loaded = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else load_checkpoint(checkpoint)
@@ -69,7 +69,7 @@ class TorchBackend(InferenceBackend):
         if precision != "fp32" and torch_device.type != "cuda":
             raise ValueError(f"precision {precision!r} needs a CUDA device, got {device!r}")
         self.precision = precision
-        self.model: FlowCLAS | None = model.to(torch_device).eval()
+        self.model: AnomalyMethod | None = model.to(torch_device).eval()
         self._torch_device = torch_device
         self._lock = threading.Lock()  # set_prompts (any thread) must not race a forward
         self._features = torch.compile(model.extract_features) if compile else model.extract_features

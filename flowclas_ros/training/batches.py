@@ -9,9 +9,7 @@ run would have seen.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,35 +17,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from flowclas_ros.data.outliers.dataset import OETrainDataset
-from flowclas_ros.model.flowclas.torch_model import FlowCLAS
+from flowclas_ros.model.features import IGNORE, FeatureBatch, autocast_context
+from flowclas_ros.model.method import AnomalyMethod
 from flowclas_ros.training.distributed import DistContext
-
-IGNORE = 255
-
-
-@dataclass
-class FeatureBatch:
-    """One step's inputs at feature resolution.
-
-    Attributes:
-        mixed: Backbone features of the OE-mixed images (B, C, h, w).
-        outlier: Backbone features of the standalone outlier images (B, C, h, w).
-        mixed_mask: uint8 (B, h, w): 0 inlier, 1 pasted outlier, 255 ignore.
-        outlier_mask: uint8 (B, h, w): 1 object, 0 other, 255 ignore.
-        semantic: uint8 (B, H, W) train ids of the mixed images at pixel
-            resolution (segmentation head), or None.
-    """
-
-    mixed: torch.Tensor
-    outlier: torch.Tensor
-    mixed_mask: torch.Tensor
-    outlier_mask: torch.Tensor
-    semantic: torch.Tensor | None = None
-
-    @property
-    def size(self) -> int:
-        """Samples in the batch."""
-        return self.mixed.shape[0]
 
 
 def masks_to_cells(
@@ -55,7 +27,7 @@ def masks_to_cells(
 ) -> torch.Tensor:
     """Pixel masks (B, H, W) uint8 to feature cells (B, h, w) by nearest-neighbour (cell centres).
 
-    The masks are first padded with 255 like ``FlowCLAS.pad_input`` pads the
+    The masks are first padded with 255 like ``AnomalyMethod.pad_input`` pads the
     image (bottom / right, or split evenly when ``symmetric``), so padding
     cells are ignored.
     """
@@ -68,15 +40,8 @@ def masks_to_cells(
     return F.interpolate(padded, size=grid_hw, mode="nearest-exact")[:, 0].to(torch.uint8)
 
 
-def autocast_context(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """Autocast on CUDA with ``dtype``, or nothing (CPU / amp off)."""
-    if dtype is None or device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=dtype)
-
-
 def images_to_features(
-    model: FlowCLAS, images: torch.Tensor, device: torch.device, amp_dtype: torch.dtype | None
+    model: AnomalyMethod, images: torch.Tensor, device: torch.device, amp_dtype: torch.dtype | None
 ) -> torch.Tensor:
     """Backbone features (fp32) of a normalised batch, without autograd."""
     padded, _ = model.pad_input(images.to(device, non_blocking=True))
@@ -85,7 +50,7 @@ def images_to_features(
 
 
 def features_of_items(
-    model: FlowCLAS, items: dict[str, torch.Tensor], device: torch.device, amp_dtype: torch.dtype | None
+    model: AnomalyMethod, items: dict[str, torch.Tensor], device: torch.device, amp_dtype: torch.dtype | None
 ) -> FeatureBatch:
     """Runs the backbone once over the mixed and the outlier images of a collated OE batch."""
     batch = items["mixed"].shape[0]
@@ -122,7 +87,7 @@ class LiveBatches:
     def __init__(
         self,
         dataset: OETrainDataset,
-        model: FlowCLAS,
+        model: AnomalyMethod,
         ctx: DistContext,
         batch_size: int,
         seed: int,
@@ -163,7 +128,7 @@ class PoolBatches:
     def __init__(
         self,
         dataset: OETrainDataset,
-        model: FlowCLAS,
+        model: AnomalyMethod,
         ctx: DistContext,
         batch_size: int,
         seed: int,

@@ -17,18 +17,13 @@ import math
 import numpy as np
 import torch
 
-from flowclas_ros.model.flowclas.torch_model import FlowCLAS
+from flowclas_ros.model.method import AnomalyMethod
 from flowclas_ros.model.vl4ad.fusion import calibrate_fusion, fuse
 from flowclas_ros.runtime.decision import place_threshold, threshold_margin
 from flowclas_ros.training.distributed import DistContext, all_gather_rows
 
 FUSION_SAMPLES_PER_PROCESS = 200_000
 """Inlier pixels per process used to fit the fusion statistics (uniform subsample)."""
-
-
-def fusion_enabled(model: FlowCLAS) -> bool:
-    """Whether the model fuses a VL4AD text score into its output."""
-    return model.text_scorer is not None and model.cfg.fusion.mode != "off"
 
 
 def image_threshold_at_fpr(normal_scores: np.ndarray, target_fpr: float) -> float | None:
@@ -55,7 +50,7 @@ def image_threshold_at_fpr(normal_scores: np.ndarray, target_fpr: float) -> floa
 
 
 def calibrate_and_fuse(
-    model: FlowCLAS,
+    model: AnomalyMethod,
     flow_maps: list[torch.Tensor],
     text_maps: list[torch.Tensor],
     masks: list[np.ndarray],

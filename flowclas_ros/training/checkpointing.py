@@ -33,8 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from flowclas_ros.model.checkpoint import save_checkpoint
 from flowclas_ros.model.checkpoint import trainable_state as model_trainable_state
-from flowclas_ros.model.checkpoint_meta import is_trainable_key
-from flowclas_ros.model.flowclas.torch_model import FlowCLAS
+from flowclas_ros.model.method import AnomalyMethod
 
 STATE_DIR = "state"
 BEST_DIR = "checkpoint"
@@ -65,7 +64,7 @@ class ResumeState:
 
 
 def trainable_state(
-    model: FlowCLAS, extra_modules: dict[str, torch.nn.Module] | None = None
+    model: AnomalyMethod, extra_modules: dict[str, torch.nn.Module] | None = None
 ) -> dict[str, torch.Tensor]:
     """The model's stored tensors plus ``extra_modules`` (training-only) under ``<name>.`` prefixes.
 
@@ -110,7 +109,7 @@ def _set_rng_state(saved: dict[str, Any]) -> None:
 def save_training_state(
     run_dir: Path,
     step: int,
-    model: FlowCLAS,
+    model: AnomalyMethod,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler | None = None,
@@ -180,7 +179,7 @@ def find_latest_state(run_dir: Path) -> Path | None:
 
 def load_training_state(
     path: Path,
-    model: FlowCLAS,
+    model: AnomalyMethod,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler | None = None,
@@ -203,7 +202,7 @@ def load_training_state(
     except (SafetensorError, OSError, ValueError) as exc:
         raise StateError(f"{path / MODEL_FILE}: corrupt or missing ({exc})") from exc
     # States written before the one trainable-key rule also held the frozen CLIP tensors: ignore them.
-    tensors = {k: v for k, v in tensors.items() if is_trainable_key(k)}
+    tensors = {k: v for k, v in tensors.items() if model.is_stored_key(k)}
     expected = trainable_state(model, extra_modules)
     missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
     bad_shape = [k for k in tensors if k in expected and tensors[k].shape != expected[k].shape]
@@ -246,7 +245,7 @@ def recover_best(run_dir: Path, name: str = BEST_DIR) -> None:
 
 def save_best(
     run_dir: Path,
-    model: FlowCLAS,
+    model: AnomalyMethod,
     threshold: float | None,
     provenance: dict[str, Any],
     name: str = BEST_DIR,

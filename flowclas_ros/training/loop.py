@@ -23,7 +23,8 @@ from flowclas_ros.config_io import ConfigError, read_mapping, save, to_dict
 from flowclas_ros.data.outliers.dataset import OETrainDataset
 from flowclas_ros.model.checkpoint import load_trainable
 from flowclas_ros.model.checkpoint_meta import CheckpointError
-from flowclas_ros.model.flowclas.torch_model import FlowCLAS
+from flowclas_ros.model.config import DEFAULT_METHOD
+from flowclas_ros.model.method import AnomalyMethod, create_method
 from flowclas_ros.training.batches import FeatureBatch, LiveBatches, PoolBatches
 from flowclas_ros.training.checkpointing import (
     BEST_DIR,
@@ -43,12 +44,11 @@ from flowclas_ros.training.distributed import (
 )
 from flowclas_ros.training.init_from import Parent
 from flowclas_ros.training.logs import RunLog
-from flowclas_ros.training.objective import FlowCLASObjective
 from flowclas_ros.training.optim import build_optimizer, build_scheduler
 from flowclas_ros.training.provenance import build_provenance
 from flowclas_ros.training.run_state import RunState, TrainSummary, log_row
 from flowclas_ros.training.selection import BEST_AP_DIR, BEST_FPR95_DIR, improved, is_better, val_columns
-from flowclas_ros.training.step import init_actnorm, resolve_amp, step_seed, train_step, wrap_ddp
+from flowclas_ros.training.step import resolve_amp, step_seed, train_step, wrap_ddp
 from flowclas_ros.training.validation import ValidationSet, choose_val_mode, validate
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ CONFIG_FILE = "config.yaml"
 
 
 class Trainer:
-    """Trains FlowCLAS per a :class:`TrainConfig` into ``run_dir``, resuming if it holds a state.
+    """Trains ``model.method`` per a :class:`TrainConfig` into ``run_dir``, resuming if it holds a state.
 
     Args:
         cfg: Training config.
@@ -98,6 +98,8 @@ class Trainer:
         resuming = find_latest_state(self.run_dir) is not None
         if resuming and cfg_path.is_file():
             previous = read_mapping(cfg_path).get("model")
+            if isinstance(previous, dict):  # runs written before model.method trained the default
+                previous.setdefault("method", DEFAULT_METHOD)
             if previous != to_dict(self.cfg.model):
                 raise ConfigError(
                     f"--out {self.run_dir}: holds a run with a different model config ({cfg_path}); "
@@ -124,7 +126,7 @@ class Trainer:
         torch.manual_seed(self.cfg.seed)
 
     def _batches(
-        self, dataset: OETrainDataset, model: FlowCLAS, ctx: DistContext, amp_dtype
+        self, dataset: OETrainDataset, model: AnomalyMethod, ctx: DistContext, amp_dtype
     ) -> LiveBatches | PoolBatches:
         cfg = self.cfg
         if cfg.cache.mode == "pool":
@@ -190,7 +192,7 @@ class Trainer:
             crop=cfg.data.crop,
             semantic=cfg.seg.enabled,
         )
-        model = FlowCLAS(cfg.model).to(ctx.device).train()
+        model = create_method(cfg.model).to(ctx.device).train()
         self._open_run_dir(ctx)
         amp_dtype = resolve_amp(cfg.amp, ctx.device)
         valset = ValidationSet(
@@ -211,7 +213,7 @@ class Trainer:
                 f"({len(data.train)} images in data.train over {ctx.world_size} processes)"
             )
         total = cfg.steps or cfg.epochs * steps_per_epoch
-        objective = FlowCLASObjective(model, cfg.loss, amp_dtype, cfg.seg)
+        objective = model.objective(cfg.loss, cfg.seg, amp_dtype)
         extra_modules = objective.extra_modules()
         optimizer = build_optimizer(model, cfg.optim, extra_modules)
         scheduler = build_scheduler(optimizer, cfg.optim, total)
@@ -252,7 +254,7 @@ class Trainer:
             Seconds spent training and samples trained on (for the throughput).
         """
         cfg, ctx = self.cfg, run.ctx
-        needs_init = run.step == 0  # ActNorm's data-dependent init happens on the first training batch
+        needs_init = run.step == 0  # the method's data-dependent init (ActNorm) on the first training batch
         train_module: torch.nn.Module = run.objective
         if ctx.enabled and not needs_init:
             train_module = wrap_ddp(run.objective, ctx)
@@ -265,7 +267,7 @@ class Trainer:
             tick = time.perf_counter()
             for batch in source.epoch(epoch, skip):
                 if needs_init:
-                    init_actnorm(run.model, batch)
+                    run.model.init_from_batch(batch)
                     needs_init = False
                     if ctx.enabled:
                         train_module = wrap_ddp(run.objective, ctx)

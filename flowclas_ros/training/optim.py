@@ -7,7 +7,7 @@ import math
 import torch
 
 from flowclas_ros.config_io import ConfigError
-from flowclas_ros.model.flowclas.torch_model import FlowCLAS
+from flowclas_ros.model.method import AnomalyMethod
 from flowclas_ros.training.config import OptimConfig
 
 
@@ -26,7 +26,7 @@ def decays(name: str, param: torch.nn.Parameter, rule: str = "proj_head") -> boo
 
 
 def build_optimizer(
-    model: FlowCLAS, cfg: OptimConfig, extra: dict[str, torch.nn.Module] | None = None
+    model: AnomalyMethod, cfg: OptimConfig, extra: dict[str, torch.nn.Module] | None = None
 ) -> torch.optim.AdamW:
     """AdamW over the trainable parameters in a decayed and a non-decayed group.
 

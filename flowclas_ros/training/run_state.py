@@ -10,10 +10,10 @@ from typing import Any
 import torch
 
 from flowclas_ros.data.outliers.dataset import OETrainDataset
-from flowclas_ros.model.flowclas.torch_model import FlowCLAS
+from flowclas_ros.model.features import TrainingObjective
+from flowclas_ros.model.method import AnomalyMethod
 from flowclas_ros.training.datasets import TrainData
 from flowclas_ros.training.distributed import DistContext, all_reduce_mean
-from flowclas_ros.training.objective import FlowCLASObjective
 from flowclas_ros.training.validation import ValidationSet
 
 
@@ -47,6 +47,16 @@ class TrainSummary:
     image_threshold: float | None = None  # calibrated image threshold stored in the checkpoint
 
 
+LOGGED_PARTS = {
+    "nll": "nll",
+    "con": "con",
+    "anchors_outlier": "anchors_outlier",
+    "ce": "seg_ce",
+    "lovasz": "seg_lovasz",
+}
+"""Objective parts logged, by their ``log.csv`` column."""
+
+
 def _no_best() -> dict[str, Any]:
     return {"ap": None, "step": -1, "metrics": None, "threshold": None, "image_threshold": None}
 
@@ -58,9 +68,9 @@ class RunState:
     ctx: DistContext
     data: TrainData
     train_set: OETrainDataset
-    model: FlowCLAS
+    model: AnomalyMethod
     valset: ValidationSet
-    objective: FlowCLASObjective
+    objective: TrainingObjective
     extra_modules: dict[str, torch.nn.Module]
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -78,24 +88,21 @@ class RunState:
 def log_row(
     run: RunState, epoch: int, loss: float, parts: dict[str, float], rate: float, wall_start: float
 ) -> dict[str, Any]:
-    """The ``log.csv`` row of this step: losses averaged over the processes, LR, throughput."""
-    values = all_reduce_mean(
-        [loss, parts["nll"], parts["con"], parts["anchors_outlier"]]
-        + [parts.get("ce", 0.0), parts.get("lovasz", 0.0)],
-        run.ctx,
-    )
+    """The ``log.csv`` row of this step: losses averaged over the processes, LR, throughput.
+
+    The objective's parts that have a column are logged (:data:`LOGGED_PARTS`); a method's
+    objective gives those it has, so the others stay empty.
+    """
+    names = [name for name in LOGGED_PARTS if name in parts]  # the same on every process
+    values = all_reduce_mean([loss] + [parts[name] for name in names], run.ctx)
     row = {
         "step": run.step,
         "epoch": epoch,
         "time_s": time.perf_counter() - wall_start,
         "lr": run.scheduler.get_last_lr()[0],
         "loss": values[0],
-        "nll": values[1],
-        "con": values[2],
-        "anchors_outlier": values[3],
         "images_per_s": rate,
         "beta1": run.optimizer.param_groups[0]["betas"][0],
     }
-    if "ce" in parts:
-        row.update(seg_ce=values[4], seg_lovasz=values[5])
+    row.update({LOGGED_PARTS[name]: value for name, value in zip(names, values[1:])})
     return row

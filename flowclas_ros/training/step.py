@@ -1,4 +1,4 @@
-"""One optimisation step, and what precedes the first one (ActNorm initialisation, the DDP wrapper).
+"""One optimisation step, and what precedes the first one (the DDP wrapper).
 
 Kept apart from the loop (``training/loop.py``), which decides when to step, validate, log
 and save; this module only says how one step updates the trainable parts.
@@ -11,7 +11,6 @@ import math
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 from flowclas_ros.training.batches import FeatureBatch
 from flowclas_ros.training.distributed import DistContext
 
@@ -34,13 +33,6 @@ def wrap_ddp(objective: torch.nn.Module, ctx: DistContext) -> torch.nn.Module:
     """The objective under DDP, which broadcasts rank 0's parameters: every rank starts equal."""
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     return DistributedDataParallel(objective, device_ids=device_ids, broadcast_buffers=False)
-
-
-@torch.no_grad()
-def init_actnorm(model: FlowCLAS, batch: FeatureBatch) -> None:
-    """Runs the flow once in train mode so every ActNorm initialises from this batch's statistics."""
-    model.train()
-    model.flow_forward(torch.cat([batch.mixed, batch.outlier]))
 
 
 def train_step(

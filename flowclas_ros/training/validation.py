@@ -33,12 +33,12 @@ from flowclas_ros.data.images.transforms import to_model_input
 from flowclas_ros.data.outliers.dataset import OETrainDataset
 from flowclas_ros.data.outliers.exposure import OEConfig
 from flowclas_ros.evaluation.metrics import ImageMetrics, PixelMetrics
-from flowclas_ros.model.flowclas.anomaly_map import image_score, likelihood_score, nll_score, upsample_crop
-from flowclas_ros.model.flowclas.torch_model import FlowCLAS
+from flowclas_ros.model.flowclas.anomaly_map import image_score
+from flowclas_ros.model.method import AnomalyMethod
 from flowclas_ros.model.vl4ad.fusion import fuse
 from flowclas_ros.runtime.decision import at_or_above, float32_at_or_above
 from flowclas_ros.training.batches import images_to_features
-from flowclas_ros.training.calibration import calibrate_and_fuse, fusion_enabled, image_threshold_at_fpr
+from flowclas_ros.training.calibration import calibrate_and_fuse, image_threshold_at_fpr
 from flowclas_ros.training.distributed import DistContext, all_gather_rows, all_reduce_minmax, all_reduce_sum_
 
 ValMode = Literal["masks", "oe"]
@@ -72,22 +72,9 @@ def choose_val_mode(data: FolderDataset, requested: str) -> ValMode:
     return "oe"
 
 
-def native_resolution(model: FlowCLAS) -> bool:
+def native_resolution(model: AnomalyMethod) -> bool:
     """True when ``model.preprocess.resize`` is false (no resize: the official full-resolution evaluation)."""
     return not model.cfg.preprocess.resize
-
-
-def cell_scores(model: FlowCLAS, feats: torch.Tensor) -> torch.Tensor:
-    """Per-cell anomaly scores (B, h, w), the part of ``FlowCLAS.score_features`` before upsampling."""
-    z, _ = model.flow_forward(feats)
-    log_prob = model.log_prob_map(z)
-    return likelihood_score(log_prob) if model.cfg.score.kind == "likelihood" else nll_score(log_prob)
-
-
-def cells_to_pixels(model: FlowCLAS, cells: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
-    """Upsamples, crops and blurs cell scores exactly as ``FlowCLAS.score_features`` does."""
-    padded_hw = (cells.shape[-2] * model.patch_size, cells.shape[-1] * model.patch_size)
-    return model.blur(upsample_crop(cells, padded_hw, image_hw, model.pad_offset(padded_hw, image_hw)))
 
 
 class ValidationSet:
@@ -109,7 +96,7 @@ class ValidationSet:
         data: FolderDataset,
         mode: ValMode,
         oe: OEConfig,
-        model: FlowCLAS,
+        model: AnomalyMethod,
         ctx: DistContext,
         seed: int,
         max_images: int = 0,
@@ -145,7 +132,7 @@ class ValidationSet:
 
     def batches(
         self,
-        model: FlowCLAS,
+        model: AnomalyMethod,
         device: torch.device,
         batch_size: int,
         amp_dtype: torch.dtype | None,
@@ -173,14 +160,14 @@ class ValidationSet:
             self._cache[clean] = cache
 
     @staticmethod
-    def _features(model: FlowCLAS, loaded, device: torch.device, amp_dtype: torch.dtype | None):
+    def _features(model: AnomalyMethod, loaded, device: torch.device, amp_dtype: torch.dtype | None):
         """(features, masks, text maps or None) of a list of same-size (image, mask) pairs.
 
         The text maps (VL4AD fusion on) are the frozen text scorer's: cached with the features.
         """
         images = torch.stack([image for image, _ in loaded])
         masks = np.stack([mask for _, mask in loaded])
-        text = model.text_score(images.to(device)).float() if fusion_enabled(model) else None
+        text = model.text_score(images.to(device)).float() if model.fusion_enabled else None
         return images_to_features(model, images, device, amp_dtype), masks, text
 
 
@@ -197,7 +184,7 @@ def _same_size_runs(loaded: list) -> list[list]:
 
 @torch.no_grad()
 def validate(
-    model: FlowCLAS,
+    model: AnomalyMethod,
     valset: ValidationSet,
     ctx: DistContext,
     target_fpr: float,
@@ -210,12 +197,12 @@ def validate(
     model.eval()
     cells, all_masks, texts = [], [], []
     for feats, masks, text in valset.batches(model, ctx.device, batch_size, amp_dtype):
-        cells.append(cell_scores(model, feats).float().cpu())
+        cells.append(model.cell_scores(feats).float().cpu())
         all_masks.append(masks)
         texts.append(text)
     fused = None
-    if fusion_enabled(model):  # the deployed score: calibrate the fusion, measure the fused maps
-        flow_maps = [cells_to_pixels(model, c, tuple(m.shape[-2:])) for c, m in zip(cells, all_masks)]
+    if model.fusion_enabled:  # the deployed score: calibrate the fusion, measure the fused maps
+        flow_maps = [model.cells_to_pixels(c, tuple(m.shape[-2:])) for c, m in zip(cells, all_masks)]
         fused = calibrate_and_fuse(model, flow_maps, [t.cpu() for t in texts], all_masks, ctx)
     bounded = cells if fused is None else fused  # cells bound every upsampled pixel score
     low = min((float(c.min()) for c in bounded), default=float("inf"))
@@ -228,7 +215,7 @@ def validate(
     image = ImageMetrics()
     kind = model.cfg.score.image_score
     for index, (cell, masks) in enumerate(zip(cells, all_masks)):
-        maps = cells_to_pixels(model, cell, tuple(masks.shape[-2:])) if fused is None else fused[index]
+        maps = model.cells_to_pixels(cell, tuple(masks.shape[-2:])) if fused is None else fused[index]
         pixel.update(maps.numpy(), masks)
         for score, mask in zip(image_score(maps, kind).tolist(), masks):
             image.add(score, mask=mask)
@@ -255,7 +242,7 @@ def validate(
 
 
 def _normal_image_scores(
-    model: FlowCLAS,
+    model: AnomalyMethod,
     valset: ValidationSet,
     scored: ImageMetrics,
     ctx: DistContext,
@@ -272,7 +259,7 @@ def _normal_image_scores(
     else:
         parts = []
         for feats, masks, text in valset.batches(model, ctx.device, batch_size, amp_dtype, clean=True):
-            maps = cells_to_pixels(model, cell_scores(model, feats).float().cpu(), tuple(masks.shape[-2:]))
+            maps = model.cells_to_pixels(model.cell_scores(feats).float().cpu(), tuple(masks.shape[-2:]))
             if text is not None:  # fusion statistics as calibrated on the main pass
                 maps = fuse(maps, text.cpu().to(maps.dtype), model.cfg.fusion)
             parts.append(image_score(maps, model.cfg.score.image_score).numpy())

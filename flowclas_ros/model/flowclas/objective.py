@@ -7,14 +7,18 @@ happens inside ``forward``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
+from flowclas_ros.model.features import IGNORE, FeatureBatch, TrainingObjective, autocast_context
 from flowclas_ros.model.flowclas.loss import nll_from_log_prob, seg_loss, supcon_loss
 from flowclas_ros.model.flowclas.seg_head import SegHead
-from flowclas_ros.model.flowclas.torch_model import FlowCLAS
-from flowclas_ros.training.batches import IGNORE, FeatureBatch, autocast_context
-from flowclas_ros.training.config import LossConfig, SegConfig
+from flowclas_ros.model.flowclas.train_config import LossConfig, SegConfig
+
+if TYPE_CHECKING:  # the objective is built by FlowCLAS.objective, which imports this module
+    from flowclas_ros.model.flowclas.torch_model import FlowCLAS
 
 
 def sample_cells(selected: torch.Tensor, limit: int, generator: torch.Generator) -> torch.Tensor:
@@ -44,7 +48,7 @@ def balanced_count(mixed_mask: torch.Tensor, outlier_mask: torch.Tensor, max_vie
     return min(counts)
 
 
-class FlowCLASObjective(nn.Module):
+class FlowCLASObjective(TrainingObjective):
     """Computes the loss of one :class:`FeatureBatch`.
 
     * NLL (``model/flowclas/loss.py:cell_nll``, reduced by ``nll_from_log_prob``) over the
