@@ -16,15 +16,14 @@ import numpy as np
 import pytest
 from ros_harness import (
     STARTUP_TIMEOUT_S,
-    NodeProcess,
-    TestClient,
     image_msg,
-    make_tiny_checkpoint,
     now_stamp,
+    running_node,
     stamp_ns,
     textured_image,
     write_params,
 )
+from tiny_checkpoints import tiny_checkpoint
 
 pytestmark = pytest.mark.ros
 
@@ -78,7 +77,7 @@ def env(tmp_path_factory):
     params = write_params(
         tmp / "params.yaml",
         {
-            "checkpoint": str(make_tiny_checkpoint(tmp / "ckpt")),
+            "checkpoint": str(tiny_checkpoint(tmp / "ckpt")),
             "image_topics": [TOPIC_D, TOPIC_N],
             "camera_names": ["cam_d", "cam_n"],
             "depth_topics": [DEPTH_TOPIC, ""],
@@ -90,9 +89,7 @@ def env(tmp_path_factory):
             "no_frame_warning_s": 60.0,
         },
     )
-    proc = NodeProcess(params, NS, tmp / "node.log")
-    client = TestClient("depth3d_tester", proc)
-    try:
+    with running_node(params, NS, tmp / "node.log", "depth3d_tester") as (proc, client):
         base_d, base_n = f"{NODE}/cam_d", f"{NODE}/cam_n"
         rec = SimpleNamespace(
             result_d=client.subscribe(f"{base_d}/result", AnomalyResult),
@@ -113,11 +110,6 @@ def env(tmp_path_factory):
             client.wait_subscribed(f"{base_d}/{topic}")
         client.wait_subscribed(f"{base_n}/result")
         yield SimpleNamespace(client=client, proc=proc, rec=rec, pubs=pubs, base_n=base_n)
-    finally:
-        client.close()
-        rc, out = proc.stop()
-        assert rc == 0, f"anomaly_node exit code {rc}:\n{out}"
-        assert "Traceback" not in out, out
 
 
 def _frame_id(msg) -> str | None:

@@ -12,11 +12,10 @@ import pytest
 from official_formats import official_native_checkpoint
 from ros_harness import (
     STARTUP_TIMEOUT_S,
-    NodeProcess,
-    TestClient,
     image_from_msg,
     image_msg,
     now_stamp,
+    running_node,
     textured_image,
     write_params,
 )
@@ -37,9 +36,7 @@ def test_node_scores_each_frame_at_its_native_size(tmp_path):
         tmp_path / "params.yaml",
         {"checkpoint": str(checkpoint), "image_topics": [TOPIC], "camera_names": ["cam"]},
     )
-    proc = NodeProcess(params, NS, tmp_path / "node.log")
-    client = TestClient("authors_tester", proc)
-    try:
+    with running_node(params, NS, tmp_path / "node.log", "authors_tester") as (proc, client):
         scores = client.subscribe(f"{NS}/anomaly_node/cam/score_map", Image)
         publisher = client.publisher(TOPIC, Image)
         backend = create_backend("torch", checkpoint)
@@ -62,7 +59,3 @@ def test_node_scores_each_frame_at_its_native_size(tmp_path):
             assert np.ptp(expected) > 0
             np.testing.assert_allclose(score, expected, rtol=1e-4, atol=1e-5)
         assert "input native resolution" in proc.output()
-    finally:
-        client.close()
-        rc, out = proc.stop()
-        assert rc == 0, f"anomaly_node exit code {rc}:\n{out}"

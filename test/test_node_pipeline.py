@@ -14,19 +14,19 @@ import numpy as np
 import pytest
 from ros_harness import (
     STARTUP_TIMEOUT_S,
-    NodeProcess,
     TestClient,
     compressed_msg,
     diagnostic_values,
     image_from_msg,
     image_msg,
-    make_tiny_checkpoint,
     now_stamp,
     raw_image_msg,
+    running_node,
     stamp_ns,
     textured_image,
     write_params,
 )
+from tiny_checkpoints import tiny_checkpoint
 
 from flowclas_ros.data.images.codec import encode_compressed
 from flowclas_ros.runtime.postprocess import find_regions
@@ -61,7 +61,7 @@ def env(tmp_path_factory):
     from flowclas_ros.runtime import create_backend
 
     tmp = tmp_path_factory.mktemp("pipeline")
-    checkpoint = make_tiny_checkpoint(tmp / "ckpt")
+    checkpoint = tiny_checkpoint(tmp / "ckpt")
     params = write_params(
         tmp / "params.yaml",
         {
@@ -76,9 +76,7 @@ def env(tmp_path_factory):
             "no_frame_warning_s": 60.0,
         },
     )
-    proc = NodeProcess(params, NS, tmp / "node.log")
-    client = TestClient("pipeline_tester", proc)
-    try:
+    with running_node(params, NS, tmp / "node.log", "pipeline_tester") as (proc, client):
         outputs = {"cam_a": _outputs(client, "cam_a"), "cam_b": _outputs(client, "cam_b")}
         diagnostics = client.subscribe("/diagnostics", DiagnosticArray, depth=100)
         pub_a = client.publisher(TOPIC_A, Image)
@@ -93,11 +91,6 @@ def env(tmp_path_factory):
             client=client, proc=proc, outputs=outputs, diagnostics=diagnostics, pub_a=pub_a, pub_b=pub_b,
             backend=backend, threshold=None,
         )  # fmt: skip
-    finally:
-        client.close()
-        rc, out = proc.stop()
-        assert rc == 0, f"anomaly_node exit code {rc}:\n{out}"
-        assert "Traceback" not in out, out
 
 
 def _send_until(env, publisher, msg, recorder, frame_id: str, timeout: float = 30.0):

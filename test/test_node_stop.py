@@ -27,11 +27,11 @@ from ros_harness import (
     NodeProcess,
     TestClient,
     image_msg,
-    make_tiny_checkpoint,
     now_stamp,
     textured_image,
     write_params,
 )
+from tiny_checkpoints import tiny_checkpoint
 
 pytestmark = pytest.mark.ros
 
@@ -72,7 +72,7 @@ def env(tmp_path_factory):
     from flowclas_ros.msg import AnomalyResult
 
     tmp = tmp_path_factory.mktemp("stop")
-    checkpoint = make_tiny_checkpoint(tmp / "ckpt", threshold=100.0, image_threshold=150.0)
+    checkpoint = tiny_checkpoint(tmp / "ckpt", threshold=100.0, image_threshold=150.0)
     onnx = tmp / "m.onnx"
     assert export_main(["--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(onnx)]) == 0
     common = {"image_topics": [TOPIC], "camera_names": ["cam"], "no_frame_warning_s": 60.0}

@@ -9,7 +9,8 @@ import time
 
 import numpy as np
 import pytest
-from ros_harness import Recorder, image_msg, make_tiny_checkpoint, require_ros, textured_image
+from ros_harness import Recorder, image_msg, require_ros, textured_image
+from tiny_checkpoints import tiny_checkpoint
 
 pytestmark = pytest.mark.ros
 
@@ -30,8 +31,8 @@ def setup(tmp_path_factory):
     from flowclas_ros.runtime import create_backend
 
     tmp = tmp_path_factory.mktemp("worker")
-    good = create_backend("torch", make_tiny_checkpoint(tmp / "good"))
-    poisoned = create_backend("torch", make_tiny_checkpoint(tmp / "nan", nan_weights=True))
+    good = create_backend("torch", tiny_checkpoint(tmp / "good"))
+    poisoned = create_backend("torch", tiny_checkpoint(tmp / "nan", nan_weights=True))
     context = rclpy.Context()
     rclpy.init(context=context)
     from rclpy.lifecycle import LifecycleNode

@@ -24,10 +24,10 @@ from ros_harness import (
     STARTUP_TIMEOUT_S,
     TestClient,
     image_msg,
-    make_tiny_checkpoint,
     now_stamp,
     write_params,
 )
+from tiny_checkpoints import tiny_checkpoint, tiny_export
 
 REPO = Path(__file__).resolve().parents[1]
 HASHED = [
@@ -125,12 +125,8 @@ def setup(tmp_path_factory):
     if not (REPO / "install" / "flowclas_ros").is_dir():
         pytest.fail("install/flowclas_ros missing: run scripts/bootstrap (builds the messages)")
     tmp = tmp_path_factory.mktemp("torchfree")
-    checkpoint = make_tiny_checkpoint(tmp / "ckpt", threshold=3.0)
-    from flowclas_ros.export import main as export_main
-
-    assert (
-        export_main(["--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(tmp / "m.onnx")]) == 0
-    )
+    checkpoint = tiny_checkpoint(tmp / "ckpt", threshold=3.0)
+    tiny_export(checkpoint, tmp / "m.onnx")
     venv = _venv()
     return tmp, venv, _env(venv)
 
