@@ -201,8 +201,8 @@ class TestClient:
         self.node.create_subscription(msg_type, topic, recorder, depth)  # reliable
         return recorder
 
-    def wait_matched(self, publisher: Any, timeout: float = 30.0) -> None:
-        """Waits until ``publisher`` has a subscriber (the node subscribed)."""
+    def wait_matched(self, publisher: Any, timeout: float = STARTUP_TIMEOUT_S) -> None:
+        """Waits until ``publisher`` has a subscriber (the node subscribed; it may still be starting)."""
         self.wait_for(
             lambda: publisher.get_subscription_count() > 0, timeout, f"a subscriber on {publisher.topic_name}"
         )
@@ -214,6 +214,10 @@ class TestClient:
             timeout,
             f"a publisher on {recorder_topic}",
         )
+
+    def image(self, rgb: np.ndarray, frame_id: str, encoding: str = "rgb8", **kwargs: Any):
+        """:func:`image_msg` of ``rgb`` stamped now by this client's clock (``kwargs``: ``step_padding``)."""
+        return image_msg(rgb, encoding, frame_id, now_stamp(self), **kwargs)
 
     # ------------------------------------------------------------ services
     def call(self, srv_type: Any, name: str, request: Any, timeout: float = 60.0) -> Any:

@@ -19,10 +19,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 from ros_harness import (
-    STARTUP_TIMEOUT_S,
     diagnostic_values,
-    image_msg,
-    now_stamp,
     running_node,
     textured_image,
     write_params,
@@ -74,15 +71,13 @@ def env(tmp_path_factory):
             results = client.subscribe(f"{NODE}/cam/result", AnomalyResult, depth=200)
             diagnostics = client.subscribe("/diagnostics", DiagnosticArray, depth=50)
             pub = client.publisher(TOPIC, Image)
-            client.wait_matched(pub, STARTUP_TIMEOUT_S)
+            client.wait_matched(pub)
 
             def camera() -> None:  # a 10 Hz camera for the whole module
                 i = 0
                 while not stop.is_set():
                     i += 1
-                    pub.publish(
-                        image_msg(textured_image(48, 64, 200 + i % 40), "rgb8", f"c{i}", now_stamp(client))
-                    )
+                    pub.publish(client.image(textured_image(48, 64, 200 + i % 40), f"c{i}"))
                     stop.wait(0.1)
 
             thread = threading.Thread(target=camera, daemon=True)

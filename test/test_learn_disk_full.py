@@ -11,9 +11,6 @@ from types import SimpleNamespace
 
 import pytest
 from ros_harness import (
-    STARTUP_TIMEOUT_S,
-    image_msg,
-    now_stamp,
     running_node,
     textured_image,
     write_params,
@@ -59,15 +56,13 @@ def test_disk_full_while_collecting_ends_the_goal_and_keeps_the_data(tmp_path, s
         try:
             results = client.subscribe(f"{NODE}/cam/result", AnomalyResult, depth=100)
             pub = client.publisher(TOPIC, Image)
-            client.wait_matched(pub, STARTUP_TIMEOUT_S)
+            client.wait_matched(pub)
 
             def camera() -> None:
                 i = 0
                 while not stop.is_set():
                     i += 1
-                    pub.publish(
-                        image_msg(textured_image(120, 160, i % 50), "rgb8", f"c{i}", now_stamp(client))
-                    )
+                    pub.publish(client.image(textured_image(120, 160, i % 50), f"c{i}"))
                     stop.wait(0.05)
 
             threading.Thread(target=camera, daemon=True).start()

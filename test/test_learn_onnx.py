@@ -6,7 +6,7 @@ import math
 
 import pytest
 import yaml
-from ros_harness import STARTUP_TIMEOUT_S, running_node, write_params
+from ros_harness import running_node, write_params
 from test_learn_action import Goal, _recording
 from tiny_checkpoints import tiny_checkpoint
 from train_support import tiny_train_dict
@@ -38,7 +38,7 @@ def test_onnxruntime_node_gets_the_new_checkpoint_exported_before_the_swap(tmp_p
     node_env = {"FLOWCLAS_LEARN_RECIPE": str(recipe), "FLOWCLAS_CACHE_DIR": str(cache)}
     with running_node(params, NS, tmp_path / "node.log", "learn_onnx_tester", env=node_env) as (proc, client):
         pub = client.publisher("/learn_onnx_in/image", Image)
-        client.wait_matched(pub, STARTUP_TIMEOUT_S)
+        client.wait_matched(pub)
         env = SimpleNamespace(client=client, proc=proc, action=None)
         _, result = Goal(env, node=NODE, bag=str(_recording(tmp_path / "bag")), steps=1).result()
         assert result.success, result.message

@@ -14,11 +14,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from ros_harness import (
-    STARTUP_TIMEOUT_S,
     diagnostic_values,
     image_from_msg,
-    image_msg,
-    now_stamp,
     running_node,
     textured_image,
     write_params,
@@ -49,7 +46,7 @@ def env(tmp_path_factory):
         score_maps = client.subscribe(f"{NODE}/cam/score_map", Image)
         diagnostics = client.subscribe("/diagnostics", DiagnosticArray, depth=50)
         pub = client.publisher(TOPIC, Image)
-        client.wait_matched(pub, STARTUP_TIMEOUT_S)
+        client.wait_matched(pub)
         client.wait_subscribed(f"{NODE}/cam/score_map")
         yield SimpleNamespace(
             client=client, proc=proc, pub=pub, score_maps=score_maps, diagnostics=diagnostics,
@@ -64,7 +61,7 @@ def _score_map(env) -> np.ndarray:
     """Publishes the fixed frame (again every 0.5 s: best effort) and returns its score map."""
     env.n += 1
     frame_id = f"f{env.n}"
-    msg = image_msg(RGB, "rgb8", frame_id, now_stamp(env.client))
+    msg = env.client.image(RGB, frame_id)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         env.pub.publish(msg)

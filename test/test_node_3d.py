@@ -15,7 +15,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from ros_harness import (
-    STARTUP_TIMEOUT_S,
     image_msg,
     now_stamp,
     running_node,
@@ -105,7 +104,7 @@ def env(tmp_path_factory):
             info=client.publisher(INFO_TOPIC, CameraInfo),
         )
         for publisher in vars(pubs).values():
-            client.wait_matched(publisher, STARTUP_TIMEOUT_S)  # subscribed = configured and active
+            client.wait_matched(publisher)  # subscribed = configured and active
         for topic in ("result", "anomaly_points", "anomaly_markers"):
             client.wait_subscribed(f"{base_d}/{topic}")
         client.wait_subscribed(f"{base_n}/result")
@@ -227,7 +226,7 @@ def test_markers_deleted_when_depth_stops(env):
     # Colour frames only (the depth stream stopped): the next frame deletes the shown markers.
     time.sleep(0.2)
     rgb = textured_image(H, W, seed=4)
-    msg = image_msg(rgb, "rgb8", "depth_gone", now_stamp(env.client))
+    msg = env.client.image(rgb, "depth_gone")
     _send_until(env, [(env.pubs.image_d, msg)], env.rec.result_d, "depth_gone")
     _check_markers_deleted(env, "depth_gone")
 

@@ -11,10 +11,7 @@ import numpy as np
 import pytest
 from official_formats import official_native_checkpoint
 from ros_harness import (
-    STARTUP_TIMEOUT_S,
     image_from_msg,
-    image_msg,
-    now_stamp,
     running_node,
     textured_image,
     write_params,
@@ -40,12 +37,12 @@ def test_node_scores_each_frame_at_its_native_size(tmp_path):
         scores = client.subscribe(f"{NS}/anomaly_node/cam/score_map", Image)
         publisher = client.publisher(TOPIC, Image)
         backend = create_backend("torch", checkpoint)
-        client.wait_matched(publisher, STARTUP_TIMEOUT_S)
+        client.wait_matched(publisher)
         client.wait_subscribed(f"{NS}/anomaly_node/cam/score_map")
         for seed, (height, width) in enumerate(((45, 62), (70, 31))):
             rgb = textured_image(height, width, seed=seed)
             frame_id = f"native_{height}x{width}"
-            msg = image_msg(rgb, "rgb8", frame_id, now_stamp(client))
+            msg = client.image(rgb, frame_id)
             deadline, found = time.monotonic() + 60, None
             while found is None and time.monotonic() < deadline:
                 publisher.publish(msg)  # best-effort input: resend until answered

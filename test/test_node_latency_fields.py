@@ -12,8 +12,6 @@ import time
 import pytest
 from ros_harness import (
     STARTUP_TIMEOUT_S,
-    image_msg,
-    now_stamp,
     running_node,
     textured_image,
     write_params,
@@ -63,7 +61,7 @@ def test_latency_ms_is_receive_to_publish_and_covers_the_batch_forward(tmp_path)
         for round_index in range(6):
             ids = [f"r{round_index}_a", f"r{round_index}_b"]
             for pub, frame_id in zip(pubs, ids):
-                pub.publish(image_msg(rgb, "rgb8", frame_id, now_stamp(client)))
+                pub.publish(client.image(rgb, frame_id))
             got = client.wait_for(lambda ids=ids: _both(results, ids), 60, f"results of round {round_index}")
             pairs.append(got)
             time.sleep(0.1)

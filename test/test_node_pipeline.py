@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 import pytest
 from ros_harness import (
-    STARTUP_TIMEOUT_S,
     TestClient,
     compressed_msg,
     diagnostic_values,
@@ -82,7 +81,7 @@ def env(tmp_path_factory):
         pub_a = client.publisher(TOPIC_A, Image)
         pub_b = client.publisher(TOPIC_B, CompressedImage)
         backend = create_backend("torch", checkpoint)  # the reference: same model in this process
-        client.wait_matched(pub_a, STARTUP_TIMEOUT_S)  # subscribed = configured and active
+        client.wait_matched(pub_a)  # subscribed = configured and active
         client.wait_matched(pub_b, 30)
         for camera in outputs:
             for name in ("result", "score_map", "mask", "overlay"):
@@ -125,7 +124,7 @@ def _set_threshold(env, threshold: float) -> None:
 def calibrated(env):
     """Sets the threshold to the 80th percentile of one frame's scores (regions guaranteed)."""
     rgb = textured_image(96, 128, seed=1)
-    msg = image_msg(rgb, "rgb8", "calibration", now_stamp(env.client))
+    msg = env.client.image(rgb, "calibration")
     _send_until(env, env.pub_a, msg, env.outputs["cam_a"].result, "calibration", timeout=60)
     score = env.backend.predict([rgb])[0].score_map
     _set_threshold(env, float(np.percentile(score, 80)))
@@ -212,7 +211,7 @@ def test_every_encoding_end_to_end(calibrated):
     recorder = env.outputs["cam_a"].score_map
     for encoding in E2E_ENCODINGS:
         frame_id = f"enc_{encoding}"
-        msg = image_msg(rgb, encoding, frame_id, now_stamp(env.client), step_padding=4)
+        msg = env.client.image(rgb, frame_id, encoding, step_padding=4)
         score = image_from_msg(_send_until(env, env.pub_a, msg, recorder, frame_id))
         expected = env.backend.predict([_reference_rgb(rgb, encoding)])[0].score_map
         np.testing.assert_allclose(score, expected, rtol=1e-4, atol=1e-3, err_msg=encoding)
@@ -313,7 +312,7 @@ def test_malformed_frames_interleaved(calibrated):
                 pytest.fail(f"{camera}: malformed frame {i} never counted\n{env.proc.output()[-3000:]}")
             frame_id = f"after_bad_{camera}_{i}"
             if camera == "cam_a":
-                good = image_msg(rgb, "bgr8", frame_id, now_stamp(env.client))
+                good = env.client.image(rgb, frame_id, "bgr8")
             else:
                 good = compressed_msg(encode_compressed(rgb, "png"), "png", frame_id, now_stamp(env.client))
             _send_until(env, publishers[camera], good, env.outputs[camera].result, frame_id)
@@ -348,7 +347,7 @@ def test_parameter_updates(calibrated):
     _set_threshold(env, new_threshold)
     rgb = textured_image(48, 64, seed=9)
     result = _send_until(
-        env, env.pub_a, image_msg(rgb, "rgb8", "after_threshold", now_stamp(env.client)),
+        env, env.pub_a, env.client.image(rgb, "after_threshold"),
         env.outputs["cam_a"].result, "after_threshold",
     )  # fmt: skip
     assert result.threshold == pytest.approx(new_threshold)
@@ -364,7 +363,7 @@ def _accounted(values: dict[str, str]) -> bool:
 def _latency(env, frame_id: str, rgb) -> float:
     """Seconds from the first publish of ``frame_id`` to its result (resent every 0.5 s: best effort)."""
     sent = time.time()
-    msg = image_msg(rgb, "rgb8", frame_id, now_stamp(env.client))
+    msg = env.client.image(rgb, frame_id)
     _send_until(env, env.pub_a, msg, env.outputs["cam_a"].result, frame_id)
     return time.time() - sent
 
@@ -383,7 +382,7 @@ def test_overload_keeps_latency_bounded(calibrated):
     while time.time() - start < 3.0:  # far above what the model can score
         frame_id = f"flood_{i}"
         sent_at[frame_id] = time.time()
-        env.pub_a.publish(image_msg(rgb, "rgb8", frame_id, now_stamp(env.client)))
+        env.pub_a.publish(env.client.image(rgb, frame_id))
         i += 1
         time.sleep(0.001)
     # With a queue, this frame would wait behind the whole backlog (seconds); newest-frame answers it
@@ -477,7 +476,7 @@ def test_lifecycle_reconfigure_reports_qos_mismatch_and_silent_topic(calibrated)
     client.wait_matched(reliable_pub)
     rgb = textured_image(48, 64, seed=11)
     result = _send_until(
-        env, reliable_pub, image_msg(rgb, "rgb8", "after_reconfigure", now_stamp(client)),
+        env, reliable_pub, client.image(rgb, "after_reconfigure"),
         env.outputs["cam_a"].result, "after_reconfigure",
     )  # fmt: skip
     assert result.backend == "torch"

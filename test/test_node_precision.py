@@ -12,11 +12,8 @@ import subprocess
 
 import pytest
 from ros_harness import (
-    STARTUP_TIMEOUT_S,
     diagnostic_values,
-    image_msg,
     node_executable,
-    now_stamp,
     running_node,
     textured_image,
     write_params,
@@ -52,12 +49,12 @@ def test_bf16_refused_while_serving_and_auto_says_why(exported, tmp_path, cpu_wi
         results = client.subscribe(f"{NODE}/camera/result", AnomalyResult)
         diagnostics = client.subscribe("/diagnostics", DiagnosticArray)
         pub = client.publisher(TOPIC, Image)
-        client.wait_matched(pub, STARTUP_TIMEOUT_S)
+        client.wait_matched(pub)
         rgb = textured_image(56, 56, seed=1)
 
         def served(frame_id: str) -> None:
             def got():
-                pub.publish(image_msg(rgb, "rgb8", frame_id, now_stamp(client)))
+                pub.publish(client.image(rgb, frame_id))
                 return results.find(lambda m: m.header.frame_id == frame_id)
 
             client.wait_for(got, 60, f"a result for {frame_id}")

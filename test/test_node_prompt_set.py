@@ -6,9 +6,6 @@ import time
 
 import pytest
 from ros_harness import (
-    STARTUP_TIMEOUT_S,
-    image_msg,
-    now_stamp,
     running_node,
     textured_image,
     write_params,
@@ -59,7 +56,7 @@ def test_prompt_set_is_read_at_configure_and_needs_thresholds_for_another_set(tm
     with running_node(params, NS, tmp_path / "node.log", "prompt_tester") as (proc, client):
         results = client.subscribe(f"{NODE}/prompt_in_camera/result", AnomalyResult)
         pub = client.publisher(TOPIC, Image)
-        client.wait_matched(pub, STARTUP_TIMEOUT_S)
+        client.wait_matched(pub)
         (live,) = client.set_parameters(NODE, {"prompt_set": "orbital_inspection"})
         assert not live.successful and "read at configure" in live.reason
         assert client.change_state(NODE, Transition.TRANSITION_DEACTIVATE)
@@ -81,7 +78,7 @@ def test_prompt_set_is_read_at_configure_and_needs_thresholds_for_another_set(tm
         rgb = textured_image(56, 56, seed=3)
 
         def answered():
-            pub.publish(image_msg(rgb, "rgb8", "cam", now_stamp(client)))
+            pub.publish(client.image(rgb, "cam"))
             time.sleep(0.2)  # inputs are best effort: resend until answered, at 5 Hz
             return results.snapshot()
 

@@ -17,8 +17,6 @@ from types import SimpleNamespace
 import pytest
 from ros_harness import (
     STARTUP_TIMEOUT_S,
-    image_msg,
-    now_stamp,
     running_node,
     textured_image,
     write_params,
@@ -69,7 +67,7 @@ def _publish_for(env, seconds: float, frame_id: str) -> None:
     rgb = textured_image(48, 64, seed=5)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        env.pub.publish(image_msg(rgb, "rgb8", frame_id, now_stamp(env.client)))
+        env.pub.publish(env.client.image(rgb, frame_id))
         time.sleep(0.1)
 
 
@@ -77,7 +75,7 @@ def _result_for(env, frame_id: str, timeout: float = 60.0):
     rgb = textured_image(48, 64, seed=5)
 
     def answered():
-        env.pub.publish(image_msg(rgb, "rgb8", frame_id, now_stamp(env.client)))
+        env.pub.publish(env.client.image(rgb, frame_id))
         time.sleep(0.1)  # best-effort input: resend until answered
         return env.results.find(lambda m: m.header.frame_id == frame_id)
 

@@ -26,8 +26,6 @@ from ros_harness import (
     STARTUP_TIMEOUT_S,
     NodeProcess,
     TestClient,
-    image_msg,
-    now_stamp,
     textured_image,
     write_params,
 )
@@ -59,7 +57,7 @@ class Camera:
     def _run(self) -> None:
         while not self._done.wait(0.1):
             if self.flowing.is_set():
-                self._pub.publish(image_msg(self._rgb, "rgb8", "stop_test", now_stamp(self.client)))
+                self._pub.publish(self.client.image(self._rgb, "stop_test"))
 
     def close(self) -> None:
         self._done.set()

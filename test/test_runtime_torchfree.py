@@ -23,8 +23,6 @@ import pytest
 from ros_harness import (
     STARTUP_TIMEOUT_S,
     TestClient,
-    image_msg,
-    now_stamp,
     write_params,
 )
 from tiny_checkpoints import tiny_checkpoint, tiny_export
@@ -200,7 +198,7 @@ def test_node_answers_without_torch(setup):
         rgb = np.random.default_rng(0).integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not results.snapshot():
-            publisher.publish(image_msg(rgb, "rgb8", "torchfree", now_stamp(client)))
+            publisher.publish(client.image(rgb, "torchfree"))
             time.sleep(0.5)
         got = results.snapshot()
         assert got, f"no result within 60 s\n{(tmp / 'node.log').read_text()[-3000:]}"

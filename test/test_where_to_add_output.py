@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from output_stages import ECHO_OUTPUT
 from ros_harness import (
-    STARTUP_TIMEOUT_S,
     diagnostic_values,
     image_msg,
     now_stamp,
@@ -56,7 +55,7 @@ def test_an_extra_stage_publishes_with_the_input_header_and_a_failing_one_is_cou
         results = client.subscribe(f"{NODE}/cam/result", AnomalyResult)
         diagnostics = client.subscribe("/diagnostics", DiagnosticArray)
         pub = client.publisher(TOPIC, Image)
-        client.wait_matched(pub, STARTUP_TIMEOUT_S)
+        client.wait_matched(pub)
         client.wait_subscribed(f"{NODE}/cam/{ECHO_OUTPUT}")
         stamp = now_stamp(client)
         msg = image_msg(textured_image(48, 64, seed=1), "rgb8", "stage_optical", stamp)
