@@ -12,10 +12,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tiny_checkpoints import TinyCache
 
 from flowclas_ros.dds_isolation import isolate_ros_traffic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyCache:
+    """Tiny checkpoints and exports built once per session (:mod:`tiny_checkpoints`); read-only."""
+    return TinyCache(tmp_path_factory.mktemp("tiny"))
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -5,6 +5,7 @@ Not a test module. Test files import it (pytest puts test/ on sys.path).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,34 +45,6 @@ def require_ros() -> None:
         pytest.fail(f"ROS environment not available ({err}); run tests with 'make test' (scripts/env.sh)")
 
 
-def make_tiny_checkpoint(
-    path: Path,
-    *,
-    threshold: float | None = 100.0,
-    nan_weights: bool = False,
-    image_threshold: float | None = None,
-) -> Path:
-    """A small random-init checkpoint (ViT-S, no weights, 2 flow steps, 56x56 input, NLL score).
-
-    The flow's parameters are perturbed and the score is the NLL, so scores vary with the
-    image content (an untouched random flow is nearly the identity and scores every pixel
-    alike). ``nan_weights`` poisons the flow so every score is NaN.
-    """
-    from flowclas_ros.model.random_checkpoint import random_checkpoint
-
-    return random_checkpoint(
-        path,
-        input_size=(56, 56),
-        proj_dim=None,
-        kind="nll",
-        perturb=0.1,
-        nan_weights=nan_weights,
-        threshold=threshold,
-        image_threshold=image_threshold,
-        provenance={"test": "tiny"},
-    )
-
-
 def write_params(path: Path, params: dict[str, Any]) -> Path:
     """Writes a ``--params-file`` for anomaly_node (matches it in any namespace)."""
     path.write_text(yaml.safe_dump({"/**/anomaly_node": {"ros__parameters": params}}))
@@ -81,11 +54,24 @@ def write_params(path: Path, params: dict[str, Any]) -> Path:
 class NodeProcess:
     """``flowclas-node --ros-args --params-file FILE -r __ns:=NS`` in its own process."""
 
-    def __init__(self, params_file: Path, namespace: str, log_path: Path, *extra_ros_args: str):
+    def __init__(
+        self,
+        params_file: Path,
+        namespace: str,
+        log_path: Path,
+        *extra_ros_args: str,
+        env: dict[str, str] | None = None,
+    ):
         self.namespace = namespace
         self.fqn = f"{namespace}/{NODE_NAME}"
         self.log_path = log_path
-        env = dict(os.environ, FLOWCLAS_ALLOW_RANDOM_BACKBONE="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        env = dict(
+            os.environ,
+            FLOWCLAS_ALLOW_RANDOM_BACKBONE="1",
+            OMP_NUM_THREADS="1",
+            PYTHONUNBUFFERED="1",
+            **(env or {}),
+        )
         env["RCUTILS_LOGGING_BUFFERED_STREAM"] = "0"
         cmd = [
             node_executable(),
@@ -215,8 +201,8 @@ class TestClient:
         self.node.create_subscription(msg_type, topic, recorder, depth)  # reliable
         return recorder
 
-    def wait_matched(self, publisher: Any, timeout: float = 30.0) -> None:
-        """Waits until ``publisher`` has a subscriber (the node subscribed)."""
+    def wait_matched(self, publisher: Any, timeout: float = STARTUP_TIMEOUT_S) -> None:
+        """Waits until ``publisher`` has a subscriber (the node subscribed; it may still be starting)."""
         self.wait_for(
             lambda: publisher.get_subscription_count() > 0, timeout, f"a subscriber on {publisher.topic_name}"
         )
@@ -228,6 +214,10 @@ class TestClient:
             timeout,
             f"a publisher on {recorder_topic}",
         )
+
+    def image(self, rgb: np.ndarray, frame_id: str, encoding: str = "rgb8", **kwargs: Any):
+        """:func:`image_msg` of ``rgb`` stamped now by this client's clock (``kwargs``: ``step_padding``)."""
+        return image_msg(rgb, encoding, frame_id, now_stamp(self), **kwargs)
 
     # ------------------------------------------------------------ services
     def call(self, srv_type: Any, name: str, request: Any, timeout: float = 60.0) -> Any:
@@ -268,6 +258,28 @@ class TestClient:
 
         request = ChangeState.Request(transition=Transition(id=transition_id))
         return bool(self.call(ChangeState, f"{node_fqn}/change_state", request).success)
+
+
+@contextlib.contextmanager
+def running_node(
+    params_file: Path,
+    namespace: str,
+    log_path: Path,
+    client_name: str,
+    *extra_ros_args: str,
+    env: dict[str, str] | None = None,
+) -> Iterator[tuple[NodeProcess, TestClient]]:
+    """A node process (``env``: more environment) and a client driving it; afterwards both are
+    closed and the stop is checked: exit 0 and no traceback in the output (issue 23)."""
+    proc = NodeProcess(params_file, namespace, log_path, *extra_ros_args, env=env)
+    client = TestClient(client_name, proc)
+    try:
+        yield proc, client
+    finally:
+        client.close()
+        rc, out = proc.stop()
+        assert rc == 0, f"anomaly_node exit code {rc}:\n{out}"
+        assert "Traceback" not in out, out
 
 
 def now_stamp(client: TestClient):

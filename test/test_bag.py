@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from bag_support import header, image_msg, mono_msg, write_bag
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from flowclas_ros.data.bags.cli import main as bag_main
@@ -29,7 +30,6 @@ from flowclas_ros.data.images.codec import (
     decode_image,
     encode_compressed,
     encode_image,
-    encode_mono8,
 )
 
 H, W = 32, 40
@@ -121,60 +121,19 @@ def test_images_only_bag_and_topic_errors(dataset, tmp_path):
         iter_bag_frames(tmp_path / "bag", IMG, MASK, tmp_path)
 
 
-def _header(stamp_ns: int, frame_id: str = "cam"):
-    types = typestore().types
-    return types["std_msgs/msg/Header"](
-        stamp=types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9),
-        frame_id=frame_id,
-    )
-
-
-def _image(stamp_ns: int, rgb: np.ndarray, encoding: str = "rgb8", step=None, data=None):
-    if data is None:
-        step, data = encode_image(rgb, encoding)
-    return typestore().types[IMAGE_TYPE](
-        header=_header(stamp_ns),
-        height=rgb.shape[0],
-        width=rgb.shape[1],
-        encoding=encoding,
-        is_bigendian=0,
-        step=step,
-        data=np.frombuffer(data, np.uint8),
-    )
-
-
-def _mono(stamp_ns: int, mask: np.ndarray):
-    step, data = encode_mono8(mask)
-    return typestore().types[IMAGE_TYPE](
-        header=_header(stamp_ns), height=H, width=W, encoding="mono8", is_bigendian=0, step=step,
-        data=np.frombuffer(data, np.uint8),
-    )  # fmt: skip
-
-
-def _write_custom_bag(path: Path, entries, storage: str = "sqlite3") -> None:
-    """entries: (topic, log_time_ns, message) in write order; msgtype from the message."""
-    ts = typestore()
-    with Writer(path, version=9, storage_plugin=StoragePlugin[storage.upper()]) as writer:
-        conns = {}
-        for topic, log_time, msg in entries:
-            if topic not in conns:
-                conns[topic] = writer.add_connection(topic, msg.__msgtype__, typestore=ts)
-            writer.write(conns[topic], log_time, ts.serialize_cdr(msg, msg.__msgtype__))
-
-
 def test_nearest_stamp_pairing_and_late_masks(tmp_path):
     rng = np.random.default_rng(3)
     imgs = [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(6)]
     stamps = [10**12 + i * 100_000_000 for i in range(6)]
     masks = [np.full((H, W), i % 2, np.uint8) for i in range(6)]
     offsets = {0: 0, 1: 3_000_000, 2: -4_000_000, 3: 40_000_000, 5: 0}  # frame 4: no mask; 3: too far
-    entries = [(IMG, s, _image(s, im)) for s, im in zip(stamps, imgs)]
+    entries = [(IMG, s, image_msg(s, im)) for s, im in zip(stamps, imgs)]
     # Masks logged 10 s after all images (as an offline labeller would), and one orphan mask.
     entries += [
-        (MASK, stamps[-1] + 10**10 + i, _mono(stamps[i] + off, masks[i])) for i, off in offsets.items()
+        (MASK, stamps[-1] + 10**10 + i, mono_msg(stamps[i] + off, masks[i])) for i, off in offsets.items()
     ]
-    entries += [(MASK, stamps[-1] + 2 * 10**10, _mono(5 * 10**12, masks[0]))]
-    _write_custom_bag(tmp_path / "bag", entries, storage="mcap")
+    entries += [(MASK, stamps[-1] + 2 * 10**10, mono_msg(5 * 10**12, masks[0]))]
+    write_bag(tmp_path / "bag", entries, storage="mcap")
     frames, stats = _read(tmp_path / "bag", stamp_tolerance_s=0.01)
     by_index = {f.index: f for f in frames}
     assert sorted(by_index) == list(range(6))
@@ -225,14 +184,14 @@ def test_bad_frames_are_counted_not_fatal(tmp_path, caplog):
     good_step, good = encode_image(rgb, "rgb8")
     bad_mask = np.full((H, W), 7, np.uint8)
     entries = [
-        (IMG, 1, _image(1, rgb)),
-        (IMG, 2, _image(2, rgb, step=good_step - 1, data=good)),  # step too small
-        (IMG, 3, _image(3, rgb, encoding="weird8", step=good_step, data=good)),
-        (IMG, 4, _image(4, rgb)),
-        (MASK, 4, _mono(4, bad_mask)),  # values outside 0/1/255
-        (MASK, 1, _mono(1, np.zeros((H, W), np.uint8))),
+        (IMG, 1, image_msg(1, rgb)),
+        (IMG, 2, image_msg(2, rgb, step=good_step - 1, data=good)),  # step too small
+        (IMG, 3, image_msg(3, rgb, encoding="weird8", step=good_step, data=good)),
+        (IMG, 4, image_msg(4, rgb)),
+        (MASK, 4, mono_msg(4, bad_mask)),  # values outside 0/1/255
+        (MASK, 1, mono_msg(1, np.zeros((H, W), np.uint8))),
     ]
-    _write_custom_bag(tmp_path / "bag", entries)
+    write_bag(tmp_path / "bag", entries)
     with caplog.at_level(logging.WARNING):
         frames, stats = _read(tmp_path / "bag")
     assert [f.stamp_ns for f in frames] == [1, 4]
@@ -333,9 +292,9 @@ def test_compressed_mask_topic(tmp_path):
     mask[3:9, 3:9] = 1
     types = typestore().types
     png = types[COMPRESSED_TYPE](
-        header=_header(7), format="png", data=np.frombuffer(encode_compressed(mask, "png"), np.uint8)
+        header=header(7), format="png", data=np.frombuffer(encode_compressed(mask, "png"), np.uint8)
     )
-    _write_custom_bag(tmp_path / "bag", [(IMG, 7, _image(7, rgb)), (MASK, 7, png)])
+    write_bag(tmp_path / "bag", [(IMG, 7, image_msg(7, rgb)), (MASK, 7, png)])
     frames, stats = _read(tmp_path / "bag")
     assert np.array_equal(frames[0].mask, mask) and stats.n_paired_exact == 1
 
@@ -351,7 +310,7 @@ def test_truncated_zstd_compressed_mcap(tmp_path):
     with writer:
         conn = writer.add_connection(IMG, IMAGE_TYPE, typestore=ts)
         for i, img in enumerate(imgs):
-            writer.write(conn, i + 1, ts.serialize_cdr(_image(i + 1, img), IMAGE_TYPE))
+            writer.write(conn, i + 1, ts.serialize_cdr(image_msg(i + 1, img), IMAGE_TYPE))
     _damage(tmp_path / "bag", "truncate")
     with pytest.warns(BagReadWarning, match="chunk is cut short"):
         frames, stats = _read(tmp_path / "bag", mask_topic=None)

@@ -124,7 +124,8 @@ def test_wrong_layout_is_one_clear_error(tmp_path, name):
 
 
 def test_eval_cli_road_anomaly_metrics_match_sklearn_and_record_the_convention(tmp_path):
-    from eval_support import make_checkpoint, sklearn_reference
+    from eval_support import EVAL_MODEL, sklearn_reference
+    from tiny_checkpoints import tiny_checkpoint
 
     from flowclas_ros.evaluation.cli import main
 
@@ -141,7 +142,7 @@ def test_eval_cli_road_anomaly_metrics_match_sklearn_and_record_the_convention(t
             raw[raw == 2] = 0  # one normal image, so image AUROC is defined
         _label(tmp_path / "ra" / "frames" / f"f{i}.labels" / "labels_semantic.png", raw)
         masks.append(np.where(raw == 2, 1, raw).astype(np.uint8))
-    ckpt = make_checkpoint(tmp_path / "ckpt")
+    ckpt = tiny_checkpoint(tmp_path / "ckpt", **EVAL_MODEL)
     out = tmp_path / "eval"
     argv = ["--checkpoint", str(ckpt), "--data", str(tmp_path / "ra"), "--dataset", "road_anomaly"]
     assert main([*argv, "--out", str(out), "--no-progress", "--examples", "1"]) == 0

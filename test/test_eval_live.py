@@ -6,7 +6,8 @@ import json
 
 import pytest
 import torch
-from eval_support import IMAGE_TOPIC, MASK_TOPIC, assert_same_metrics, make_checkpoint, make_dataset
+from eval_support import EVAL_MODEL, IMAGE_TOPIC, MASK_TOPIC, assert_same_metrics, make_dataset
+from tiny_checkpoints import tiny_checkpoint
 
 from flowclas_ros.data.bags.frames import write_bag_from_folder
 from flowclas_ros.evaluation.cli import main
@@ -32,7 +33,7 @@ SAME = ("auroc", "ap", "fpr95", "image_auroc", "n_images", "pixel")
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("live")
-    ckpt = make_checkpoint(root / "ckpt")
+    ckpt = tiny_checkpoint(root / "ckpt", **EVAL_MODEL)
     make_dataset(root / "data", N)
     # --examples 0: no worst/best frame figures (half a tiny evaluation's time; no test here looks at them).
     folder_eval = ["--checkpoint", str(ckpt), "--data", str(root / "data"), "--out", str(root / "folder")]

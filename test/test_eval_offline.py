@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 import torch
 from eval_support import (
+    EVAL_MODEL,
     IMAGE_TOPIC,
     MASK_TOPIC,
     assert_same_metrics,
-    make_checkpoint,
     make_dataset,
     sklearn_reference,
 )
+from tiny_checkpoints import tiny_checkpoint
 
 from flowclas_ros.data.bags.frames import BagReadWarning, iter_bag_frames, write_bag_from_folder
 from flowclas_ros.data.bags.writer import DEFAULT_START_NS
@@ -47,7 +48,7 @@ def run_eval(capsys, *args: str, example_figures: bool = False):
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "ckpt")
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "ckpt", **EVAL_MODEL)
 
 
 @pytest.fixture(scope="module")

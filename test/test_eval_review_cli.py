@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from eval_support import IMAGE_TOPIC, MASK_TOPIC, make_checkpoint, make_dataset
+from eval_support import EVAL_MODEL, IMAGE_TOPIC, MASK_TOPIC, make_dataset
 from rosbags.rosbag2 import Writer
+from tiny_checkpoints import tiny_checkpoint
 
 from flowclas_ros.data.bags.cli import main as bag_main
 from flowclas_ros.data.bags.source import IMAGE_TYPE, typestore
@@ -42,13 +43,13 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("review")
     make_dataset(root / "data", N, seed=5)
     assert bag_main(["--data", str(root / "data"), "--out", str(root / "bag"), "--rate", "10"]) == 0
-    plain = make_checkpoint(root / "plain")
+    plain = tiny_checkpoint(root / "plain", **EVAL_MODEL)
     assert predict_main(["--checkpoint", str(plain), "--input", str(root / "data/images"),
                          "--out", str(root / "pred"), "--no-overlay", *FAST]) == 0  # fmt: skip
     maps = [np.load(root / "pred" / f"f{i:02d}.npy") for i in range(N)]
     image_threshold = float(np.median([m.max() for m in maps]))
     # The same weights (fixed seeds), now with a calibrated image threshold in the checkpoint.
-    ckpt = make_checkpoint(root / "ckpt", image_threshold=image_threshold)
+    ckpt = tiny_checkpoint(root / "ckpt", image_threshold=image_threshold, **EVAL_MODEL)
     return root, ckpt, maps
 
 

@@ -19,7 +19,7 @@ import subprocess
 import sys
 
 import pytest
-from ros_harness import make_tiny_checkpoint
+from tiny_checkpoints import tiny_checkpoint, tiny_export
 
 from flowclas_ros.export import main as export_main
 from flowclas_ros.export import reduced
@@ -36,13 +36,12 @@ PLACEHOLDER_ENGINE = b"placeholder: no TensorRT here to serialize a real engine"
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     root = tmp_path_factory.mktemp("engine_gate")
-    ckpt = make_tiny_checkpoint(root / "ckpt", threshold=3.0)
+    ckpt = tiny_checkpoint(root / "ckpt", threshold=3.0)
     generate_dataset(
         root / "data", seed=2, counts={"train": 0, "val": 0, "test": 3}, cfg=SceneConfig(size=(56, 56))
     )
-    for flags, name in (([], "fp32.onnx"), (["--fp16"], "fp16.onnx")):
-        argv = ["--checkpoint", str(ckpt), "--format", "onnx", "--out", str(root / name), *flags]
-        assert export_main(argv) == 0
+    tiny_export(ckpt, root / "fp32.onnx")
+    tiny_export(ckpt, root / "fp16.onnx", "--fp16")
     return root, ckpt, root / "data" / "test"
 
 

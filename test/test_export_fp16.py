@@ -6,11 +6,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from tiny_checkpoints import tiny_checkpoint, tiny_export
 
-from flowclas_ros.export.cli import main as export_main
 from flowclas_ros.export.fp16 import BACKBONE_PREFIX, KEY_PRECISION, backbone_nodes, float16_node_count
 from flowclas_ros.model.export_meta import INPUT_NAME, read_onnx_props
-from flowclas_ros.model.random_checkpoint import random_checkpoint
 from flowclas_ros.runtime.onnx_backend import OnnxRuntimeBackend
 from flowclas_ros.runtime.tensorrt_builder import EngineBuildError, onnx_precision, require_precision
 
@@ -18,15 +17,13 @@ from flowclas_ros.runtime.tensorrt_builder import EngineBuildError, onnx_precisi
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fp16")
-    checkpoint = random_checkpoint(
-        tmp / "ckpt", input_size=(28, 42), perturb=0.02, threshold=0.5, provenance={}
+    checkpoint = tiny_checkpoint(
+        tmp / "ckpt", input_size=(28, 42), kind="likelihood", proj_dim=16, perturb=0.02, threshold=0.5
     )
-    paths = {"fp32": tmp / "m.onnx", "fp16": tmp / "m_fp16.onnx"}
-    for precision, path in paths.items():
-        flags = ["--fp16"] if precision == "fp16" else []
-        argv = ["--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(path), "--dynamic-batch"]
-        assert export_main(argv + flags) == 0
-    return paths
+    return {
+        "fp32": tiny_export(checkpoint, tmp / "m.onnx", "--dynamic-batch"),
+        "fp16": tiny_export(checkpoint, tmp / "m_fp16.onnx", "--dynamic-batch", "--fp16"),
+    }
 
 
 def _output_types(model: onnx.ModelProto) -> dict[str, int]:

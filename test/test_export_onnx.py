@@ -7,18 +7,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from tiny_checkpoints import tiny_checkpoint
 
 from flowclas_ros.export import ExportVerificationError, export_onnx, main
 from flowclas_ros.export.verify import compare, verification_inputs, verify_onnx
-from flowclas_ros.model import (
-    BackboneConfig,
-    FlowCLAS,
-    FlowConfig,
-    ModelConfig,
-    PreprocessConfig,
-    load_checkpoint,
-    save_checkpoint,
-)
+from flowclas_ros.model import PreprocessConfig, load_checkpoint
 from flowclas_ros.model.checkpoint_meta import read_checkpoint_identity
 from flowclas_ros.model.export_meta import (
     KEY_CONFIG,
@@ -32,19 +25,9 @@ from flowclas_ros.runtime.onnx_backend import OnnxRuntimeBackend
 torch.set_num_threads(1)
 
 
-def make_checkpoint(path, seed: int = 0, input_size=(56, 56)):
-    """Tiny random-init ViT-S/14 + 2-step flow, trainable parts perturbed so scores vary."""
-    cfg = ModelConfig(
-        backbone=BackboneConfig(weights="none"),
-        flow=FlowConfig(steps=2, proj_dim=16),
-        preprocess=PreprocessConfig(input_size=input_size),
-    )
-    model = FlowCLAS(cfg).eval()
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in model.trainable_parameters():
-            param.add_(0.02 * torch.randn(param.shape, generator=gen))
-    return save_checkpoint(model, path, threshold=0.25, provenance={"test": seed})
+def make_checkpoint(path, seed: int = 0):
+    """The tiny model with the likelihood score (what the export verifies); ``seed``: another model."""
+    return tiny_checkpoint(path, threshold=0.25, kind="likelihood", proj_dim=16, perturb=0.02, seed=seed)
 
 
 @pytest.fixture(scope="module")

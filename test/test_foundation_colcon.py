@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 from test_foundation_node import (
+    CHECKPOINT_THRESHOLD,
     NodeClient,
     check_result,
-    make_tiny_checkpoint,
     node_args,
     start_node,
     stop_node,
 )
+from tiny_checkpoints import tiny_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SITE = "lib/python3.11/site-packages"
@@ -117,7 +118,7 @@ def test_installed_executable_answers_an_image(colcon_install: Path, tmp_path: P
     """Like `ros2 run flowclas_ros anomaly_node`: the installed script, with the installed params file."""
     exe = colcon_install / "lib" / "flowclas_ros" / "anomaly_node"
     params = colcon_install / "share" / "flowclas_ros" / "config" / "anomaly.yaml"
-    checkpoint = make_tiny_checkpoint(tmp_path / "checkpoint")
+    checkpoint = tiny_checkpoint(tmp_path / "checkpoint", threshold=CHECKPOINT_THRESHOLD)
     namespace = "/colcon_test"
     run_script = f"import runpy; sys.argv = {[str(exe), *node_args(namespace, checkpoint, params)]!r}\n"
     run_script += f"runpy.run_path({str(exe)!r}, run_name='__main__')\n"

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from tiny_checkpoints import tiny_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PARAMS_FILE = REPO_ROOT / "config" / "anomaly.yaml"
@@ -30,15 +31,6 @@ CHECKPOINT_THRESHOLD = 0.5
 RESULT_TIMEOUT_S = 180.0
 
 pytestmark = pytest.mark.ros
-
-
-def make_tiny_checkpoint(path: Path) -> Path:
-    """Write an untrained FlowCLAS checkpoint small enough for CPU tests (threshold 0.5)."""
-    from flowclas_ros.model.random_checkpoint import random_checkpoint
-
-    return random_checkpoint(
-        path, input_size=(56, 56), threshold=CHECKPOINT_THRESHOLD, provenance={"test": True}
-    )
 
 
 def result_topic(namespace: str) -> str:
@@ -195,7 +187,9 @@ def node_executable() -> str:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("foundation") / "checkpoint")
+    return tiny_checkpoint(
+        tmp_path_factory.mktemp("foundation") / "checkpoint", threshold=CHECKPOINT_THRESHOLD
+    )
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

@@ -19,16 +19,12 @@ from types import SimpleNamespace
 import pytest
 import yaml
 from ros_harness import (
-    STARTUP_TIMEOUT_S,
-    NodeProcess,
-    TestClient,
     diagnostic_values,
-    image_msg,
-    make_tiny_checkpoint,
-    now_stamp,
+    running_node,
     textured_image,
     write_params,
 )
+from tiny_checkpoints import tiny_checkpoint
 from train_support import tiny_train_dict
 
 pytestmark = pytest.mark.ros
@@ -41,8 +37,8 @@ RUN_TIMEOUT_S = 420.0
 
 def _recording(path: Path, frames: int = 15) -> Path:
     """A bag of ``frames`` textured 48x64 frames on /site_b/image_raw (the second site)."""
-    from bag_train_support import START_NS, write_bag
-    from bag_train_support import image_msg as bag_image
+    from bag_support import START_NS, write_bag
+    from bag_support import image_msg as bag_image
 
     stamps = [START_NS + i * 100_000_000 for i in range(frames)]
     entries = [
@@ -62,44 +58,36 @@ def env(tmp_path_factory):
     (tmp / "data").mkdir()
     recipe = tmp / "site.yaml"
     recipe.write_text(yaml.safe_dump({**tiny_train_dict(tmp / "data"), "steps": 3, "val_every": 0}))
-    checkpoint = make_tiny_checkpoint(tmp / "site_a", threshold=-1.0e6)
+    checkpoint = tiny_checkpoint(tmp / "site_a", threshold=-1.0e6)
     params = write_params(
         tmp / "params.yaml",
         {"checkpoint": str(checkpoint), "image_topics": [TOPIC], "camera_names": ["cam"],
          "diagnostics_period_s": 0.5, "no_frame_warning_s": 60.0, "learn_ap_margin": 1.0},
     )  # fmt: skip
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FLOWCLAS_LEARN_RECIPE", str(recipe))
-        proc = NodeProcess(params, NS, tmp / "node.log")
-    client = TestClient("learn_action_tester", proc)
-    stop = threading.Event()
-    try:
-        results = client.subscribe(f"{NODE}/cam/result", AnomalyResult, depth=200)
-        diagnostics = client.subscribe("/diagnostics", DiagnosticArray, depth=50)
-        pub = client.publisher(TOPIC, Image)
-        client.wait_matched(pub, STARTUP_TIMEOUT_S)
+    env = {"FLOWCLAS_LEARN_RECIPE": str(recipe)}
+    with running_node(params, NS, tmp / "node.log", "learn_action_tester", env=env) as (proc, client):
+        stop = threading.Event()
+        try:
+            results = client.subscribe(f"{NODE}/cam/result", AnomalyResult, depth=200)
+            diagnostics = client.subscribe("/diagnostics", DiagnosticArray, depth=50)
+            pub = client.publisher(TOPIC, Image)
+            client.wait_matched(pub)
 
-        def camera() -> None:  # a 10 Hz camera for the whole module
-            i = 0
-            while not stop.is_set():
-                i += 1
-                pub.publish(
-                    image_msg(textured_image(48, 64, 200 + i % 40), "rgb8", f"c{i}", now_stamp(client))
-                )
-                stop.wait(0.1)
+            def camera() -> None:  # a 10 Hz camera for the whole module
+                i = 0
+                while not stop.is_set():
+                    i += 1
+                    pub.publish(client.image(textured_image(48, 64, 200 + i % 40), f"c{i}"))
+                    stop.wait(0.1)
 
-        thread = threading.Thread(target=camera, daemon=True)
-        thread.start()
-        yield SimpleNamespace(
-            client=client, proc=proc, results=results, diagnostics=diagnostics, tmp=tmp,
-            checkpoint=checkpoint, learn_dir=tmp / "site_a.learn", bag=_recording(tmp / "site_b_bag"),
-        )  # fmt: skip
-    finally:
-        stop.set()
-        client.close()
-        rc, out = proc.stop()
-        assert rc == 0, f"anomaly_node exit code {rc}:\n{out}"
-        assert "Traceback" not in out, out
+            thread = threading.Thread(target=camera, daemon=True)
+            thread.start()
+            yield SimpleNamespace(
+                client=client, proc=proc, results=results, diagnostics=diagnostics, tmp=tmp,
+                checkpoint=checkpoint, learn_dir=tmp / "site_a.learn", bag=_recording(tmp / "site_b_bag"),
+            )  # fmt: skip
+        finally:
+            stop.set()
 
 
 def _goal(**fields):

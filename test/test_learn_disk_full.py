@@ -11,16 +11,12 @@ from types import SimpleNamespace
 
 import pytest
 from ros_harness import (
-    STARTUP_TIMEOUT_S,
-    NodeProcess,
-    TestClient,
-    image_msg,
-    make_tiny_checkpoint,
-    now_stamp,
+    running_node,
     textured_image,
     write_params,
 )
 from test_learn_action import Goal
+from tiny_checkpoints import tiny_checkpoint
 
 pytestmark = pytest.mark.ros
 
@@ -49,40 +45,35 @@ def test_disk_full_while_collecting_ends_the_goal_and_keeps_the_data(tmp_path, s
 
     from flowclas_ros.msg import AnomalyResult
 
-    checkpoint = make_tiny_checkpoint(tmp_path / "site_a")
+    checkpoint = tiny_checkpoint(tmp_path / "site_a")
     params = write_params(
         tmp_path / "params.yaml",
         {"checkpoint": str(checkpoint), "image_topics": [TOPIC], "camera_names": ["cam"],
          "learn_dir": str(small_disk), "no_frame_warning_s": 60.0},
     )  # fmt: skip
-    proc = NodeProcess(params, NS, tmp_path / "node.log")
-    client = TestClient("learn_full_tester", proc)
-    stop = threading.Event()
-    try:
-        results = client.subscribe(f"{NODE}/cam/result", AnomalyResult, depth=100)
-        pub = client.publisher(TOPIC, Image)
-        client.wait_matched(pub, STARTUP_TIMEOUT_S)
+    with running_node(params, NS, tmp_path / "node.log", "learn_full_tester") as (proc, client):
+        stop = threading.Event()
+        try:
+            results = client.subscribe(f"{NODE}/cam/result", AnomalyResult, depth=100)
+            pub = client.publisher(TOPIC, Image)
+            client.wait_matched(pub)
 
-        def camera() -> None:
-            i = 0
-            while not stop.is_set():
-                i += 1
-                pub.publish(image_msg(textured_image(120, 160, i % 50), "rgb8", f"c{i}", now_stamp(client)))
-                stop.wait(0.05)
+            def camera() -> None:
+                i = 0
+                while not stop.is_set():
+                    i += 1
+                    pub.publish(client.image(textured_image(120, 160, i % 50), f"c{i}"))
+                    stop.wait(0.05)
 
-        threading.Thread(target=camera, daemon=True).start()
-        env = SimpleNamespace(client=client, proc=proc, action=None)
-        _, result = Goal(env, node=NODE, max_frames=500).result(120)
-        assert not result.success
-        assert result.message.startswith("collecting failed: disk full under"), result.message
-        assert "data written so far is kept" in result.message
-        count = len(results.snapshot())
-        client.wait_for(lambda: len(results.snapshot()) > count + 3, 30, "results after the failed run")
-        runs = list((small_disk / "runs").iterdir())
-        assert len(runs) == 1 and (runs[0] / "frames").is_dir()
-    finally:
-        stop.set()
-        client.close()
-        rc, out = proc.stop()
-        assert rc == 0, out
-        assert "Traceback" not in out, out
+            threading.Thread(target=camera, daemon=True).start()
+            env = SimpleNamespace(client=client, proc=proc, action=None)
+            _, result = Goal(env, node=NODE, max_frames=500).result(120)
+            assert not result.success
+            assert result.message.startswith("collecting failed: disk full under"), result.message
+            assert "data written so far is kept" in result.message
+            count = len(results.snapshot())
+            client.wait_for(lambda: len(results.snapshot()) > count + 3, 30, "results after the failed run")
+            runs = list((small_disk / "runs").iterdir())
+            assert len(runs) == 1 and (runs[0] / "frames").is_dir()
+        finally:
+            stop.set()

@@ -14,17 +14,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from ros_harness import (
-    STARTUP_TIMEOUT_S,
-    NodeProcess,
-    TestClient,
     diagnostic_values,
     image_from_msg,
-    image_msg,
-    make_tiny_checkpoint,
-    now_stamp,
+    running_node,
     textured_image,
     write_params,
 )
+from tiny_checkpoints import tiny_checkpoint
 
 pytestmark = pytest.mark.ros
 
@@ -38,36 +34,24 @@ def env(tmp_path_factory):
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image
 
-    from flowclas_ros.model.random_checkpoint import random_checkpoint
-
     tmp = tmp_path_factory.mktemp("learn_swap")
-    ckpt_a = make_tiny_checkpoint(tmp / "site_a")
-    ckpt_b = random_checkpoint(
-        tmp / "site_b", input_size=(56, 56), proj_dim=None, kind="nll", perturb=0.1, perturb_seed=7,
-        threshold=50.0, provenance={"test": "b"},
-    )  # fmt: skip
+    ckpt_a = tiny_checkpoint(tmp / "site_a")
+    ckpt_b = tiny_checkpoint(tmp / "site_b", seed=7, threshold=50.0, provenance={"test": "b"})
     params = write_params(
         tmp / "params.yaml",
         {"checkpoint": str(ckpt_a), "image_topics": [TOPIC], "camera_names": ["cam"],
          "diagnostics_period_s": 0.5, "no_frame_warning_s": 60.0},
     )  # fmt: skip
-    proc = NodeProcess(params, NS, tmp / "node.log")
-    client = TestClient("learn_swap_tester", proc)
-    try:
+    with running_node(params, NS, tmp / "node.log", "learn_swap_tester") as (proc, client):
         score_maps = client.subscribe(f"{NODE}/cam/score_map", Image)
         diagnostics = client.subscribe("/diagnostics", DiagnosticArray, depth=50)
         pub = client.publisher(TOPIC, Image)
-        client.wait_matched(pub, STARTUP_TIMEOUT_S)
+        client.wait_matched(pub)
         client.wait_subscribed(f"{NODE}/cam/score_map")
         yield SimpleNamespace(
             client=client, proc=proc, pub=pub, score_maps=score_maps, diagnostics=diagnostics,
             a=ckpt_a, b=ckpt_b, tmp=tmp, learn_dir=tmp / "site_a.learn", n=0,
         )  # fmt: skip
-    finally:
-        client.close()
-        rc, out = proc.stop()
-        assert rc == 0, f"anomaly_node exit code {rc}:\n{out}"
-        assert "Traceback" not in out, out
 
 
 RGB = textured_image(48, 64, seed=3)
@@ -77,7 +61,7 @@ def _score_map(env) -> np.ndarray:
     """Publishes the fixed frame (again every 0.5 s: best effort) and returns its score map."""
     env.n += 1
     frame_id = f"f{env.n}"
-    msg = image_msg(RGB, "rgb8", frame_id, now_stamp(env.client))
+    msg = env.client.image(RGB, frame_id)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         env.pub.publish(msg)
@@ -123,10 +107,7 @@ def test_load_refuses_bad_models_and_keeps_serving(env):
     shutil.copytree(env.b, corrupt)
     (corrupt / "flow.safetensors").write_bytes(b"not a safetensors file")
     mismatched = env.tmp / "mismatched"  # B's config, weights of a 4-step flow: shapes disagree
-    from flowclas_ros.model.random_checkpoint import random_checkpoint
-
-    four = random_checkpoint(env.tmp / "four", input_size=(56, 56), proj_dim=None, kind="nll", steps=4,
-                             threshold=1.0)  # fmt: skip
+    four = tiny_checkpoint(env.tmp / "four", steps=4, threshold=1.0)
     shutil.copytree(env.b, mismatched)
     shutil.copy(four / "flow.safetensors", mismatched / "flow.safetensors")
     for path, fragment in (

@@ -98,14 +98,14 @@ def test_layout_and_history(tmp_path):
 
 
 def test_training_command_is_the_agreed_one_with_the_checkpoints_architecture(tmp_path, monkeypatch):
-    from ros_harness import make_tiny_checkpoint
+    from tiny_checkpoints import tiny_checkpoint
 
     from flowclas_ros.learning.child import RECIPE_ENV, train_command
 
     recipe = tmp_path / "site.yaml"
     recipe.write_text("steps: 5\n")
     monkeypatch.setenv(RECIPE_ENV, str(recipe))
-    ckpt = make_tiny_checkpoint(tmp_path / "ckpt")
+    ckpt = tiny_checkpoint(tmp_path / "ckpt")
     command = train_command(ckpt, tmp_path / "frames", "/learn/image_raw", 7, tmp_path / "run", 1)
     assert command[1:5] == ["-m", "flowclas_ros.training.cli", "--config", str(recipe)]
     pairs = [command[i + 1] for i, arg in enumerate(command) if arg == "--set"]

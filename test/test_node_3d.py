@@ -15,16 +15,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from ros_harness import (
-    STARTUP_TIMEOUT_S,
-    NodeProcess,
-    TestClient,
     image_msg,
-    make_tiny_checkpoint,
     now_stamp,
+    running_node,
     stamp_ns,
     textured_image,
     write_params,
 )
+from tiny_checkpoints import tiny_checkpoint
 
 pytestmark = pytest.mark.ros
 
@@ -78,7 +76,7 @@ def env(tmp_path_factory):
     params = write_params(
         tmp / "params.yaml",
         {
-            "checkpoint": str(make_tiny_checkpoint(tmp / "ckpt")),
+            "checkpoint": str(tiny_checkpoint(tmp / "ckpt")),
             "image_topics": [TOPIC_D, TOPIC_N],
             "camera_names": ["cam_d", "cam_n"],
             "depth_topics": [DEPTH_TOPIC, ""],
@@ -90,9 +88,7 @@ def env(tmp_path_factory):
             "no_frame_warning_s": 60.0,
         },
     )
-    proc = NodeProcess(params, NS, tmp / "node.log")
-    client = TestClient("depth3d_tester", proc)
-    try:
+    with running_node(params, NS, tmp / "node.log", "depth3d_tester") as (proc, client):
         base_d, base_n = f"{NODE}/cam_d", f"{NODE}/cam_n"
         rec = SimpleNamespace(
             result_d=client.subscribe(f"{base_d}/result", AnomalyResult),
@@ -108,16 +104,11 @@ def env(tmp_path_factory):
             info=client.publisher(INFO_TOPIC, CameraInfo),
         )
         for publisher in vars(pubs).values():
-            client.wait_matched(publisher, STARTUP_TIMEOUT_S)  # subscribed = configured and active
+            client.wait_matched(publisher)  # subscribed = configured and active
         for topic in ("result", "anomaly_points", "anomaly_markers"):
             client.wait_subscribed(f"{base_d}/{topic}")
         client.wait_subscribed(f"{base_n}/result")
         yield SimpleNamespace(client=client, proc=proc, rec=rec, pubs=pubs, base_n=base_n)
-    finally:
-        client.close()
-        rc, out = proc.stop()
-        assert rc == 0, f"anomaly_node exit code {rc}:\n{out}"
-        assert "Traceback" not in out, out
 
 
 def _frame_id(msg) -> str | None:
@@ -235,7 +226,7 @@ def test_markers_deleted_when_depth_stops(env):
     # Colour frames only (the depth stream stopped): the next frame deletes the shown markers.
     time.sleep(0.2)
     rgb = textured_image(H, W, seed=4)
-    msg = image_msg(rgb, "rgb8", "depth_gone", now_stamp(env.client))
+    msg = env.client.image(rgb, "depth_gone")
     _send_until(env, [(env.pubs.image_d, msg)], env.rec.result_d, "depth_gone")
     _check_markers_deleted(env, "depth_gone")
 

@@ -11,12 +11,8 @@ import numpy as np
 import pytest
 from official_formats import official_native_checkpoint
 from ros_harness import (
-    STARTUP_TIMEOUT_S,
-    NodeProcess,
-    TestClient,
     image_from_msg,
-    image_msg,
-    now_stamp,
+    running_node,
     textured_image,
     write_params,
 )
@@ -37,18 +33,16 @@ def test_node_scores_each_frame_at_its_native_size(tmp_path):
         tmp_path / "params.yaml",
         {"checkpoint": str(checkpoint), "image_topics": [TOPIC], "camera_names": ["cam"]},
     )
-    proc = NodeProcess(params, NS, tmp_path / "node.log")
-    client = TestClient("authors_tester", proc)
-    try:
+    with running_node(params, NS, tmp_path / "node.log", "authors_tester") as (proc, client):
         scores = client.subscribe(f"{NS}/anomaly_node/cam/score_map", Image)
         publisher = client.publisher(TOPIC, Image)
         backend = create_backend("torch", checkpoint)
-        client.wait_matched(publisher, STARTUP_TIMEOUT_S)
+        client.wait_matched(publisher)
         client.wait_subscribed(f"{NS}/anomaly_node/cam/score_map")
         for seed, (height, width) in enumerate(((45, 62), (70, 31))):
             rgb = textured_image(height, width, seed=seed)
             frame_id = f"native_{height}x{width}"
-            msg = image_msg(rgb, "rgb8", frame_id, now_stamp(client))
+            msg = client.image(rgb, frame_id)
             deadline, found = time.monotonic() + 60, None
             while found is None and time.monotonic() < deadline:
                 publisher.publish(msg)  # best-effort input: resend until answered
@@ -62,7 +56,3 @@ def test_node_scores_each_frame_at_its_native_size(tmp_path):
             assert np.ptp(expected) > 0
             np.testing.assert_allclose(score, expected, rtol=1e-4, atol=1e-5)
         assert "input native resolution" in proc.output()
-    finally:
-        client.close()
-        rc, out = proc.stop()
-        assert rc == 0, f"anomaly_node exit code {rc}:\n{out}"

@@ -12,14 +12,11 @@ import time
 import pytest
 from ros_harness import (
     STARTUP_TIMEOUT_S,
-    NodeProcess,
-    TestClient,
-    image_msg,
-    make_tiny_checkpoint,
-    now_stamp,
+    running_node,
     textured_image,
     write_params,
 )
+from tiny_checkpoints import tiny_checkpoint
 
 pytestmark = pytest.mark.ros
 
@@ -42,7 +39,7 @@ def test_latency_ms_is_receive_to_publish_and_covers_the_batch_forward(tmp_path)
     params = write_params(
         tmp_path / "params.yaml",
         {
-            "checkpoint": str(make_tiny_checkpoint(tmp_path / "ckpt")),
+            "checkpoint": str(tiny_checkpoint(tmp_path / "ckpt")),
             "image_topics": TOPICS,
             "camera_names": ["cam_a", "cam_b"],
             "qos_reliability": "reliable",
@@ -50,9 +47,7 @@ def test_latency_ms_is_receive_to_publish_and_covers_the_batch_forward(tmp_path)
             "batch_wait_ms": 1000.0,  # capped at one forward by the node
         },
     )
-    proc = NodeProcess(params, NS, tmp_path / "node.log")
-    client = TestClient("latency_fields_tester", proc)
-    try:
+    with running_node(params, NS, tmp_path / "node.log", "latency_fields_tester") as (proc, client):
         results = {cam: client.subscribe(f"{NODE}/{cam}/result", AnomalyResult) for cam in ("cam_a", "cam_b")}
         overlays = {cam: client.subscribe(f"{NODE}/{cam}/overlay", Image) for cam in ("cam_a", "cam_b")}
         pubs = [client.publisher(topic, Image, reliability="reliable") for topic in TOPICS]
@@ -66,7 +61,7 @@ def test_latency_ms_is_receive_to_publish_and_covers_the_batch_forward(tmp_path)
         for round_index in range(6):
             ids = [f"r{round_index}_a", f"r{round_index}_b"]
             for pub, frame_id in zip(pubs, ids):
-                pub.publish(image_msg(rgb, "rgb8", frame_id, now_stamp(client)))
+                pub.publish(client.image(rgb, frame_id))
             got = client.wait_for(lambda ids=ids: _both(results, ids), 60, f"results of round {round_index}")
             pairs.append(got)
             time.sleep(0.1)
@@ -88,8 +83,3 @@ def test_latency_ms_is_receive_to_publish_and_covers_the_batch_forward(tmp_path)
                 30,
                 f"overlay {frame_id}",
             )
-    finally:
-        client.close()
-        rc, out = proc.stop()
-        assert rc == 0, f"anomaly_node exit code {rc}:\n{out}"
-        assert "Traceback" not in out, out

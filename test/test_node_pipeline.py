@@ -13,20 +13,19 @@ import cv2
 import numpy as np
 import pytest
 from ros_harness import (
-    STARTUP_TIMEOUT_S,
-    NodeProcess,
     TestClient,
     compressed_msg,
     diagnostic_values,
     image_from_msg,
     image_msg,
-    make_tiny_checkpoint,
     now_stamp,
     raw_image_msg,
+    running_node,
     stamp_ns,
     textured_image,
     write_params,
 )
+from tiny_checkpoints import tiny_checkpoint
 
 from flowclas_ros.data.images.codec import encode_compressed
 from flowclas_ros.runtime.postprocess import find_regions
@@ -61,7 +60,7 @@ def env(tmp_path_factory):
     from flowclas_ros.runtime import create_backend
 
     tmp = tmp_path_factory.mktemp("pipeline")
-    checkpoint = make_tiny_checkpoint(tmp / "ckpt")
+    checkpoint = tiny_checkpoint(tmp / "ckpt")
     params = write_params(
         tmp / "params.yaml",
         {
@@ -76,15 +75,13 @@ def env(tmp_path_factory):
             "no_frame_warning_s": 60.0,
         },
     )
-    proc = NodeProcess(params, NS, tmp / "node.log")
-    client = TestClient("pipeline_tester", proc)
-    try:
+    with running_node(params, NS, tmp / "node.log", "pipeline_tester") as (proc, client):
         outputs = {"cam_a": _outputs(client, "cam_a"), "cam_b": _outputs(client, "cam_b")}
         diagnostics = client.subscribe("/diagnostics", DiagnosticArray, depth=100)
         pub_a = client.publisher(TOPIC_A, Image)
         pub_b = client.publisher(TOPIC_B, CompressedImage)
         backend = create_backend("torch", checkpoint)  # the reference: same model in this process
-        client.wait_matched(pub_a, STARTUP_TIMEOUT_S)  # subscribed = configured and active
+        client.wait_matched(pub_a)  # subscribed = configured and active
         client.wait_matched(pub_b, 30)
         for camera in outputs:
             for name in ("result", "score_map", "mask", "overlay"):
@@ -93,11 +90,6 @@ def env(tmp_path_factory):
             client=client, proc=proc, outputs=outputs, diagnostics=diagnostics, pub_a=pub_a, pub_b=pub_b,
             backend=backend, threshold=None,
         )  # fmt: skip
-    finally:
-        client.close()
-        rc, out = proc.stop()
-        assert rc == 0, f"anomaly_node exit code {rc}:\n{out}"
-        assert "Traceback" not in out, out
 
 
 def _send_until(env, publisher, msg, recorder, frame_id: str, timeout: float = 30.0):
@@ -132,7 +124,7 @@ def _set_threshold(env, threshold: float) -> None:
 def calibrated(env):
     """Sets the threshold to the 80th percentile of one frame's scores (regions guaranteed)."""
     rgb = textured_image(96, 128, seed=1)
-    msg = image_msg(rgb, "rgb8", "calibration", now_stamp(env.client))
+    msg = env.client.image(rgb, "calibration")
     _send_until(env, env.pub_a, msg, env.outputs["cam_a"].result, "calibration", timeout=60)
     score = env.backend.predict([rgb])[0].score_map
     _set_threshold(env, float(np.percentile(score, 80)))
@@ -219,7 +211,7 @@ def test_every_encoding_end_to_end(calibrated):
     recorder = env.outputs["cam_a"].score_map
     for encoding in E2E_ENCODINGS:
         frame_id = f"enc_{encoding}"
-        msg = image_msg(rgb, encoding, frame_id, now_stamp(env.client), step_padding=4)
+        msg = env.client.image(rgb, frame_id, encoding, step_padding=4)
         score = image_from_msg(_send_until(env, env.pub_a, msg, recorder, frame_id))
         expected = env.backend.predict([_reference_rgb(rgb, encoding)])[0].score_map
         np.testing.assert_allclose(score, expected, rtol=1e-4, atol=1e-3, err_msg=encoding)
@@ -320,7 +312,7 @@ def test_malformed_frames_interleaved(calibrated):
                 pytest.fail(f"{camera}: malformed frame {i} never counted\n{env.proc.output()[-3000:]}")
             frame_id = f"after_bad_{camera}_{i}"
             if camera == "cam_a":
-                good = image_msg(rgb, "bgr8", frame_id, now_stamp(env.client))
+                good = env.client.image(rgb, frame_id, "bgr8")
             else:
                 good = compressed_msg(encode_compressed(rgb, "png"), "png", frame_id, now_stamp(env.client))
             _send_until(env, publishers[camera], good, env.outputs[camera].result, frame_id)
@@ -355,7 +347,7 @@ def test_parameter_updates(calibrated):
     _set_threshold(env, new_threshold)
     rgb = textured_image(48, 64, seed=9)
     result = _send_until(
-        env, env.pub_a, image_msg(rgb, "rgb8", "after_threshold", now_stamp(env.client)),
+        env, env.pub_a, env.client.image(rgb, "after_threshold"),
         env.outputs["cam_a"].result, "after_threshold",
     )  # fmt: skip
     assert result.threshold == pytest.approx(new_threshold)
@@ -371,7 +363,7 @@ def _accounted(values: dict[str, str]) -> bool:
 def _latency(env, frame_id: str, rgb) -> float:
     """Seconds from the first publish of ``frame_id`` to its result (resent every 0.5 s: best effort)."""
     sent = time.time()
-    msg = image_msg(rgb, "rgb8", frame_id, now_stamp(env.client))
+    msg = env.client.image(rgb, frame_id)
     _send_until(env, env.pub_a, msg, env.outputs["cam_a"].result, frame_id)
     return time.time() - sent
 
@@ -390,7 +382,7 @@ def test_overload_keeps_latency_bounded(calibrated):
     while time.time() - start < 3.0:  # far above what the model can score
         frame_id = f"flood_{i}"
         sent_at[frame_id] = time.time()
-        env.pub_a.publish(image_msg(rgb, "rgb8", frame_id, now_stamp(env.client)))
+        env.pub_a.publish(env.client.image(rgb, frame_id))
         i += 1
         time.sleep(0.001)
     # With a queue, this frame would wait behind the whole backlog (seconds); newest-frame answers it
@@ -484,7 +476,7 @@ def test_lifecycle_reconfigure_reports_qos_mismatch_and_silent_topic(calibrated)
     client.wait_matched(reliable_pub)
     rgb = textured_image(48, 64, seed=11)
     result = _send_until(
-        env, reliable_pub, image_msg(rgb, "rgb8", "after_reconfigure", now_stamp(client)),
+        env, reliable_pub, client.image(rgb, "after_reconfigure"),
         env.outputs["cam_a"].result, "after_reconfigure",
     )  # fmt: skip
     assert result.backend == "torch"

@@ -12,14 +12,9 @@ import subprocess
 
 import pytest
 from ros_harness import (
-    STARTUP_TIMEOUT_S,
-    NodeProcess,
-    TestClient,
     diagnostic_values,
-    image_msg,
-    make_tiny_checkpoint,
     node_executable,
-    now_stamp,
+    running_node,
     textured_image,
     write_params,
 )
@@ -33,13 +28,8 @@ TOPIC = "/precision_in/image_raw"
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    from flowclas_ros.export import main as export_main
-
-    root = tmp_path_factory.mktemp("node_precision")
-    ckpt = make_tiny_checkpoint(root / "ckpt")
-    assert export_main(["--checkpoint", str(ckpt), "--format", "onnx", "--out", str(root / "m.onnx")]) == 0
-    return root / "m.onnx"
+def exported(tiny):
+    return tiny.export()  # read only: shared through the session cache
 
 
 def _params(path, onnx_file, **extra):
@@ -55,18 +45,16 @@ def test_bf16_refused_while_serving_and_auto_says_why(exported, tmp_path, cpu_wi
     from flowclas_ros.msg import AnomalyResult
 
     params = _params(tmp_path / "p.yaml", exported, num_threads=1)  # precision: auto (the default)
-    proc = NodeProcess(params, NS, tmp_path / "node.log")
-    client = TestClient("precision_tester", proc)
-    try:
+    with running_node(params, NS, tmp_path / "node.log", "precision_tester") as (proc, client):
         results = client.subscribe(f"{NODE}/camera/result", AnomalyResult)
         diagnostics = client.subscribe("/diagnostics", DiagnosticArray)
         pub = client.publisher(TOPIC, Image)
-        client.wait_matched(pub, STARTUP_TIMEOUT_S)
+        client.wait_matched(pub)
         rgb = textured_image(56, 56, seed=1)
 
         def served(frame_id: str) -> None:
             def got():
-                pub.publish(image_msg(rgb, "rgb8", frame_id, now_stamp(client)))
+                pub.publish(client.image(rgb, frame_id))
                 return results.find(lambda m: m.header.frame_id == frame_id)
 
             client.wait_for(got, 60, f"a result for {frame_id}")
@@ -89,11 +77,6 @@ def test_bf16_refused_while_serving_and_auto_says_why(exported, tmp_path, cpu_wi
         assert "OpenVINO CPU: BIN, EXPORT_IMPORT, FP32, INT8" in result.reason and "auto" in result.reason
         assert client.get_parameters(NODE, ["precision"])["precision"] == "auto"
         served("after")  # still serving on its model
-    finally:
-        client.close()
-        rc, out = proc.stop()
-        assert rc == 0, f"anomaly_node exit code {rc}:\n{out}"
-        assert "Traceback" not in out, out
 
 
 def test_started_with_bf16_on_a_cpu_without_it_exits_with_one_line(exported, tmp_path, cpu_without_bf16):

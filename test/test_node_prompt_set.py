@@ -6,11 +6,7 @@ import time
 
 import pytest
 from ros_harness import (
-    STARTUP_TIMEOUT_S,
-    NodeProcess,
-    TestClient,
-    image_msg,
-    now_stamp,
+    running_node,
     textured_image,
     write_params,
 )
@@ -57,12 +53,10 @@ def test_prompt_set_is_read_at_configure_and_needs_thresholds_for_another_set(tm
             "no_frame_warning_s": 60.0,
         },
     )
-    proc = NodeProcess(params, NS, tmp_path / "node.log")
-    client = TestClient("prompt_tester", proc)
-    try:
+    with running_node(params, NS, tmp_path / "node.log", "prompt_tester") as (proc, client):
         results = client.subscribe(f"{NODE}/prompt_in_camera/result", AnomalyResult)
         pub = client.publisher(TOPIC, Image)
-        client.wait_matched(pub, STARTUP_TIMEOUT_S)
+        client.wait_matched(pub)
         (live,) = client.set_parameters(NODE, {"prompt_set": "orbital_inspection"})
         assert not live.successful and "read at configure" in live.reason
         assert client.change_state(NODE, Transition.TRANSITION_DEACTIVATE)
@@ -84,15 +78,10 @@ def test_prompt_set_is_read_at_configure_and_needs_thresholds_for_another_set(tm
         rgb = textured_image(56, 56, seed=3)
 
         def answered():
-            pub.publish(image_msg(rgb, "rgb8", "cam", now_stamp(client)))
+            pub.publish(client.image(rgb, "cam"))
             time.sleep(0.2)  # inputs are best effort: resend until answered, at 5 Hz
             return results.snapshot()
 
         (result, *_) = client.wait_for(answered, 60.0, "a result with the other prompt set")
         assert result.threshold == pytest.approx(0.4) and result.image_threshold == pytest.approx(0.6)
-    finally:
-        client.close()
-        rc, out = proc.stop()
-    assert rc == 0, out
-    assert "prompt set 'orbital_inspection'" in out, out
-    assert "Traceback" not in out, out
+    assert "prompt set 'orbital_inspection'" in proc.output(), proc.output()

@@ -17,14 +17,11 @@ from types import SimpleNamespace
 import pytest
 from ros_harness import (
     STARTUP_TIMEOUT_S,
-    NodeProcess,
-    TestClient,
-    image_msg,
-    make_tiny_checkpoint,
-    now_stamp,
+    running_node,
     textured_image,
     write_params,
 )
+from tiny_checkpoints import tiny_checkpoint
 
 pytestmark = pytest.mark.ros
 
@@ -43,9 +40,7 @@ def env(tmp_path_factory):
     from flowclas_ros.msg import AnomalyResult
 
     tmp = tmp_path_factory.mktemp("std")
-    checkpoint = make_tiny_checkpoint(
-        tmp / "ckpt", threshold=CKPT_THRESHOLD, image_threshold=CKPT_IMAGE_THRESHOLD
-    )
+    checkpoint = tiny_checkpoint(tmp / "ckpt", threshold=CKPT_THRESHOLD, image_threshold=CKPT_IMAGE_THRESHOLD)
     params = write_params(
         tmp / "params.yaml",
         {
@@ -56,18 +51,11 @@ def env(tmp_path_factory):
             "no_frame_warning_s": 60.0,
         },
     )
-    proc = NodeProcess(params, NS, tmp / "node.log")
-    client = TestClient("std_tester", proc)
-    try:
+    with running_node(params, NS, tmp / "node.log", "std_tester") as (proc, client):
         results = client.subscribe(RESULT, AnomalyResult)
         pub = client.publisher(INPUT, Image)
         client.wait_for(lambda: client.get_state(NODE), STARTUP_TIMEOUT_S, "the lifecycle services")
         yield SimpleNamespace(client=client, proc=proc, results=results, pub=pub)
-    finally:
-        client.close()
-        rc, out = proc.stop()
-        assert rc == 0, f"anomaly_node exit code {rc}:\n{out}"
-        assert "Traceback" not in out, out
 
 
 def _transition(env, transition: int, expected_state: str) -> None:
@@ -79,7 +67,7 @@ def _publish_for(env, seconds: float, frame_id: str) -> None:
     rgb = textured_image(48, 64, seed=5)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        env.pub.publish(image_msg(rgb, "rgb8", frame_id, now_stamp(env.client)))
+        env.pub.publish(env.client.image(rgb, frame_id))
         time.sleep(0.1)
 
 
@@ -87,7 +75,7 @@ def _result_for(env, frame_id: str, timeout: float = 60.0):
     rgb = textured_image(48, 64, seed=5)
 
     def answered():
-        env.pub.publish(image_msg(rgb, "rgb8", frame_id, now_stamp(env.client)))
+        env.pub.publish(env.client.image(rgb, frame_id))
         time.sleep(0.1)  # best-effort input: resend until answered
         return env.results.find(lambda m: m.header.frame_id == frame_id)
 

@@ -26,12 +26,10 @@ from ros_harness import (
     STARTUP_TIMEOUT_S,
     NodeProcess,
     TestClient,
-    image_msg,
-    make_tiny_checkpoint,
-    now_stamp,
     textured_image,
     write_params,
 )
+from tiny_checkpoints import tiny_checkpoint
 
 pytestmark = pytest.mark.ros
 
@@ -59,7 +57,7 @@ class Camera:
     def _run(self) -> None:
         while not self._done.wait(0.1):
             if self.flowing.is_set():
-                self._pub.publish(image_msg(self._rgb, "rgb8", "stop_test", now_stamp(self.client)))
+                self._pub.publish(self.client.image(self._rgb, "stop_test"))
 
     def close(self) -> None:
         self._done.set()
@@ -72,7 +70,7 @@ def env(tmp_path_factory):
     from flowclas_ros.msg import AnomalyResult
 
     tmp = tmp_path_factory.mktemp("stop")
-    checkpoint = make_tiny_checkpoint(tmp / "ckpt", threshold=100.0, image_threshold=150.0)
+    checkpoint = tiny_checkpoint(tmp / "ckpt", threshold=100.0, image_threshold=150.0)
     onnx = tmp / "m.onnx"
     assert export_main(["--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(onnx)]) == 0
     common = {"image_topics": [TOPIC], "camera_names": ["cam"], "no_frame_warning_s": 60.0}

@@ -9,7 +9,8 @@ import time
 
 import numpy as np
 import pytest
-from ros_harness import Recorder, image_msg, make_tiny_checkpoint, require_ros, textured_image
+from ros_harness import Recorder, image_msg, require_ros, textured_image
+from tiny_checkpoints import tiny_checkpoint
 
 pytestmark = pytest.mark.ros
 
@@ -30,8 +31,8 @@ def setup(tmp_path_factory):
     from flowclas_ros.runtime import create_backend
 
     tmp = tmp_path_factory.mktemp("worker")
-    good = create_backend("torch", make_tiny_checkpoint(tmp / "good"))
-    poisoned = create_backend("torch", make_tiny_checkpoint(tmp / "nan", nan_weights=True))
+    good = create_backend("torch", tiny_checkpoint(tmp / "good"))
+    poisoned = create_backend("torch", tiny_checkpoint(tmp / "nan", nan_weights=True))
     context = rclpy.Context()
     rclpy.init(context=context)
     from rclpy.lifecycle import LifecycleNode
@@ -109,7 +110,7 @@ def test_model_failure_is_caught_and_reported(setup):
 
 
 class _RecordingStage:
-    """A FrameStage (the worker's one extension point) that records what it is handed."""
+    """A frame stage (duck-typed: the worker calls only for_frame and skip) that records what it gets."""
 
     def __init__(self):
         self.seen, self.skipped = [], []
@@ -126,17 +127,47 @@ class _RecordingStage:
 
 def test_frame_stage_gets_each_frame_and_skips_nonfinite_ones(setup):
     ctx, worker = setup["ctx"], setup["worker"]
-    ctx.stage_3d = stage = _RecordingStage()
+    ctx.stages = [stage := _RecordingStage()]
     try:
         worker.process([_frame("staged")])
         ctx.backend = setup["poisoned"]
         worker.process([_frame("poisoned")])
     finally:
-        ctx.stage_3d, ctx.backend = None, setup["good"]
+        ctx.stages, ctx.backend = [], setup["good"]
     ((camera, settings, header, score_map, mask, regions),) = stage.seen
     assert camera == 0 and header.frame_id == "staged" and mask.shape == score_map.shape == (40, 56)
     np.testing.assert_array_equal(mask > 0, score_map >= settings.threshold)
     assert stage.skipped == [(0, "poisoned")]  # NaN scores: the stage clears what it showed
+
+
+class _FailingStage:
+    """Raises in every hook the worker calls."""
+
+    def for_frame(self, camera, settings):
+        def fail(header, score_map, mask, regions):
+            raise RuntimeError(f"stage failed on {header.frame_id}")
+
+        return fail
+
+    def skip(self, camera, header):
+        raise RuntimeError("skip failed")
+
+
+def test_a_stage_that_raises_is_counted_and_the_frame_still_goes_out(setup):
+    ctx, worker, stats = setup["ctx"], setup["worker"], setup["ctx"].stats[0]
+    ctx.stages = [_FailingStage(), recording := _RecordingStage()]
+    processed, failed = stats.processed, stats.stage_errors
+    try:
+        worker.process([_frame("failing_stage")])
+        ctx.backend = setup["poisoned"]
+        worker.process([_frame("failing_skip")])
+    finally:
+        ctx.stages, ctx.backend = [], setup["good"]
+    assert stats.stage_errors == failed + 2  # the frame's call, then the NaN frame's skip
+    assert stats.processed == processed + 1, "the result went out despite the stage"
+    assert [seen[2].frame_id for seen in recording.seen] == ["failing_stage"], "later stages still ran"
+    assert recording.skipped == [(0, "failing_skip")]
+    assert _spin_until(setup, lambda: setup["results"].find(lambda m: m.header.frame_id == "failing_stage"))
 
 
 def test_outputs_are_lifecycle_publishers_silent_until_activated():

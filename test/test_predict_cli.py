@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from eval_support import make_checkpoint
+from eval_support import EVAL_MODEL
+from tiny_checkpoints import tiny_checkpoint, tiny_export
 
 from flowclas_ros.evaluation.predict_cli import main
 from flowclas_ros.runtime import create_backend
@@ -22,14 +23,12 @@ SIZES = [(40, 48), (33, 61), (56, 56)]
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("predict") / "ckpt")
+    return tiny_checkpoint(tmp_path_factory.mktemp("predict") / "ckpt", **EVAL_MODEL)
 
 
 @pytest.fixture(scope="module")
 def onnx_file(checkpoint, tmp_path_factory) -> Path:
-    from flowclas_ros.export.onnx_export import export_onnx
-
-    return export_onnx(checkpoint, tmp_path_factory.mktemp("predict_onnx") / "model.onnx").path
+    return tiny_export(checkpoint, tmp_path_factory.mktemp("predict_onnx") / "model.onnx")
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from tiny_checkpoints import tiny_checkpoint, tiny_export
 
-from flowclas_ros.export.onnx_export import export_onnx
 from flowclas_ros.model.export_meta import INPUT_NAME, KEY_DYNAMIC_BATCH
-from flowclas_ros.model.random_checkpoint import random_checkpoint
 from flowclas_ros.runtime.onnx_backend import OnnxRuntimeBackend
 
 FIXED = 3
@@ -18,8 +17,10 @@ FIXED = 3
 def fixed_batch_onnx(tmp_path_factory):
     """A real export with its batch axis then pinned to 3 (what a fixed-batch exporter or tool writes)."""
     tmp = tmp_path_factory.mktemp("fixed_batch")
-    checkpoint = random_checkpoint(tmp / "ckpt", input_size=(28, 42), threshold=0.5, provenance={})
-    dynamic = export_onnx(checkpoint, tmp / "dynamic.onnx", dynamic_batch=True).path
+    checkpoint = tiny_checkpoint(
+        tmp / "ckpt", input_size=(28, 42), kind="likelihood", proj_dim=16, perturb=0.0, threshold=0.5
+    )
+    dynamic = tiny_export(checkpoint, tmp / "dynamic.onnx", "--dynamic-batch")
     model = onnx.load(str(dynamic))
     for value in (model.graph.input[0], model.graph.output[0]):
         dim = value.type.tensor_type.shape.dim[0]

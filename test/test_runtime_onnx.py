@@ -7,8 +7,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from tiny_checkpoints import tiny_checkpoint
 
-from flowclas_ros.model.random_checkpoint import random_checkpoint
 from flowclas_ros.runtime import BACKENDS, Prediction, create_backend
 from flowclas_ros.runtime.engine_cache import CACHE_ENV, onnx_cache_path
 from flowclas_ros.runtime.onnx_backend import OnnxRuntimeBackend, session_options
@@ -18,13 +18,14 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    return random_checkpoint(
+    return tiny_checkpoint(
         tmp_path_factory.mktemp("rt_onnx") / "ckpt",
-        input_size=(42, 56),
+        input_size=(42, 56),  # not square: the backend's resizing is seen
+        kind="likelihood",
+        proj_dim=16,
         perturb=0.02,
-        perturb_seed=1,
+        seed=1,
         threshold=0.7,
-        provenance={},
     )
 
 

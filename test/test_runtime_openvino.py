@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("openvino")
 
 from cpu_features import needs  # noqa: E402
-from ros_harness import make_tiny_checkpoint  # noqa: E402
+from tiny_checkpoints import tiny_checkpoint, tiny_export  # noqa: E402
 
 from flowclas_ros.export import main as export_main  # noqa: E402
 from flowclas_ros.export import reduced  # noqa: E402
@@ -27,10 +27,10 @@ from flowclas_ros.synthetic.synthetic_scenes import SceneConfig, generate_datase
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     root = tmp_path_factory.mktemp("ov")
-    ckpt = make_tiny_checkpoint(root / "ckpt", threshold=3.0)
+    ckpt = tiny_checkpoint(root / "ckpt", threshold=3.0)
     data = root / "data"
     generate_dataset(data, seed=2, counts={"train": 4, "val": 0, "test": 3}, cfg=SceneConfig(size=(56, 56)))
-    assert export_main(["--checkpoint", str(ckpt), "--format", "onnx", "--out", str(root / "m.onnx")]) == 0
+    tiny_export(ckpt, root / "m.onnx")
     return root, ckpt, data
 
 

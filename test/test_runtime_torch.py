@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_checkpoints import tiny_checkpoint
 
 from flowclas_ros.data.images.transforms import resize_score_map, to_model_input
-from flowclas_ros.model import ModelConfig, PreprocessConfig, save_checkpoint
-from flowclas_ros.model.random_checkpoint import random_model
+from flowclas_ros.model import ModelConfig, PreprocessConfig, load_checkpoint
 from flowclas_ros.runtime import InferenceBackend, Prediction, create_backend
 from flowclas_ros.runtime.torch_backend import TorchBackend
 
@@ -15,8 +15,15 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    model = random_model(input_size=(50, 64), perturb=0.05)
-    return model, save_checkpoint(model, tmp_path_factory.mktemp("rt") / "ckpt", threshold=0.5, provenance={})
+    path = tiny_checkpoint(
+        tmp_path_factory.mktemp("rt") / "ckpt",
+        input_size=(50, 64),
+        kind="likelihood",
+        proj_dim=16,
+        perturb=0.05,
+        threshold=0.5,
+    )
+    return load_checkpoint(path).model.eval(), path
 
 
 def _images():

@@ -23,11 +23,9 @@ import pytest
 from ros_harness import (
     STARTUP_TIMEOUT_S,
     TestClient,
-    image_msg,
-    make_tiny_checkpoint,
-    now_stamp,
     write_params,
 )
+from tiny_checkpoints import tiny_checkpoint, tiny_export
 
 REPO = Path(__file__).resolve().parents[1]
 HASHED = [
@@ -125,12 +123,8 @@ def setup(tmp_path_factory):
     if not (REPO / "install" / "flowclas_ros").is_dir():
         pytest.fail("install/flowclas_ros missing: run scripts/bootstrap (builds the messages)")
     tmp = tmp_path_factory.mktemp("torchfree")
-    checkpoint = make_tiny_checkpoint(tmp / "ckpt", threshold=3.0)
-    from flowclas_ros.export import main as export_main
-
-    assert (
-        export_main(["--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(tmp / "m.onnx")]) == 0
-    )
+    checkpoint = tiny_checkpoint(tmp / "ckpt", threshold=3.0)
+    tiny_export(checkpoint, tmp / "m.onnx")
     venv = _venv()
     return tmp, venv, _env(venv)
 
@@ -204,7 +198,7 @@ def test_node_answers_without_torch(setup):
         rgb = np.random.default_rng(0).integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not results.snapshot():
-            publisher.publish(image_msg(rgb, "rgb8", "torchfree", now_stamp(client)))
+            publisher.publish(client.image(rgb, "torchfree"))
             time.sleep(0.5)
         got = results.snapshot()
         assert got, f"no result within 60 s\n{(tmp / 'node.log').read_text()[-3000:]}"

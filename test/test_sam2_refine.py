@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from eval_support import make_checkpoint
+from eval_support import EVAL_MODEL
+from tiny_checkpoints import tiny_checkpoint
 
 from flowclas_ros.evaluation.predict_cli import main as predict_main
 from flowclas_ros.runtime import create_backend
@@ -101,7 +102,7 @@ def test_full_path_predict_refine_sam2_equals_rule_on_sam2_masks(sam2_checkpoint
     image = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
     image[10:30, 12:36] = (250, 20, 200)
     cv2.imwrite(str(tmp_path / "frame.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    ckpt = make_checkpoint(tmp_path / "ckpt")
+    ckpt = tiny_checkpoint(tmp_path / "ckpt", **EVAL_MODEL)
     out = tmp_path / "out"
     argv = ["--checkpoint", str(ckpt), "--input", str(tmp_path / "frame.png"), "--out", str(out)]
     argv += ["--refine", "sam2", "--sam2-checkpoint", str(sam2_checkpoint), "--sam2-config", SAM2_CONFIG]
@@ -133,7 +134,7 @@ def test_sam2_setup_errors_are_one_line(sam2_checkpoint, tmp_path, capsys):
     with pytest.raises(Sam2Error, match="needs an integer"):
         parse_generator_options(["points_per_side=many"])
 
-    ckpt = make_checkpoint(tmp_path / "ckpt")
+    ckpt = tiny_checkpoint(tmp_path / "ckpt", **EVAL_MODEL)
     (tmp_path / "a.png").write_bytes(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
     base = ["--checkpoint", str(ckpt), "--input", str(tmp_path / "a.png"), "--out", str(tmp_path / "o")]
     cases = [

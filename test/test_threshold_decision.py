@@ -13,10 +13,9 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
-from ros_harness import make_tiny_checkpoint
+from tiny_checkpoints import tiny_checkpoint, tiny_export
 
 from flowclas_ros.data.images.folder import FolderDataset
-from flowclas_ros.export import main as export_main
 from flowclas_ros.runtime import create_backend
 from flowclas_ros.runtime.decision import (
     THRESHOLD_MARGIN_REL,
@@ -118,11 +117,11 @@ def test_threshold_goes_midway_when_two_scores_are_close():
 def deployed(tmp_path_factory):
     """A tiny checkpoint, its ONNX export and 10 calibration images (generated scenes, 56x56)."""
     root = tmp_path_factory.mktemp("decision")
-    ckpt = make_tiny_checkpoint(root / "ckpt", threshold=3.0)
+    ckpt = tiny_checkpoint(root / "ckpt", threshold=3.0)
     generate_dataset(
         root / "data", seed=4, counts={"train": 0, "val": 10, "test": 0}, cfg=SceneConfig(size=(56, 56))
     )
-    assert export_main(["--checkpoint", str(ckpt), "--format", "onnx", "--out", str(root / "m.onnx")]) == 0
+    tiny_export(ckpt, root / "m.onnx")
     val = FolderDataset(root / "data" / "val")
     return ckpt, root / "m.onnx", [val.load_image(i) for i in range(len(val))]
 

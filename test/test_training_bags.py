@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from bag_train_support import (
+from bag_support import (
     FRONT_TOPIC,
     REAR_TOPIC,
     START_NS,

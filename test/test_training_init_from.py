@@ -13,7 +13,7 @@ import json
 import pytest
 import torch
 import yaml
-from bag_train_support import FRONT_TOPIC, two_topic_bag
+from bag_support import FRONT_TOPIC, two_topic_bag
 from safetensors.torch import load_file
 from train_support import make_tiny_data, tiny_train_dict
 

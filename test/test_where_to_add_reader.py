@@ -8,7 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from eval_support import make_checkpoint
+from eval_support import EVAL_MODEL
+from tiny_checkpoints import tiny_checkpoint
 
 from flowclas_ros.data.images.folder import DatasetError
 from flowclas_ros.data.readers.benchmarks import (
@@ -59,7 +60,7 @@ def test_a_registered_reader_is_offered_and_evaluated_end_to_end(flat_reader, tm
     _write_flat(tmp_path / "flat")
     data, bench = open_benchmark("flat_demo", tmp_path / "flat")
     assert len(data) == 4 and set(np.unique(data.load_mask(1))) == {0, 1, 255}
-    ckpt = make_checkpoint(tmp_path / "ckpt")
+    ckpt = tiny_checkpoint(tmp_path / "ckpt", **EVAL_MODEL)
     out = tmp_path / "eval"
     argv = ["--checkpoint", str(ckpt), "--data", str(tmp_path / "flat"), "--dataset", "flat_demo"]
     code = eval_main([*argv, "--out", str(out), "--no-progress"])

@@ -30,6 +30,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from flowclas_ros.ros.declare import declare_parameters
 from flowclas_ros.ros.depth_stage import DepthStage
 from flowclas_ros.ros.frame_buffer import Frame, FrameSlots
+from flowclas_ros.ros.frame_stages import FrameStage, call_hooks, load_stages
 from flowclas_ros.ros.health import NodeHealthMixin
 from flowclas_ros.ros.learn_action import LearnActionMixin
 from flowclas_ros.ros.naming import resolve_camera_names
@@ -82,7 +83,7 @@ class AnomalyNode(LearnActionMixin, ParameterMixin, NodeHealthMixin, LifecycleNo
         self._backend: InferenceBackend | None = None
         self._cameras: list[CameraInput] = []
         self._outputs: list[CameraOutputs] = []
-        self._depth: DepthStage | None = None
+        self._stages: list[FrameStage] = []  # per frame, in order: the 3D stage, then extra_stages
         self._settings: RuntimeSettings | None = None
         self._filled_in: dict[str, float] = {}  # threshold parameters set from the checkpoint
         self._stats: list[CameraStats] = []
@@ -145,6 +146,7 @@ class AnomalyNode(LearnActionMixin, ParameterMixin, NodeHealthMixin, LifecycleNo
                 if reason:
                     raise ValueError(reason)
                 backend.set_prompts(values["prompt_set"])
+            extra = load_stages(list(values["extra_stages"]), self, cameras)
         except Exception as err:  # noqa: BLE001
             backend.close()
             return self._fail_configure(err)
@@ -153,7 +155,7 @@ class AnomalyNode(LearnActionMixin, ParameterMixin, NodeHealthMixin, LifecycleNo
         self._settings = runtime_settings(values, checkpoint)
         self._diagnostics_timer.timer_period_ns = int(float(values["diagnostics_period_s"]) * 1e9)
         self._outputs = [CameraOutputs.create(self, camera.name) for camera in cameras]
-        self._depth = DepthStage(self, cameras, depth) if any(depth) else None
+        self._stages = ([DepthStage(self, cameras, depth)] if any(depth) else []) + extra
         self._configure_error = None
         self._state = "inactive"
         self._start_history()  # serving identity, learn_dir
@@ -172,6 +174,7 @@ class AnomalyNode(LearnActionMixin, ParameterMixin, NodeHealthMixin, LifecycleNo
                 for c, d in zip(cameras, depth)
                 if d
             )
+            + "".join(f"; stage {spec}" for spec in values["extra_stages"])
         )
         return TransitionCallbackReturn.SUCCESS
 
@@ -194,8 +197,7 @@ class AnomalyNode(LearnActionMixin, ParameterMixin, NodeHealthMixin, LifecycleNo
             self._subscriptions_in.append(
                 self.create_subscription(msg_type, camera.topic, self._frame_callback(index), qos)
             )
-        if self._depth is not None:
-            self._depth.subscribe(self)
+        call_hooks(self._stages, "subscribe", self.get_logger(), self)
         self._worker = InferenceWorker(
             WorkerContext(
                 backend=self._backend,
@@ -207,7 +209,7 @@ class AnomalyNode(LearnActionMixin, ParameterMixin, NodeHealthMixin, LifecycleNo
                 max_image_side=int(self._values["max_image_side"]),
                 logger=self.get_logger(),
                 on_model_error=self._record_model_error,
-                stage_3d=self._depth,
+                stages=self._stages,
             )
         )
         self._worker.start()
@@ -273,8 +275,8 @@ class AnomalyNode(LearnActionMixin, ParameterMixin, NodeHealthMixin, LifecycleNo
         if self._worker is not None:
             self._worker.stop()
             self._worker = None
-        if self._depth is not None:  # after the worker: it owns the marker tracker while running
-            self._depth.unsubscribe(self, clear_markers=self.context.ok())
+        # After the worker: it owns the stages (the 3D stage's marker tracker) while running.
+        call_hooks(self._stages, "unsubscribe", self.get_logger(), self, publish=self.context.ok())
         if self._no_frame_timer is not None:
             self.destroy_timer(self._no_frame_timer)
             self._no_frame_timer = None
@@ -284,9 +286,8 @@ class AnomalyNode(LearnActionMixin, ParameterMixin, NodeHealthMixin, LifecycleNo
             for outputs in self._outputs:
                 outputs.destroy(self)
             self._outputs = []
-            if self._depth is not None:
-                self._depth.destroy(self)
-                self._depth = None
+            call_hooks(self._stages, "destroy", self.get_logger(), self)
+            self._stages = []
             if self._backend is not None:
                 self._backend.close()
                 self._backend = None

@@ -34,10 +34,10 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
 from flowclas_ros.data.images.codec import decode_float
+from flowclas_ros.ros.frame_stages import FrameCall, FrameStage
 from flowclas_ros.ros.markers import MarkerTracker
 from flowclas_ros.ros.naming import output_topic
 from flowclas_ros.ros.oneline import one_line
-from flowclas_ros.ros.outputs import Stage3D
 from flowclas_ros.ros.pointcloud import anomaly_cloud_msg
 from flowclas_ros.ros.qos import IMAGE_OUTPUT_QOS, RESULT_QOS
 from flowclas_ros.ros.settings import CameraInput, DepthInput, RuntimeSettings
@@ -75,7 +75,7 @@ class CameraDepth:
     last_stamp_ns: int | None = None
 
 
-class DepthStage:
+class DepthStage(FrameStage):
     """The 3D stage of all cameras; ``None`` entries are cameras without depth."""
 
     def __init__(self, node: LifecycleNode, cameras: list[CameraInput], inputs: list[DepthInput | None]):
@@ -109,7 +109,7 @@ class DepthStage:
         return self.cameras[index] is not None
 
     # ------------------------------------------------------------ FrameStage (worker thread)
-    def for_frame(self, camera: int, settings: RuntimeSettings) -> Stage3D | None:
+    def for_frame(self, camera: int, settings: RuntimeSettings) -> FrameCall | None:
         """The 3D stage of one frame of ``camera`` (:meth:`process` bound), None without depth."""
         return functools.partial(self.process, camera, settings) if self.has_depth(camera) else None
 
@@ -150,7 +150,7 @@ class DepthStage:
                 ),
             ]
 
-    def unsubscribe(self, node: LifecycleNode, *, clear_markers: bool = True) -> None:
+    def unsubscribe(self, node: LifecycleNode, *, publish: bool = True) -> None:
         """Unsubscribes, drops the buffered messages and deletes shown markers (deactivate).
 
         Call after the worker has stopped (the tracker is not thread-safe).
@@ -165,7 +165,7 @@ class DepthStage:
             cam.info.clear()
             if cam.last_header is not None:
                 cleared = self.tracker.clear(cam.camera, cam.last_header)
-                if clear_markers and cleared.markers:
+                if publish and cleared.markers:
                     cam.markers.publish(cleared)
                 cam.last_header = None
 

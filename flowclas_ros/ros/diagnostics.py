@@ -39,6 +39,7 @@ def camera_status(
         "frames_dropped": str(report.total_dropped),
         "frames_malformed": str(report.total_malformed),
         "outputs_nonfinite": str(report.total_nonfinite),
+        "stage_errors": str(report.total_stage_errors),
         "dropped_in_period": str(report.dropped),
         **extra,
     }

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 from rclpy.lifecycle import LifecycleNode
@@ -19,6 +18,7 @@ from std_msgs.msg import Header
 
 from flowclas_ros.msg import AnomalyResult
 from flowclas_ros.ros.conversions import float_image_msg, mono8_image_msg, result_msg, rgb8_image_msg
+from flowclas_ros.ros.frame_stages import FrameCall
 from flowclas_ros.ros.naming import output_topic
 from flowclas_ros.ros.qos import IMAGE_OUTPUT_QOS, RESULT_QOS
 from flowclas_ros.ros.region_3d import fill_region_3d
@@ -38,27 +38,8 @@ class FrameResult:
     threshold: float
 
 
-Stage3D = Callable[[Header, np.ndarray, np.ndarray, list[Region]], list[Region3D | None] | None]
-"""(header, score_map, mask, regions) -> one Region3D (or None) per region, or None without 3D.
-
-Runs before the result message is built, so its regions carry their 3D fields
-(``DepthStage.process`` for one camera, which also publishes the cloud and markers)."""
-
 ImageSink = Callable[[Callable[[], None]], None]
 """Takes a frame's deferred image-output publishing (a no-argument callable) to run elsewhere."""
-
-
-class FrameStage(Protocol):
-    """The worker's one per-frame extension point: a stage run inside each camera's publish.
-
-    Implemented by :class:`flowclas_ros.ros.depth_stage.DepthStage`; runs on the worker thread.
-    """
-
-    def for_frame(self, camera: int, settings: RuntimeSettings) -> Stage3D | None:
-        """The stage for this frame of camera ``camera``, or None when it has nothing to do."""
-
-    def skip(self, camera: int, header: Header) -> None:
-        """Camera ``camera``'s frame ``header`` produced no scores (e.g. NaN): clear stale output."""
 
 
 @dataclass
@@ -97,15 +78,16 @@ class CameraOutputs:
         prediction: Prediction,
         settings: RuntimeSettings,
         backend: str,
-        stage_3d: Stage3D | None = None,
+        stages: Sequence[FrameCall] = (),
         *,
         received_ns: int | None = None,
         image_sink: ImageSink | None = None,
     ) -> FrameResult:
         """Post-processes one finite prediction and publishes every wanted output with ``header``.
 
-        ``stage_3d`` (cameras with depth) runs after the regions are found and before the result
-        goes out; its 3D regions fill the result's ``AnomalyRegion`` 3D fields. ``latency_ms`` in
+        ``stages`` (this frame's calls of the worker's :mod:`~flowclas_ros.ros.frame_stages`) run
+        in order after the regions are found and before the result goes out; 3D regions one returns
+        (the 3D stage's) fill the result's ``AnomalyRegion`` 3D fields. ``latency_ms`` in
         the result is ``received_ns`` (the frame's ``time.monotonic_ns()`` at the callback) ->
         just before the result is published; ``model_ms`` its share of the batch forward.
 
@@ -129,7 +111,11 @@ class CameraOutputs:
         images = functools.partial(self._publish_images, header, rgb, prediction, settings, mask, regions)
         if image_sink is None:
             images()
-        regions_3d = stage_3d(header, score, mask, regions) if stage_3d is not None else None
+        regions_3d: list[Region3D | None] | None = None
+        for stage in stages:
+            found = stage(header, score, mask, regions)
+            if found is not None:
+                regions_3d = found
         start_ns = time.monotonic_ns() if received_ns is None else received_ns
         message = result_msg(
             header,

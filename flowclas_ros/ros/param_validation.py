@@ -7,9 +7,20 @@ accepted, and the launch-file and README checks use :func:`parameter_names`.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from flowclas_ros.ros.params import BUILTIN_PARAMETERS, NAN_MEANS_CHECKPOINT, SPECS
+
+_STAGE_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+
+
+def check_stage_specs(specs: list[str]) -> str | None:
+    """``extra_stages``: None when every entry is ``module:Class`` (no import here), else the reason."""
+    for spec in specs:
+        if not _STAGE_SPEC.match(str(spec)):
+            return f"extra_stages: {spec!r} is not 'module:Class' (e.g. 'my_package.stages:MyStage')"
+    return None
 
 
 def parameter_names() -> set[str]:
@@ -54,6 +65,8 @@ def validate(name: str, value: Any) -> str | None:
         return (
             f"overlay_score_range: expected [low, high] with low < high, or [0, 0] for automatic, got {items}"
         )
+    if name == "extra_stages":
+        return check_stage_specs(items)
     if name == "image_topics" and (not items or any(not str(t).strip("/") for t in items)):
         return f"image_topics: expected at least one non-empty topic name, got {items}"
     return None

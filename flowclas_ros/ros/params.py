@@ -177,6 +177,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         [],
         "Per image topic: sensor_msgs/CameraInfo of the colour camera; required where depth_topics is set.",
     ),
+    # --- more outputs (configure-time) ---
+    ParamSpec(
+        "extra_stages",
+        "string_array",
+        [],
+        "Per-frame output stages to add, each 'module:Class': a flowclas_ros.ros.frame_stages.FrameStage "
+        "subclass, built at configure as Class(node, cameras). A stage that raises on a frame is logged "
+        'and counted (stage_errors in /diagnostics), never fatal. See README "Add an output".',
+    ),
     # --- runtime ---
     ParamSpec(
         "threshold",

@@ -38,6 +38,8 @@ class WindowReport:
     latency_p95_ms: float
     model_p50_ms: float
     seconds_since_frame: float | None
+    stage_errors: int = 0
+    total_stage_errors: int = 0
 
 
 @dataclass
@@ -47,10 +49,11 @@ class CameraStats:
     processed: int = 0
     malformed: int = 0
     nonfinite: int = 0
+    stage_errors: int = 0
     last_frame_time: float | None = None
     latencies: deque = field(default_factory=lambda: deque(maxlen=512))  # (monotonic s, node ms, model ms)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _prev: tuple[int, int, int, int, int, float] | None = None
+    _prev: tuple[int, int, int, int, int, int, float] | None = None
 
     def record_result(self, latency_ms: float, model_ms: float) -> None:
         """One frame published; ``latency_ms`` is receive -> publish inside the node."""
@@ -68,6 +71,11 @@ class CameraStats:
         with self._lock:
             self.nonfinite += 1
 
+    def record_stage_error(self) -> None:
+        """One frame stage raised on a frame (its other outputs were published)."""
+        with self._lock:
+            self.stage_errors += 1
+
     def mark_received(self) -> None:
         """Called from the subscription callback (cheap)."""
         self.last_frame_time = time.monotonic()
@@ -76,14 +84,15 @@ class CameraStats:
         """Rates and deltas since the previous call (the first call counts from zero)."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            totals = (received_total, self.processed, dropped_total, self.malformed, self.nonfinite)
+            errors = (self.malformed, self.nonfinite, self.stage_errors)
+            totals = (received_total, self.processed, dropped_total, *errors)
             samples = [(lat, model) for t, lat, model in self.latencies if now - t <= LATENCY_WINDOW_S]
             prev = self._prev
             self._prev = (*totals, now)
         if prev is None:
             deltas, elapsed = totals, None
         else:
-            deltas, elapsed = tuple(a - b for a, b in zip(totals, prev[:5])), now - prev[5]
+            deltas, elapsed = tuple(a - b for a, b in zip(totals, prev[:-1])), now - prev[-1]
         rate = (lambda n: n / elapsed) if elapsed and elapsed > 0 else (lambda n: float("nan"))
         lat = np.asarray([s[0] for s in samples], np.float64)
         model = np.asarray([s[1] for s in samples], np.float64)
@@ -103,6 +112,8 @@ class CameraStats:
             latency_p95_ms=float(np.percentile(lat, 95)) if lat.size else float("nan"),
             model_p50_ms=float(np.percentile(model, 50)) if model.size else float("nan"),
             seconds_since_frame=None if self.last_frame_time is None else now - self.last_frame_time,
+            stage_errors=deltas[5],
+            total_stage_errors=totals[5],
         )
 
 
@@ -117,7 +128,7 @@ def assess(
     """The level and one-line reason for one camera.
 
     ERROR: the model failed or produced NaN/inf in this window. WARN: no frames for longer than
-    ``no_frame_warning_s``, malformed frames, or more than ``drop_warn_fraction`` of the
+    ``no_frame_warning_s``, malformed frames, frame stage errors, or more than ``drop_warn_fraction`` of the
     frames dropped. Otherwise OK.
     """
     if model_error:
@@ -130,6 +141,8 @@ def assess(
     reasons = []
     if report.malformed:
         reasons.append(f"{report.malformed} malformed frame(s) skipped")
+    if report.stage_errors:
+        reasons.append(f"{report.stage_errors} frame stage error(s) (see the log)")
     if (
         report.received >= MIN_FRAMES_FOR_DROP_WARNING
         and report.dropped > drop_warn_fraction * report.received

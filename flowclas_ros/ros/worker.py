@@ -24,15 +24,16 @@ import gc
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from flowclas_ros.data.images.codec import ImageDecodeError
 from flowclas_ros.ros.conversions import to_rgb
 from flowclas_ros.ros.frame_buffer import Frame, FrameSlots
+from flowclas_ros.ros.frame_stages import FrameCall, FrameStage, guarded
 from flowclas_ros.ros.oneline import one_line
-from flowclas_ros.ros.outputs import CameraOutputs, FrameStage
+from flowclas_ros.ros.outputs import CameraOutputs
 from flowclas_ros.ros.settings import CameraInput, RuntimeSettings
 from flowclas_ros.ros.stats import CameraStats
 from flowclas_ros.runtime.base import InferenceBackend
@@ -54,7 +55,7 @@ class WorkerContext:
     max_image_side: int
     logger: object  # rclpy logger
     on_model_error: Callable[[str], None]
-    stage_3d: FrameStage | None = None  # the per-frame 3D stage, when any camera has depth
+    stages: list[FrameStage] = field(default_factory=list)  # per frame, in order (3D first)
 
 
 def _append_job(jobs: list[tuple[int, Callable[[], None]]], camera: int, job: Callable[[], None]) -> None:
@@ -204,6 +205,30 @@ class InferenceWorker(threading.Thread):
                 )
         return decoded
 
+    def _stage_failed(self, stage: FrameStage, camera: int, err: BaseException) -> None:
+        """One stage raised on one frame: counted and logged; the frame's other outputs still go out."""
+        self.ctx.stats[camera].record_stage_error()
+        self.ctx.logger.error(
+            f"frame stage {type(stage).__name__} failed on {self.ctx.cameras[camera].topic}: {one_line(err)}",
+            throttle_duration_sec=THROTTLE_S,
+        )
+
+    def _run_stage(self, stage: FrameStage, camera: int, hook: Callable[[], object]) -> object:
+        try:
+            return hook()
+        except Exception as err:  # noqa: BLE001 - a stage must never stop the worker
+            self._stage_failed(stage, camera, err)
+            return None
+
+    def _frame_calls(self, camera: int, settings: RuntimeSettings) -> list[FrameCall]:
+        """This frame's call of each stage that has one, each guarded (:meth:`_stage_failed`)."""
+        calls = []
+        for stage in self.ctx.stages:
+            call = self._run_stage(stage, camera, functools.partial(stage.for_frame, camera, settings))
+            if call is not None:
+                calls.append(guarded(call, functools.partial(self._stage_failed, stage, camera)))
+        return calls
+
     def process(self, frames: list[Frame]) -> None:
         """Decodes ``frames``, scores them in one forward and publishes each camera's outputs."""
         ctx = self.ctx
@@ -232,17 +257,17 @@ class InferenceWorker(threading.Thread):
                     f"model output for {ctx.cameras[frame.camera].topic} contains NaN/inf; not published",
                     throttle_duration_sec=THROTTLE_S,
                 )
-                if ctx.stage_3d is not None:  # no scores: what it showed for this camera is stale
-                    ctx.stage_3d.skip(frame.camera, frame.msg.header)
+                for stage in ctx.stages:  # no scores: what a stage showed for this camera is stale
+                    skip = functools.partial(stage.skip, frame.camera, frame.msg.header)
+                    self._run_stage(stage, frame.camera, skip)
                 continue
-            stage_3d = ctx.stage_3d.for_frame(frame.camera, settings) if ctx.stage_3d is not None else None
             ctx.outputs[frame.camera].publish(
                 frame.msg.header,
                 rgb,
                 prediction,
                 settings,
                 ctx.backend.name,
-                stage_3d,
+                self._frame_calls(frame.camera, settings),
                 received_ns=frame.received_ns,
                 image_sink=functools.partial(_append_job, image_jobs, frame.camera),
             )

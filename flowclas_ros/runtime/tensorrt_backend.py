@@ -41,7 +41,6 @@ from flowclas_ros.runtime.tensorrt_builder import (
     cuda_device,
     engine_key_here,
     import_tensorrt,
-    onnx_precision,
 )
 
 logger = logging.getLogger(__name__)
@@ -104,13 +103,11 @@ class TensorRTBackend(InferenceBackend):
         cuda = cuda_device(device)
         source = Path(getattr(checkpoint, "path", checkpoint))
         precision = {"auto": None, "f32": "fp32", "f16": "fp16"}.get(precision, precision)  # registry words
-        if precision is None:  # a given ONNX keeps the types it was exported with
-            given = source if source.suffix == ".onnx" else onnx_path
-            precision = onnx_precision(given) if given is not None else "fp16"
         if source.suffix in ENGINE_SUFFIXES:
             engine, record = self._engine_only(source, cuda)
+            meta = parse_metadata(record.metadata, source)
         else:
-            engine, record = self._cached_engine(
+            engine, record, meta = self._cached_engine(
                 checkpoint,
                 source,
                 cuda,
@@ -127,7 +124,6 @@ class TensorRTBackend(InferenceBackend):
                 rebuild=rebuild,
                 cache_dir=cache_dir,
             )
-        meta = parse_metadata(record.metadata, source)
         super().__init__(
             meta.identity.config, meta.identity.threshold, str(cuda), meta.identity.image_threshold
         )
@@ -170,8 +166,14 @@ class TensorRTBackend(InferenceBackend):
         build_options: dict,
         rebuild: bool,
         cache_dir: str | Path | None,
-    ) -> tuple[bytes, EngineRecord]:
-        """Checkpoint / ONNX source: engine from the cache, built when missing or stale."""
+    ) -> tuple[bytes, EngineRecord, ExportMetadata]:
+        """Checkpoint / ONNX source: engine from the cache, built when missing or stale.
+
+        The checkpoint's identity, the ONNX metadata and the ONNX's hash (the engine key) are each
+        read once here; the engine's record carries the same metadata (its key holds the hash).
+        ``build_options["precision"]`` None: a given ONNX keeps the types it was exported with, a
+        checkpoint is exported with a float16 backbone.
+        """
         from flowclas_ros.runtime.onnx_backend import resolve_onnx_source
 
         onnx_path, identity = resolve_onnx_source(
@@ -180,10 +182,11 @@ class TensorRTBackend(InferenceBackend):
             input_size=input_size,
             dynamic_batch=build_options["max_batch"] > 1,
             cache_dir=cache_dir,
-            precision=build_options["precision"],
+            precision=build_options["precision"] or "fp16",
         )
         props = read_onnx_props(onnx_path)
         meta = parse_metadata(props, onnx_path)
+        build_options = {**build_options, "precision": build_options["precision"] or meta.precision}
         check_matches(meta, identity, input_size)
         key = engine_key_here(onnx_path, device, input_size=meta.input_size, **_key_options(build_options))
         target = Path(engine_path) if engine_path is not None else engine_cache_path(cache_dir, key)
@@ -192,7 +195,8 @@ class TensorRTBackend(InferenceBackend):
             logger.info("building TensorRT engine %s from %s (minutes on a Jetson)", target, onnx_path)
             return build_serialized_engine(onnx_path, input_size=meta.input_size, **build_options)
 
-        return resolve_engine(target, key, build if rebuild else None, props, onnx_path)
+        engine, record = resolve_engine(target, key, build if rebuild else None, props, onnx_path)
+        return engine, record, meta
 
     def _setup(self, engine_bytes: bytes, record: EngineRecord) -> None:
         trt = self._trt

@@ -1,4 +1,8 @@
-"""Shared pieces of the bag-training tests: hand-made rosbag2 recordings (rosbags, no ROS needed)."""
+"""Hand-made rosbag2 recordings for the bag and bag-training tests (rosbags, no ROS needed).
+
+Not a test module: the one builder of bag messages (``header``, ``image_msg``, ``mono_msg``,
+``compressed_msg``, ``string_msg``) and of bags (``write_bag``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from flowclas_ros.data.bags.source import COMPRESSED_TYPE, IMAGE_TYPE, typestore
-from flowclas_ros.data.images.codec import encode_compressed, encode_image
+from flowclas_ros.data.images.codec import encode_compressed, encode_image, encode_mono8
 
 START_NS = 1_700_000_000 * 10**9
 
@@ -21,13 +25,31 @@ def header(stamp_ns: int, frame_id: str = "cam"):
     )
 
 
-def image_msg(stamp_ns: int, rgb: np.ndarray, encoding: str = "rgb8"):
-    step, data = encode_image(rgb, encoding)
+def image_msg(
+    stamp_ns: int, rgb: np.ndarray, encoding: str = "rgb8", step: int | None = None, data: bytes | None = None
+):
+    """A sensor_msgs/Image of ``rgb`` in ``encoding``; with ``step`` and ``data``: those (malformed)."""
+    if data is None:
+        step, data = encode_image(rgb, encoding)
     return typestore().types[IMAGE_TYPE](
         header=header(stamp_ns),
         height=rgb.shape[0],
         width=rgb.shape[1],
         encoding=encoding,
+        is_bigendian=0,
+        step=step,
+        data=np.frombuffer(data, np.uint8),
+    )
+
+
+def mono_msg(stamp_ns: int, mask: np.ndarray):
+    """A mono8 sensor_msgs/Image of ``mask`` (a label image)."""
+    step, data = encode_mono8(mask)
+    return typestore().types[IMAGE_TYPE](
+        header=header(stamp_ns),
+        height=mask.shape[0],
+        width=mask.shape[1],
+        encoding="mono8",
         is_bigendian=0,
         step=step,
         data=np.frombuffer(data, np.uint8),
