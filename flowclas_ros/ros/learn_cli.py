@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
 import threading
 import time
@@ -165,10 +166,12 @@ def main(argv: list[str] | None = None) -> int:
             cameras=[c for c in args.cameras.split(",") if c], duration_s=float(args.duration),
             max_frames=int(args.frames), max_rate_hz=float(args.rate), steps=int(args.steps), bag=args.bag,
         )  # fmt: skip
-        sent = client.send_goal_async(goal, feedback_callback=lambda msg: bar.update(msg.feedback))
-        interrupted = False
-        handle = None
+        # Ctrl-C sets a flag that the wait loops poll, rather than raising KeyboardInterrupt wherever
+        # the main thread happens to be: a CI run once lost that exception and never cancelled.
+        ctrl_c = threading.Event()
+        previous = signal.signal(signal.SIGINT, lambda *_: ctrl_c.set())
         try:
+            sent = client.send_goal_async(goal, feedback_callback=lambda msg: bar.update(msg.feedback))
             while not sent.done():
                 time.sleep(0.05)
             handle = sent.result()
@@ -176,23 +179,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{PROG}: the goal was rejected by {args.node}", file=sys.stderr)
                 return 1
             result_future = handle.get_result_async()
-            while not result_future.done():
+            while not result_future.done() and not ctrl_c.is_set():
                 time.sleep(0.1)
-        except KeyboardInterrupt:
-            interrupted = True
-            print(f"\n{PROG}: cancelling the goal (the node stays on its model) ...", file=sys.stderr)
-            if handle is None:
-                while not sent.done():
-                    time.sleep(0.05)
-                handle = sent.result()
-            handle.cancel_goal_async()
-            result_future = handle.get_result_async()
-            deadline = time.monotonic() + 60
-            while not result_future.done() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if not result_future.done():
-                print(f"{PROG}: no result within 60 s of the cancel", file=sys.stderr)
-                return 130
+            interrupted = ctrl_c.is_set() and not result_future.done()
+            if interrupted:
+                print(f"\n{PROG}: cancelling the goal (the node stays on its model) ...", file=sys.stderr)
+                handle.cancel_goal_async()
+                deadline = time.monotonic() + 60
+                while not result_future.done() and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                if not result_future.done():
+                    print(f"{PROG}: no result within 60 s of the cancel", file=sys.stderr)
+                    return 130
+        finally:
+            signal.signal(signal.SIGINT, previous)
         bar.close()
         response = result_future.result()
         _print_result(response.result, names.get(response.status, str(response.status)), args.json)
