@@ -18,7 +18,7 @@ bootstrap:  ## create .venv, install pinned requirements, build msgs (no-op when
 build:  ## force a rebuild of the messages into install/
 	@rm -f .venv/.stamps/colcon && scripts/bootstrap
 
-test: bootstrap  ## run the whole test suite (what CI runs): one pytest process per test file
+test: bootstrap  ## run the whole test suite (what CI runs): one pytest process per test file, two files at a time
 	@$(ENV) python scripts/run_tests.py $(PYTEST_ARGS)
 
 lint: bootstrap  ## ruff check + format check

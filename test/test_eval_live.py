@@ -24,7 +24,7 @@ except ImportError as _err:  # only the generated messages / rclpy can be missin
         "(scripts/bootstrap builds them, scripts/env.sh puts them on the path)"
     )
 
-pytestmark = [pytest.mark.ros, pytest.mark.skipif(bool(_ROS_MISSING), reason=_ROS_MISSING)]
+pytestmark = [pytest.mark.ros, pytest.mark.alone, pytest.mark.skipif(bool(_ROS_MISSING), reason=_ROS_MISSING)]
 torch.set_num_threads(1)
 N = 8
 SAME = ("auroc", "ap", "fpr95", "image_auroc", "n_images", "pixel")

@@ -27,7 +27,7 @@ from ros_harness import (
 from tiny_checkpoints import tiny_checkpoint
 from train_support import tiny_train_dict
 
-pytestmark = pytest.mark.ros
+pytestmark = [pytest.mark.ros, pytest.mark.alone]
 
 NS = "/learn_action_test"
 NODE = f"{NS}/anomaly_node"

@@ -12,7 +12,7 @@ from tiny_checkpoints import tiny_checkpoint
 from train_support import tiny_train_dict
 
 pytest.importorskip("onnxruntime")
-pytestmark = pytest.mark.ros
+pytestmark = [pytest.mark.ros, pytest.mark.alone]
 
 NS = "/learn_onnx_test"
 NODE = f"{NS}/anomaly_node"

@@ -22,7 +22,7 @@ from ros_harness import (
 )
 from tiny_checkpoints import tiny_checkpoint
 
-pytestmark = pytest.mark.ros
+pytestmark = [pytest.mark.ros, pytest.mark.alone]
 
 NS = "/learn_swap_test"
 NODE = f"{NS}/anomaly_node"

@@ -18,7 +18,7 @@ from ros_harness import (
 )
 from tiny_checkpoints import tiny_checkpoint
 
-pytestmark = pytest.mark.ros
+pytestmark = [pytest.mark.ros, pytest.mark.alone]
 
 NS = "/latency_fields_test"
 NODE = f"{NS}/anomaly_node"

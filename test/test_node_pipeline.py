@@ -30,7 +30,7 @@ from tiny_checkpoints import tiny_checkpoint
 from flowclas_ros.data.images.codec import encode_compressed
 from flowclas_ros.runtime.postprocess import find_regions
 
-pytestmark = pytest.mark.ros
+pytestmark = [pytest.mark.ros, pytest.mark.alone]
 
 NS = "/pipeline_test"
 NODE = f"{NS}/anomaly_node"
@@ -379,12 +379,15 @@ def test_overload_keeps_latency_bounded(calibrated):
     start = time.time()
     sent_at: dict[str, float] = {}
     i = 0
-    while time.time() - start < 3.0:  # far above what the model can score
+    # 200 Hz, far above what the model can score. Not faster: at ~800 Hz the node's own receive
+    # callbacks (Python, holding the GIL for each frame) starved its forward to one answer in 3 s
+    # (model_ms 2964 vs tens idle; 2026-12-07), which measures the flood, not the drop policy.
+    while time.time() - start < 3.0:
         frame_id = f"flood_{i}"
         sent_at[frame_id] = time.time()
         env.pub_a.publish(env.client.image(rgb, frame_id))
         i += 1
-        time.sleep(0.001)
+        time.sleep(0.005)
     # With a queue, this frame would wait behind the whole backlog (seconds); newest-frame answers it
     # after at most the forward in progress plus its own.
     recovery = _latency(env, "after_flood", rgb)

@@ -31,7 +31,7 @@ from ros_harness import (
 )
 from tiny_checkpoints import tiny_checkpoint
 
-pytestmark = pytest.mark.ros
+pytestmark = [pytest.mark.ros, pytest.mark.alone]
 
 NS = "/stop_test"
 NODE = f"{NS}/{NODE_NAME}"
