@@ -22,7 +22,6 @@ each other's topics.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -40,8 +39,9 @@ def default_jobs() -> int:
 
     More files at once would make the CPU-bound ones (training, exports) starve each other.
     """
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(2, usable))
+    from flowclas_ros.runtime.cpu import usable_cpus  # torch-free; the environment has the package
+
+    return min(2, usable_cpus())
 
 
 def run_file(rel: Path) -> tuple[Path, int, str, float]:
@@ -56,8 +56,10 @@ def run_file(rel: Path) -> tuple[Path, int, str, float]:
 def run_suite(jobs: int) -> int:
     """Every test file: the shared ones ``jobs`` at a time, then the ``alone`` ones one by one."""
     files = sorted((ROOT / "test").glob("test_*.py"))
-    alone = [p.relative_to(ROOT) for p in files if ALONE.search(p.read_text(encoding="utf-8"))]
-    shared = [p.relative_to(ROOT) for p in files if p.relative_to(ROOT) not in alone]
+    alone: list[Path] = []
+    shared: list[Path] = []
+    for path in files:
+        (alone if ALONE.search(path.read_text(encoding="utf-8")) else shared).append(path.relative_to(ROOT))
     # The largest files first, so that a long file does not start last and run on its own.
     shared.sort(key=lambda rel: (ROOT / rel).stat().st_size, reverse=True)
     totals = dict.fromkeys(COUNTS, 0)
